@@ -1,0 +1,7 @@
+"""piping-server for Python: a streaming data relay over pure HTTP."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,8 @@
+"""``python -m piping_server``: the server's command line."""
+
+from __future__ import annotations
+
+from .ops._cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Header rules shared by every transport (PROTOCOL.md sections 3, 6 and 7).
+
+Header names are lowercase bytes here; HTTP/1 writes them as they are (names are case-insensitive)
+and HTTP/2 requires lowercase anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Headers = list[tuple[bytes, bytes]]
+
+ALLOW_ORIGIN: tuple[bytes, bytes] = (b"access-control-allow-origin", b"*")
+TEXT_PLAIN: tuple[bytes, bytes] = (b"content-type", b"text/plain")
+ALLOWED_METHODS = b"GET, HEAD, POST, PUT, OPTIONS"
+
+#: What a sender's progress stream and every error message carry.
+MESSAGE_HEADERS: Headers = [TEXT_PLAIN, ALLOW_ORIGIN]
+
+# Media types a browser would run as a document in our origin: rewritten to text/plain.
+_DOCUMENT_TYPES = frozenset(
+    {b"text/html", b"application/xhtml+xml", b"image/svg+xml", b"text/xml", b"application/xml"}
+)
+
+
+def preflight_headers(request_headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """The answer to an OPTIONS request on any path (section 7)."""
+    headers: Headers = [
+        ALLOW_ORIGIN,
+        (b"access-control-allow-methods", ALLOWED_METHODS),
+        (b"access-control-allow-headers", b"Content-Type, Content-Disposition, X-Piping"),
+    ]
+    if any(k == b"access-control-request-private-network" and v == b"true" for k, v in request_headers):
+        headers.append((b"access-control-allow-private-network", b"true"))
+    headers += [
+        (b"access-control-expose-headers", b"Access-Control-Allow-Headers"),
+        (b"access-control-max-age", b"86400"),
+    ]
+    return headers
+
+
+def safe_content_type(value: bytes) -> bytes:
+    """Turn a document media type into text/plain, keeping its parameters (section 6)."""
+    media_type, sep, params = value.partition(b";")
+    if media_type.strip().lower() in _DOCUMENT_TYPES:
+        return b"text/plain" + sep + params
+    return value
+
+
+def receiver_headers(
+    *,
+    content_type: bytes | None,
+    content_length: int | None,
+    content_disposition: bytes | None,
+    x_piping: list[bytes],
+) -> Headers:
+    """The head of every receiver's response, from what the sender (or its form part) gave."""
+    headers: Headers = []
+    if content_length is not None:
+        headers.append((b"content-length", b"%d" % content_length))
+    if content_type is not None:
+        headers.append((b"content-type", safe_content_type(content_type)))
+    if content_disposition is not None:
+        headers.append((b"content-disposition", content_disposition))
+    for value in x_piping:
+        headers.append((b"x-piping", value))
+    headers.append(ALLOW_ORIGIN)
+    if x_piping:
+        headers.append((b"access-control-expose-headers", b"X-Piping"))
+    headers += [
+        (b"x-robots-tag", b"none"),
+        # a reverse proxy must neither buffer nor cache the stream (beyond the reference)
+        (b"x-accel-buffering", b"no"),
+        (b"cache-control", b"no-store"),
+    ]
+    return headers

@@ -1,0 +1,126 @@
+"""Inputs to the hub (past-tense facts) and its outputs (imperative actions).
+
+All are frozen, slotted, keyword-only dataclasses: values, compared by content, never subclassed.
+A *peer* is any hashable object that the transport adapter uses to name one request (an HTTP/1
+request, an HTTP/2 stream); the core never looks inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+Peer = Hashable
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderArrived:
+    """A POST or PUT came to a non-reserved path; its headers are read, its body is not."""
+
+    peer: Peer
+    path: str
+    method: str
+    n: str | None
+    has_content_range: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiverArrived:
+    """A GET came to a non-reserved path."""
+
+    peer: Peer
+    path: str
+    n: str | None
+    is_service_worker: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadEnded:
+    """The sender's body has been read to its end (and handed to the receivers)."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadFailed:
+    """The sender's body broke (a bad chunk, a reset stream) while its response can still be written."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiverFinished:
+    """A receiver's response has been written to its end."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerLost:
+    """A sender's or receiver's connection (or stream) is gone."""
+
+    peer: Peer
+
+
+Event = SenderArrived | ReceiverArrived | UploadEnded | UploadFailed | ReceiverFinished | PeerLost
+
+# --- outputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """Answer ``peer`` with ``status`` and the one-line ``message`` (ends with a newline), and forget it."""
+
+    peer: Peer
+    status: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptSender:
+    """Start the sender's 200 text/plain response now; progress lines follow as ``WriteLine``."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteLine:
+    """Write one progress line (ending with a newline) to the sender's response."""
+
+    peer: Peer
+    line: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTransfer:
+    """Pipe the sender's body to these receivers, in this order; their responses start now."""
+
+    sender: Peer
+    receivers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetachReceiver:
+    """Stop feeding this receiver: it left mid-transfer."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndSender:
+    """End the sender's response normally; ``drop_upload`` means stop reading its body (close it)."""
+
+    peer: Peer
+    drop_upload: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CutReceivers:
+    """The upload broke: end these receivers' responses so that they look cut, never complete."""
+
+    receivers: tuple[Peer, ...]
+
+
+Action = Reject | AcceptSender | WriteLine | StartTransfer | DetachReceiver | EndSender | CutReceivers

@@ -1,0 +1,298 @@
+"""The rendezvous of senders and receivers: paths, waiting, ``n`` and the transfer lifecycle.
+
+Theory of operation
+-------------------
+Each path is in one of three states:
+
+* *free*: no entry at all;
+* *waiting* (``_Waiting``): a sender and/or receivers have arrived, fewer than the transfer needs;
+* *running* (``_Transfer``): the sender and its ``n`` receivers are joined; the path is taken.
+
+The hub is driven by ``handle(event)`` and answers with the actions the transport must carry out,
+in order. It performs no I/O, keeps no clock and imports nothing from HTTP: the same hub serves
+HTTP/1.x and HTTP/2 peers at once, and the tests drive it with plain values.
+
+Bytes never pass through the hub. Once ``StartTransfer`` is emitted, the transport's pipe moves the
+body; the hub only hears about the ends (``UploadEnded``, ``UploadFailed``, ``ReceiverFinished``,
+``PeerLost``) and turns them into progress lines and endings. Every ending frees the path at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._events import (
+    AcceptSender,
+    Action,
+    CutReceivers,
+    DetachReceiver,
+    EndSender,
+    Event,
+    Peer,
+    PeerLost,
+    ReceiverArrived,
+    ReceiverFinished,
+    Reject,
+    SenderArrived,
+    StartTransfer,
+    UploadEnded,
+    UploadFailed,
+    WriteLine,
+)
+from ._paths import parse_n
+
+#: Paths that serve pages and can never carry a transfer (PROTOCOL.md section 2).
+RESERVED_PATHS = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico", "/robots.txt"})
+
+
+def is_reserved(path: str) -> bool:
+    return path in RESERVED_PATHS
+
+
+class _Waiting:
+    __slots__ = ("n", "sender", "receivers")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sender: Peer | None = None
+        self.receivers: list[Peer] = []
+
+
+class _Transfer:
+    __slots__ = ("path", "sender", "receivers", "active", "finished", "aborted", "upload_ended")
+
+    def __init__(self, path: str, sender: Peer, receivers: tuple[Peer, ...]) -> None:
+        self.path = path
+        self.sender = sender
+        self.receivers = receivers
+        self.active: set[Peer] = set(receivers)
+        self.finished = 0
+        self.aborted = 0
+        self.upload_ended = False
+
+
+class Hub:
+    """All paths of one server. Not thread-safe: call it from the event loop's thread only."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, _Waiting] = {}
+        self._running: dict[str, _Transfer] = {}
+        # peer -> the path it is registered on, for PeerLost and the end events
+        self._where: dict[Peer, str] = {}
+        self._handlers: dict[type[Any], Callable[[Any], list[Action]]] = {
+            SenderArrived: self._sender_arrived,
+            ReceiverArrived: self._receiver_arrived,
+            UploadEnded: self._upload_ended,
+            UploadFailed: self._upload_failed,
+            ReceiverFinished: self._receiver_finished,
+            PeerLost: self._peer_lost,
+        }
+
+    # --- introspection (metrics, tests) ---------------------------------------------------------
+
+    @property
+    def waiting_senders(self) -> int:
+        return sum(1 for w in self._waiting.values() if w.sender is not None)
+
+    @property
+    def waiting_receivers(self) -> int:
+        return sum(len(w.receivers) for w in self._waiting.values())
+
+    @property
+    def running_transfers(self) -> int:
+        return len(self._running)
+
+    def is_busy(self, path: str) -> bool:
+        return path in self._waiting or path in self._running
+
+    def knows(self, peer: Peer) -> bool:
+        return peer in self._where
+
+    # --- the one entry point ----------------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Action]:
+        """Apply one event and return the actions to carry out, in order."""
+        return self._handlers[type(event)](event)
+
+    # --- arrivals -----------------------------------------------------------------------------------
+
+    def _sender_arrived(self, ev: SenderArrived) -> list[Action]:
+        path = ev.path
+        if is_reserved(path):
+            return [_reject(ev.peer, f"[ERROR] Cannot send to the reserved path '{path}'. (e.g. '/mypath123')")]
+        if ev.has_content_range:
+            return [_reject(ev.peer, f"[ERROR] Content-Range is not supported for now in {ev.method}")]
+        n = parse_n(ev.n)
+        if n is None:
+            return [_reject(ev.peer, '[ERROR] Invalid "n" query parameter')]
+        if n <= 0:
+            return [_reject(ev.peer, f"[ERROR] n should > 0, but n = {n}.")]
+        if path in self._running:
+            return [_reject(ev.peer, f"[ERROR] Connection on '{path}' has been established already.")]
+        waiting = self._waiting.get(path)
+        if waiting is None:
+            waiting = self._waiting[path] = _Waiting(n)
+            waiting.sender = ev.peer
+            self._where[ev.peer] = path
+            return [AcceptSender(peer=ev.peer), _line(ev.peer, f"[INFO] Waiting for {n} receiver(s)...")]
+        if waiting.sender is not None:
+            return [_reject(ev.peer, f"[ERROR] Another sender has been connected on '{path}'.")]
+        if n != waiting.n:
+            return [_reject(ev.peer, f"[ERROR] The number of receivers should be {waiting.n} but {n}.")]
+        waiting.sender = ev.peer
+        self._where[ev.peer] = path
+        actions: list[Action] = [
+            AcceptSender(peer=ev.peer),
+            _line(ev.peer, f"[INFO] Waiting for {n} receiver(s)..."),
+            _line(ev.peer, f"[INFO] {len(waiting.receivers)} receiver(s) has/have been connected."),
+        ]
+        return actions + self._start_if_complete(path, waiting)
+
+    def _receiver_arrived(self, ev: ReceiverArrived) -> list[Action]:
+        path = ev.path
+        if ev.is_service_worker:
+            return [_reject(ev.peer, "[ERROR] Service Worker registration is rejected.")]
+        n = parse_n(ev.n)
+        if n is None:
+            return [_reject(ev.peer, '[ERROR] Invalid query parameter "n"')]
+        if n <= 0:
+            return [_reject(ev.peer, f"[ERROR] n should > 0, but n = {n}.")]
+        if path in self._running:
+            return [_reject(ev.peer, f"[ERROR] Connection on '{path}' has been established already.")]
+        waiting = self._waiting.get(path)
+        if waiting is None:
+            waiting = self._waiting[path] = _Waiting(n)
+            waiting.receivers.append(ev.peer)
+            self._where[ev.peer] = path
+            return self._start_if_complete(path, waiting)
+        if n != waiting.n:
+            return [_reject(ev.peer, f"[ERROR] The number of receivers should be {waiting.n} but {n}.")]
+        if len(waiting.receivers) == waiting.n:
+            return [_reject(ev.peer, "[ERROR] The number of receivers has reached limits.")]
+        waiting.receivers.append(ev.peer)
+        self._where[ev.peer] = path
+        actions: list[Action] = []
+        if waiting.sender is not None:
+            actions.append(_line(waiting.sender, "[INFO] A receiver was connected."))
+        return actions + self._start_if_complete(path, waiting)
+
+    def _start_if_complete(self, path: str, waiting: _Waiting) -> list[Action]:
+        if waiting.sender is None or len(waiting.receivers) != waiting.n:
+            return []
+        del self._waiting[path]
+        receivers = tuple(waiting.receivers)
+        self._running[path] = _Transfer(path, waiting.sender, receivers)
+        return [
+            _line(waiting.sender, f"[INFO] Start sending to {len(receivers)} receiver(s)!"),
+            StartTransfer(sender=waiting.sender, receivers=receivers),
+        ]
+
+    # --- endings ----------------------------------------------------------------------------------
+
+    def _transfer_of(self, peer: Peer) -> _Transfer | None:
+        path = self._where.get(peer)
+        if path is None:
+            return None
+        transfer = self._running.get(path)
+        if transfer is None or (peer != transfer.sender and peer not in transfer.receivers):
+            return None
+        return transfer
+
+    def _upload_ended(self, ev: UploadEnded) -> list[Action]:
+        transfer = self._transfer_of(ev.peer)
+        if transfer is None or transfer.sender != ev.peer or transfer.upload_ended:
+            return []
+        transfer.upload_ended = True
+        return [_line(ev.peer, "[INFO] Sent successfully!")]
+
+    def _upload_failed(self, ev: UploadFailed) -> list[Action]:
+        transfer = self._transfer_of(ev.peer)
+        if transfer is None or transfer.sender != ev.peer:
+            return []
+        cut = tuple(r for r in transfer.receivers if r in transfer.active)
+        self._free(transfer)
+        return [
+            _line(ev.peer, "[ERROR] Failed to send."),
+            EndSender(peer=ev.peer, drop_upload=True),
+            CutReceivers(receivers=cut),
+        ]
+
+    def _receiver_finished(self, ev: ReceiverFinished) -> list[Action]:
+        transfer = self._transfer_of(ev.peer)
+        if transfer is None or ev.peer not in transfer.active:
+            return []
+        transfer.active.discard(ev.peer)
+        transfer.finished += 1
+        return self._end_if_settled(transfer)
+
+    def _peer_lost(self, ev: PeerLost) -> list[Action]:
+        peer = ev.peer
+        path = self._where.get(peer)
+        if path is None:
+            return []
+        waiting = self._waiting.get(path)
+        if waiting is not None:
+            # Only this very peer is removed: a late loss of an old peer never evicts a new one.
+            if waiting.sender == peer:
+                waiting.sender = None
+            elif peer in waiting.receivers:
+                waiting.receivers.remove(peer)
+            del self._where[peer]
+            if waiting.sender is None and not waiting.receivers:
+                del self._waiting[path]
+            return []
+        transfer = self._transfer_of(peer)
+        if transfer is None:
+            self._where.pop(peer, None)
+            return []
+        if peer == transfer.sender:
+            del self._where[peer]
+            if transfer.upload_ended:
+                return []  # the receivers still get what is on its way; the end frees the path
+            cut = tuple(r for r in transfer.receivers if r in transfer.active)
+            self._free(transfer)
+            return [CutReceivers(receivers=cut)] if cut else []
+        if peer not in transfer.active:
+            del self._where[peer]
+            return []
+        transfer.active.discard(peer)
+        del self._where[peer]
+        transfer.aborted += 1
+        actions: list[Action] = [DetachReceiver(peer=peer)]
+        if transfer.sender in self._where:
+            actions.append(_line(transfer.sender, "[INFO] A receiver aborted."))
+        return actions + self._end_if_settled(transfer)
+
+    def _end_if_settled(self, transfer: _Transfer) -> list[Action]:
+        if transfer.active:
+            return []
+        sender = transfer.sender
+        sender_here = sender in self._where
+        self._free(transfer)
+        if not sender_here:
+            return []
+        if transfer.finished == 0:
+            return [
+                _line(sender, "[INFO] All receiver(s) was/were aborted halfway."),
+                EndSender(peer=sender, drop_upload=True),
+            ]
+        return [
+            _line(sender, "[INFO] All receiver(s) was/were received successfully."),
+            EndSender(peer=sender, drop_upload=not transfer.upload_ended),
+        ]
+
+    def _free(self, transfer: _Transfer) -> None:
+        if self._running.get(transfer.path) is transfer:
+            del self._running[transfer.path]
+        for peer in (transfer.sender, *transfer.receivers):
+            if self._where.get(peer) == transfer.path:
+                del self._where[peer]
+
+
+def _reject(peer: Peer, message: str, status: int = 400) -> Reject:
+    return Reject(peer=peer, status=status, message=message + "\n")
+
+
+def _line(peer: Peer, text: str) -> WriteLine:
+    return WriteLine(peer=peer, line=text + "\n")

@@ -1,0 +1,502 @@
+"""HTTP/1.0 and HTTP/1.1 on an asyncio transport, parsed by httptools (llhttp).
+
+One ``Http1Protocol`` per connection; one ``Http1Exchange`` per request on it. Requests are
+answered strictly in order: a pipelined request waits (and reading pauses) until the one before it
+has its whole response written. Parser callbacks never await; the relay is called synchronously.
+
+Reading is paused for three independent reasons, kept as bits so that one never resumes what
+another paused: a waiting sender's buffered body passed ``WAITING_BODY_LIMIT``; a receiver of the
+upload is slow (backpressure); a pipelined request is queued behind the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from http import HTTPStatus
+
+import httptools
+
+from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
+from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
+from ..flow import Pipe, Relay, UploadInfo
+from ..pages import render_page
+
+#: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
+#: lets the server see a sender leave while it waits; past this, the body stays in the kernel.
+WAITING_BODY_LIMIT = 64 * 1024
+#: A receiver's transport pauses its sender above this many buffered bytes, resumes below the low mark.
+#: Large enough to keep the socket full between pauses, small enough to keep memory flat.
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+#: The request line and headers together may not exceed this (answered 431).
+MAX_HEAD_BYTES = 64 * 1024
+#: The body of a refused request is read and dropped up to this much, to keep the connection; past it, close.
+DISCARD_LIMIT = 1024 * 1024
+#: How often a finished receiver's buffer is checked until it is flushed to the kernel.
+DRAIN_POLL_S = 0.005
+
+_PAUSE_WAITING = 1
+_PAUSE_BACKPRESSURE = 2
+_PAUSE_QUEUED = 4
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class Http1Exchange:
+    """One request and its response: an endpoint of the relay."""
+
+    __slots__ = (
+        "conn",
+        "method",
+        "version",
+        "keep_alive",
+        "target",
+        "headers",
+        "pipe",
+        "request_complete",
+        "response_ended",
+        "lost",
+        "_sink",
+        "_buffer",
+        "_buffered",
+        "_chunked",
+        "_close_after",
+        "_sender_lines",
+        "_discarded",
+        "_role",
+    )
+
+    def __init__(
+        self, conn: Http1Protocol, method: str, version: str, keep_alive: bool, target: bytes, headers: Headers
+    ) -> None:
+        self.conn = conn
+        self.method = method
+        self.version = version
+        self.keep_alive = keep_alive and version != "1.0"
+        self.target = target
+        self.headers = headers
+        self.pipe: Pipe | None = None
+        self.request_complete = False
+        self.response_ended = False
+        self.lost = False
+        self._sink: Callable[[bytes], None] = self._discard
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._chunked = False
+        self._close_after = not self.keep_alive
+        self._sender_lines: list[bytes] | None = None  # HTTP/1.0 sender: lines kept for the end
+        self._discarded = 0
+        self._role = ""
+
+    def __repr__(self) -> str:
+        return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    # --- request side --------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Route the request: a page, a preflight, a sender, a receiver, or a refusal."""
+        conn = self.conn
+        path, query = split_target(self.target.decode("latin-1"))
+        method = self.method
+        if method in ("GET", "HEAD") and is_reserved(path):
+            page = render_page(path, base_url=self._base_url(), query=query)
+            self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
+            return
+        if method in ("POST", "PUT"):
+            self._role = "sender"
+            self._sink = self._hold
+            conn.relay.submit(
+                SenderArrived(
+                    peer=self,
+                    path=path,
+                    method=method,
+                    n=query_param(query, "n"),
+                    has_content_range=self.header(b"content-range") is not None,
+                )
+            )
+        elif method == "GET":
+            self._role = "receiver"
+            conn.relay.submit(
+                ReceiverArrived(
+                    peer=self,
+                    path=path,
+                    n=query_param(query, "n"),
+                    is_service_worker=self.header(b"service-worker") == b"script",
+                )
+            )
+        elif method == "OPTIONS":
+            self._respond(200, preflight_headers(self.headers), b"")
+        else:
+            self._respond(
+                405,
+                [*MESSAGE_HEADERS, (b"allow", b"GET, HEAD, POST, PUT, OPTIONS")],
+                f"[ERROR] Unsupported method: {method}.\n".encode(),
+            )
+
+    def on_body(self, data: bytes) -> None:
+        self._sink(data)
+
+    def on_body_complete(self) -> None:
+        self.request_complete = True
+        if self.pipe is not None and self._sink is not self._hold:
+            self.pipe.upload_complete()
+        self._maybe_done()
+
+    def _hold(self, data: bytes) -> None:
+        # a sender's body before its transfer starts: kept, bounded, until the pipe opens
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > WAITING_BODY_LIMIT:
+            self.conn.pause_reading(_PAUSE_WAITING)
+
+    def _discard(self, data: bytes) -> None:
+        self._discarded += len(data)
+        if self._discarded > DISCARD_LIMIT:
+            self._close_after = True
+            self.conn.close()
+
+    def _base_url(self) -> str:
+        proto = self.header(b"x-forwarded-proto") or b""
+        scheme = "https" if self.conn.is_tls or b"https" in proto else "http"
+        host = (self.header(b"host") or b"hostname").decode("latin-1")
+        return f"{scheme}://{host}"
+
+    # --- endpoint: sender ------------------------------------------------------------------------------
+
+    def reject(self, status: int, message: str) -> None:
+        self._respond(status, MESSAGE_HEADERS, message.encode())
+
+    def accept_sender(self) -> None:
+        if self.version == "1.0":
+            self._sender_lines = []
+            return
+        out = []
+        if (self.header(b"expect") or b"").lower() == b"100-continue":
+            out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+        out.append(self._head(200, MESSAGE_HEADERS, chunked=True))
+        self.conn.write_many(out)
+        self._chunked = True
+
+    def write_line(self, line: str) -> None:
+        data = line.encode()
+        if self._sender_lines is not None:
+            self._sender_lines.append(data)
+        elif not self.response_ended:
+            self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
+
+    def end_sender(self, *, drop_upload: bool) -> None:
+        if self.response_ended:
+            return
+        if self._sender_lines is not None:
+            body = b"".join(self._sender_lines)
+            self.conn.write(self._head(200, MESSAGE_HEADERS, length=len(body)) + body)
+        else:
+            self.conn.write(b"0\r\n\r\n")
+        self.response_ended = True
+        if drop_upload and not self.request_complete:
+            self._close_after = True
+            self.conn.resume_reading(_PAUSE_BACKPRESSURE | _PAUSE_WAITING)
+            self.conn.close()
+            return
+        self._sink = self._discard
+        self.conn.resume_reading(_PAUSE_BACKPRESSURE | _PAUSE_WAITING)
+        self._maybe_done()
+
+    def upload_info(self) -> UploadInfo:
+        length = self.header(b"content-length")
+        return UploadInfo.from_headers(self.headers, int(length) if length is not None and length.isdigit() else None)
+
+    def start_upload(self, pipe: Pipe) -> None:
+        pipe.begin()
+        buffered, self._buffer = self._buffer, []
+        self._sink = pipe.feed
+        for chunk in buffered:
+            pipe.feed(chunk)
+        self.conn.resume_reading(_PAUSE_WAITING)
+        if self.request_complete:
+            pipe.upload_complete()
+
+    def pause_upload(self) -> None:
+        self.conn.pause_reading(_PAUSE_BACKPRESSURE)
+
+    def resume_upload(self) -> None:
+        self.conn.resume_reading(_PAUSE_BACKPRESSURE)
+
+    # --- endpoint: receiver ------------------------------------------------------------------------------
+
+    def start_receiving(self, headers: Headers) -> None:
+        has_length = any(name == b"content-length" for name, _ in headers)
+        if not has_length:
+            if self.version == "1.0":
+                self._close_after = True  # the end of the body is the end of the connection
+            else:
+                self._chunked = True
+        self.conn.write(self._head(200, headers, chunked=self._chunked))
+
+    def write_body(self, data: bytes) -> None:
+        if self._chunked:
+            self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.conn.write(data)
+
+    def finish_body(self) -> None:
+        if self._chunked:
+            self.conn.write(b"0\r\n\r\n")
+        self.conn.when_drained(self._receiver_flushed)
+
+    def _receiver_flushed(self) -> None:
+        if self.lost:
+            return
+        self.response_ended = True
+        self.conn.relay.submit(ReceiverFinished(peer=self))
+        self._maybe_done()
+
+    def cut(self) -> None:
+        # No final chunk and a closed connection: the receiver sees a cut stream, never a complete one.
+        self._close_after = True
+        self.conn.close()
+
+    # --- responses ---------------------------------------------------------------------------------
+
+    def _head(self, status: int, headers: Headers, *, length: int | None = None, chunked: bool = False) -> bytes:
+        version = b"HTTP/1.0" if self.version == "1.0" else b"HTTP/1.1"
+        lines = [b"%s %d %s" % (version, status, _REASONS.get(status, b""))]
+        lines += [name + b": " + value for name, value in headers]
+        if length is not None:
+            lines.append(b"content-length: %d" % length)
+        if chunked:
+            lines.append(b"transfer-encoding: chunked")
+        if self._close_after:
+            lines.append(b"connection: close")
+        elif self.version == "1.0":
+            lines.append(b"connection: keep-alive")
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def _respond(self, status: int, headers: Headers, body: bytes, *, head_only: bool = False) -> None:
+        """A whole response at once: pages, preflights and refusals."""
+        if not self.request_complete and self.method in ("POST", "PUT"):
+            # the body of a refused upload is dropped; an Expect: 100-continue client never sends it
+            self._sink = self._discard
+            if (self.header(b"expect") or b"").lower() == b"100-continue":
+                self._close_after = True
+        has_length = any(name == b"content-length" for name, _ in headers)
+        head = self._head(status, headers, length=None if has_length or status == 204 else len(body))
+        self.conn.write(head if head_only else head + body)
+        self.response_ended = True
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.response_ended and (self.request_complete or self._close_after):
+            self.conn.exchange_done(self, close=self._close_after)
+
+
+class Http1Protocol(asyncio.Protocol):
+    """One HTTP/1.x connection."""
+
+    def __init__(self, relay: Relay, *, is_tls: bool = False) -> None:
+        self.relay = relay
+        self.is_tls = is_tls
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._active: Http1Exchange | None = None  # the one whose response is being written
+        self._incoming: Http1Exchange | None = None  # the one whose request is being read
+        self._queue: deque[Http1Exchange] = deque()
+        self._paused = 0
+        self._closed = False
+        self._writing_paused = False
+        # the request being parsed
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows);
+            # a fresh parser reads on after the request that asked.
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self._parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
+        except _HeadTooLarge:
+            self._fail_request(431, "[ERROR] Request header fields too large.\n")
+        except httptools.HttpParserError as exc:
+            self._fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
+
+    def eof_received(self) -> bool | None:
+        active = self._active
+        if (
+            active is not None
+            and active._role == "sender"
+            and active.request_complete
+            and not active.response_ended
+            and not self._queue
+        ):
+            return True  # a half-closed sender that sent its whole body still waits (beyond the reference)
+        return None  # anything else: the peer has left, close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        exchanges = [self._active, *self._queue]
+        if self._incoming is not None and self._incoming not in exchanges:
+            exchanges.append(self._incoming)
+        self._active = self._incoming = None
+        self._queue.clear()
+        for exchange in exchanges:
+            if exchange is None:
+                continue
+            exchange.lost = True
+            if exchange.pipe is not None and exchange._role == "receiver":
+                exchange.pipe.receiver_resumed(exchange)
+            if self.relay.hub.knows(exchange):
+                self.relay.submit(PeerLost(peer=exchange))
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        active = self._active
+        if active is not None and active.pipe is not None and active._role == "receiver":
+            active.pipe.receiver_paused(active)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        active = self._active
+        if active is not None and active.pipe is not None and active._role == "receiver":
+            active.pipe.receiver_resumed(active)
+
+    # --- httptools callbacks -------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        exchange = Http1Exchange(
+            self,
+            parser.get_method().decode("ascii", "replace"),
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            self._url,
+            self._headers,
+        )
+        self._incoming = exchange
+        if self._active is None:
+            self._active = exchange
+            exchange.dispatch()
+        else:
+            self._queue.append(exchange)
+            self.pause_reading(_PAUSE_QUEUED)
+
+    def on_body(self, body: bytes) -> None:
+        incoming = self._incoming
+        if incoming is not None:
+            incoming.on_body(body)
+
+    def on_message_complete(self) -> None:
+        incoming = self._incoming
+        if incoming is not None:
+            self._incoming = None
+            incoming.on_body_complete()
+
+    # --- used by the exchanges -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.write(data)
+
+    def write_many(self, parts: list[bytes]) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.writelines(parts)
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call back once everything written so far has left for the kernel (or the connection is gone)."""
+        transport = self.transport
+        if self._closed or transport is None or transport.get_write_buffer_size() == 0:
+            callback()
+            return
+        asyncio.get_running_loop().call_later(DRAIN_POLL_S, self.when_drained, callback)
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and self.transport is not None and not self._closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        was = self._paused
+        self._paused &= ~reason
+        if was and not self._paused and self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.close()
+
+    def exchange_done(self, exchange: Http1Exchange, *, close: bool) -> None:
+        """The exchange's request is read and its response written: serve the next, or close."""
+        if exchange is not self._active:
+            return
+        self._active = None
+        if close:
+            self.close()
+            return
+        if self._queue:
+            self._active = self._queue.popleft()
+            if not self._queue:
+                self.resume_reading(_PAUSE_QUEUED)
+            self._active.dispatch()
+        else:
+            self.resume_reading(_PAUSE_QUEUED)
+
+    def _fail_request(self, status: int, message: str) -> None:
+        """The bytes on this connection cannot be parsed: answer if nothing is being answered, then close."""
+        incoming = self._incoming
+        if incoming is not None and incoming is not self._active:
+            incoming = None
+        if self._active is None or (incoming is self._active and not incoming.response_ended and not incoming._role):
+            head = (
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\naccess-control-allow-origin: *\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, _REASONS[status], len(message))
+            )
+            self.write(head + message.encode())
+        elif self._incoming is not None and self._incoming.pipe is not None and self._incoming._role == "sender":
+            # the upload's framing broke mid-transfer: its receivers must see a cut stream
+            self._incoming.pipe.fail()
+        self.close()
+
+
+def _parser_reason(exc: Exception) -> str:
+    text = str(exc).strip().rstrip(".")
+    return text if text else "malformed HTTP/1.x request"

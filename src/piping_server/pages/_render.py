@@ -1,0 +1,66 @@
+"""Which paths are reserved, and the one entry point that renders them (PROTOCOL.md section 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._html import render_index, render_noscript
+from ._page import Page
+from ._text import render_help, render_version
+
+__all__ = ["RESERVED_PATHS", "is_reserved", "render_page"]
+
+RESERVED_PATHS: frozenset[str] = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico", "/robots.txt"})
+
+
+def _canonical(path: str) -> str:
+    # "An empty path is `/`" (PROTOCOL.md section 2), e.g. from an absolute-form request target.
+    return path or "/"
+
+
+def is_reserved(path: str) -> bool:
+    """Whether ``path`` (normalised, without its query) is a page rather than a place to send to."""
+    return _canonical(path) in RESERVED_PATHS
+
+
+def _favicon() -> Page:
+    # 204 with nothing at all: browsers stop asking, and no icon is shipped.
+    return Page(status=204, headers=[], body=b"")
+
+
+def _robots() -> Page:
+    return Page(status=404, headers=[], body=b"")
+
+
+_Renderer = Callable[[str, str], Page]  # (base_url, query) -> Page
+
+_RENDERERS: dict[str, _Renderer] = {
+    "/": lambda base_url, query: render_index(base_url=base_url),
+    "/noscript": lambda base_url, query: render_noscript(base_url=base_url, query=query),
+    "/version": lambda base_url, query: render_version(),
+    "/help": lambda base_url, query: render_help(base_url=base_url),
+    "/favicon.ico": lambda base_url, query: _favicon(),
+    "/robots.txt": lambda base_url, query: _robots(),
+}
+assert frozenset(_RENDERERS) == RESERVED_PATHS, "every reserved path needs exactly one renderer"
+
+
+def render_page(path: str, *, base_url: str, query: str = "") -> Page:
+    """The response to ``GET`` of a reserved path.
+
+    Args:
+        path: the normalised path (dot segments removed, no query); ``""`` counts as ``/``.
+        base_url: scheme and host as the client reached us, e.g. ``"https://example.com"``; the
+            HTTP layer works it out (TLS or ``X-Forwarded-Proto``, and ``Host``).
+        query: the raw query string without ``?`` (only ``/noscript`` reads it).
+
+    Returns:
+        A fresh :class:`Page`; for ``HEAD`` the caller sends its status and headers only.
+
+    Raises:
+        ValueError: ``path`` is not reserved (check :func:`is_reserved` first).
+    """
+    renderer = _RENDERERS.get(_canonical(path))
+    if renderer is None:
+        raise ValueError(f"not a reserved path: {path!r}")
+    return renderer(base_url, query)

@@ -1,0 +1,206 @@
+/*
+ * send.js: the "send" mode. POSTs a file or a text to /<path> with XMLHttpRequest, because only
+ * XHR reports upload progress; shows that progress and the server's own lines as they arrive
+ * ("[INFO] Waiting for 1 receiver(s)...", then the rest), and the command a receiver runs.
+ */
+(() => {
+  "use strict";
+
+  // Long enough to be seen, short enough that the button is soon usable again.
+  const COPIED_FEEDBACK_MS = 1500;
+
+  function start() {
+    const $ = Piping.byId;
+    const ui = {
+      path: $("path"), newPath: $("new-path"),
+      modeFile: $("mode-file"), modeText: $("mode-text"),
+      filePane: $("file-pane"), file: $("file"), fileInfo: $("file-info"),
+      textPane: $("text-pane"), text: $("text"),
+      send: $("send"), cancel: $("cancel"),
+      progress: $("progress"), progressText: $("progress-text"), status: $("status"),
+      curl: $("curl"), copy: $("copy"), receiveLink: $("receive-link"),
+    };
+    let request = null; // the transfer in flight, if any
+
+    // ---- path and the receive command ----
+
+    function showReceive() {
+      const path = Piping.normalizePath(ui.path.value) || "mypath";
+      ui.curl.textContent = Piping.curlCommand(path);
+      ui.receiveLink.href = Piping.pathUrl(path).href;
+    }
+
+    if (ui.path.value === "") ui.path.value = Piping.randomPath();
+    ui.path.addEventListener("input", showReceive);
+    ui.newPath.addEventListener("click", () => {
+      ui.path.value = Piping.randomPath();
+      showReceive();
+    });
+    showReceive();
+
+    ui.copy.addEventListener("click", () => copyText(ui.curl, ui.copy));
+
+    // ---- a file or a text ----
+
+    function syncMode() {
+      const isText = ui.modeText.checked;
+      ui.textPane.hidden = !isText;
+      ui.text.disabled = !isText;
+      ui.filePane.hidden = isText;
+      ui.file.disabled = isText;
+    }
+
+    function showFile() {
+      const file = ui.file.files[0];
+      ui.fileInfo.textContent = file ? `${file.name}, ${Piping.formatBytes(file.size)}` : "or drop a file here";
+    }
+
+    ui.modeFile.addEventListener("change", syncMode);
+    ui.modeText.addEventListener("change", syncMode);
+    syncMode(); // a reload may restore the other choice
+    ui.file.addEventListener("change", showFile);
+    showFile();
+
+    ui.filePane.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      ui.filePane.classList.add("over");
+    });
+    ui.filePane.addEventListener("dragleave", () => ui.filePane.classList.remove("over"));
+    ui.filePane.addEventListener("drop", (event) => {
+      event.preventDefault();
+      ui.filePane.classList.remove("over");
+      const dropped = event.dataTransfer && event.dataTransfer.files[0];
+      if (!dropped) return;
+      // The input takes one file: keep the first of several.
+      const one = new DataTransfer();
+      one.items.add(dropped);
+      ui.file.files = one.files;
+      showFile();
+    });
+    // Anywhere else on the page, a dropped file must not navigate away.
+    window.addEventListener("dragover", (event) => event.preventDefault());
+    window.addEventListener("drop", (event) => event.preventDefault());
+
+    // ---- sending ----
+
+    function setStatus(text, kind) {
+      ui.status.textContent = text;
+      ui.status.className = kind || "";
+    }
+
+    function setBusy(busy) {
+      ui.send.disabled = busy;
+      ui.cancel.hidden = !busy;
+      for (const input of [ui.path, ui.newPath, ui.modeFile, ui.modeText]) input.disabled = busy;
+    }
+
+    function showProgress(loaded, total) {
+      ui.progress.hidden = false;
+      ui.progress.max = total > 0 ? total : 1;
+      ui.progress.value = total > 0 ? loaded : 0;
+      const percent = total > 0 ? ` (${Math.floor((loaded / total) * 100)}%)` : "";
+      ui.progressText.textContent = `${Piping.formatBytes(loaded)} of ${Piping.formatBytes(total)}${percent}`;
+    }
+
+    /** The request body and its headers, or an error message for the user. */
+    function readBody() {
+      if (ui.modeText.checked) {
+        // XHR sends a string as "text/plain;charset=UTF-8".
+        return { body: ui.text.value, size: new Blob([ui.text.value]).size, headers: {} };
+      }
+      const file = ui.file.files[0];
+      if (!file) return { error: "Choose a file first.", focus: ui.file };
+      const headers = {
+        // Receivers get the name too (curl -OJ, or a browser's "Save as").
+        "Content-Disposition": `inline; filename*=UTF-8''${encodeURIComponent(file.name)}`,
+      };
+      // With no type, XHR would send no Content-Type at all (PROTOCOL.md section 2).
+      if (file.type === "") headers["Content-Type"] = "application/octet-stream";
+      return { body: file, size: file.size, headers };
+    }
+
+    function send() {
+      if (request !== null) return;
+      const path = Piping.normalizePath(ui.path.value);
+      if (path === "") {
+        setStatus("Enter a path first.", "error");
+        ui.path.focus();
+        return;
+      }
+      const input = readBody();
+      if (input.error) {
+        setStatus(input.error, "error");
+        input.focus.focus();
+        return;
+      }
+
+      const xhr = new XMLHttpRequest();
+      request = xhr;
+      xhr.open("POST", Piping.pathUrl(path).href);
+      for (const [name, value] of Object.entries(input.headers)) xhr.setRequestHeader(name, value);
+      // Upload listeners must be in place before send(), or the browser may not report progress.
+      xhr.upload.addEventListener("progress", (event) => {
+        showProgress(event.loaded, event.lengthComputable ? event.total : input.size);
+      });
+      // The server streams its lines while the transfer runs; show each as it comes.
+      xhr.addEventListener("progress", () => setStatus(xhr.responseText, ""));
+      xhr.addEventListener("load", () => {
+        const text = xhr.responseText;
+        const failed = xhr.status !== 200 || /\[ERROR\]|aborted halfway/.test(text);
+        if (!failed) showProgress(input.size, input.size);
+        finish(text || `HTTP ${xhr.status}`, failed ? "error" : "ok");
+      });
+      xhr.addEventListener("error", () => finish("The upload failed: the connection was lost.", "error"));
+      xhr.addEventListener("abort", () => finish("Cancelled.", "error"));
+
+      setBusy(true);
+      showProgress(0, input.size);
+      setStatus("Connecting...", "");
+      xhr.send(input.body);
+    }
+
+    function finish(text, kind) {
+      request = null;
+      setBusy(false);
+      if (kind === "error") ui.progress.hidden = true;
+      setStatus(text, kind);
+    }
+
+    ui.send.addEventListener("click", send);
+    ui.cancel.addEventListener("click", () => request && request.abort());
+    ui.text.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) send();
+    });
+    ui.path.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") send();
+    });
+  }
+
+  /** Copy an element's text; the clipboard API needs a secure context, hence the fallback. */
+  function copyText(source, button) {
+    const done = () => {
+      // Remember the label once, so that two quick clicks do not make "Copied!" stick.
+      if (!button.dataset.label) button.dataset.label = button.textContent;
+      button.textContent = "Copied!";
+      clearTimeout(Number(button.dataset.timer));
+      button.dataset.timer = String(setTimeout(() => { button.textContent = button.dataset.label; }, COPIED_FEEDBACK_MS));
+    };
+    const text = source.textContent;
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, () => selectText(source));
+      return;
+    }
+    selectText(source);
+    if (document.execCommand("copy")) done();
+  }
+
+  function selectText(element) {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  Piping.registerMode({ name: "send", start });
+})();
