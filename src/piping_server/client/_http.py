@@ -72,7 +72,7 @@ class HttpConnection:
         except (OSError, TimeoutError, ssl.SSLError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
             raise ServerUnreachableError(f"cannot connect to {self._netloc}: {reason}") from None
-        sock = self._writer.get_extra_info("socket")
+        sock = self._writer.get_extra_info("socket")  # type: ignore[union-attr]
         if sock is not None:
             # Tunnels carry interactive traffic: do not let Nagle hold small writes back.
             with contextlib.suppress(OSError):
@@ -92,7 +92,8 @@ class HttpConnection:
         elif self._chunked:
             lines.append("Transfer-Encoding: chunked")
         lines += ["Connection: close", "", ""]
-        await self._write("\r\n".join(lines).encode("latin-1"))
+        # UTF-8, not latin-1: a raw UTF-8 file name in Content-Disposition reaches curl -J byte for byte.
+        await self._write("\r\n".join(lines).encode("utf-8"))
 
     async def _write(self, data: bytes) -> None:
         assert self._writer is not None

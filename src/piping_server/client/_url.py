@@ -21,7 +21,9 @@ def resolve_url(target: str, server: str | None = None, n: int | None = None) ->
     else:
         base = server or os.environ.get(SERVER_ENV)
         if not base:
-            raise UsageError(f"'{target}' is not a URL: give a full URL, or name the server with --server or ${SERVER_ENV}")
+            raise UsageError(
+                f"'{target}' is not a URL: give a full URL, or name the server with --server or ${SERVER_ENV}"
+            )
         if "://" not in base:
             base = "http://" + base
         b = urlsplit(base)

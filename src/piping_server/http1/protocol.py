@@ -86,7 +86,7 @@ class Http1Exchange:
         self.response_ended = False
         self.lost = False
         self._sink: Callable[[bytes], None] = self._discard
-        self._buffer: list[bytes] = []
+        self._buffer: list[bytes] | None = []  # a sender's body held until its transfer starts
         self._buffered = 0
         self._chunked = False
         self._close_after = not self.keep_alive
@@ -150,12 +150,13 @@ class Http1Exchange:
 
     def on_body_complete(self) -> None:
         self.request_complete = True
-        if self.pipe is not None and self._sink is not self._hold:
+        if self._role == "sender" and self.pipe is not None and self.pipe.sender is self and self._buffer is None:
             self.pipe.upload_complete()
         self._maybe_done()
 
     def _hold(self, data: bytes) -> None:
         # a sender's body before its transfer starts: kept, bounded, until the pipe opens
+        assert self._buffer is not None
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered > WAITING_BODY_LIMIT:
@@ -220,7 +221,8 @@ class Http1Exchange:
 
     def start_upload(self, pipe: Pipe) -> None:
         pipe.begin()
-        buffered, self._buffer = self._buffer, []
+        buffered = self._buffer or []
+        self._buffer = None  # from now on the body streams
         self._sink = pipe.feed
         for chunk in buffered:
             pipe.feed(chunk)
@@ -324,9 +326,8 @@ class Http1Protocol(asyncio.Protocol):
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -39,6 +39,5 @@ NOSCRIPT_CSS: str = _inlinable(_read("noscript.css"), tag="style", name="noscrip
 # One classic script, files separated by a marker comment: a module loader would need extra
 # requests (or import maps), and each file already keeps its names to itself.
 INDEX_JS: str = "\n".join(
-    f"// ---- {name} ----\n" + _inlinable(_read(f"js/{name}"), tag="script", name=f"js/{name}")
-    for name in JS_MODULES
+    f"// ---- {name} ----\n" + _inlinable(_read(f"js/{name}"), tag="script", name=f"js/{name}") for name in JS_MODULES
 )

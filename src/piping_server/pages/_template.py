@@ -24,6 +24,11 @@ class Raw(str):
     __slots__ = ()
 
 
+def _fill(value: str) -> str:
+    # quote=True: values also go inside attribute values ("..." and '...').
+    return value if isinstance(value, Raw) else html.escape(value, quote=True)
+
+
 class Template:
     """A text with ``{{name}}`` placeholders; :meth:`render` must be given exactly those names."""
 
@@ -46,8 +51,7 @@ class Template:
             missing = sorted(self.names - given)
             extra = sorted(given - self.names)
             raise ValueError(f"template values do not match: missing {missing}, unexpected {extra}")
-        escaped = {name: value if isinstance(value, Raw) else html.escape(value, quote=True)
-                   for name, value in values.items()}
+        escaped = {name: _fill(value) for name, value in values.items()}
         parts = list(self._parts)
         for i in range(1, len(parts), 2):
             parts[i] = escaped[parts[i]]
@@ -66,8 +70,7 @@ class Template:
         for i in range(1, len(self._parts), 2):
             name, literal = self._parts[i], self._parts[i + 1]
             if name in values:
-                value = values[name]
-                parts[-1] += (value if isinstance(value, Raw) else html.escape(value, quote=True)) + literal
+                parts[-1] += _fill(values[name]) + literal
             else:
                 parts += [name, literal]
         new = Template.__new__(Template)

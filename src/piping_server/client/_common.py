@@ -1,0 +1,56 @@
+"""Shared pieces of the sender and the receiver: headers, file names, the folder marker."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import quote, unquote
+
+__all__ = ["TAR_MARKER", "content_disposition", "is_tar", "parse_filename", "safe_filename"]
+
+# Sent as ``X-Piping: tar`` (the server forwards X-Piping headers to receivers): the body is a folder
+# or several files as one tar, to be unpacked. The Content-Type alone is not enough: a plain
+# ``backup.tar`` sent as one file must arrive as that file.
+TAR_MARKER = "tar"
+
+
+def is_tar(x_piping_values: list[str]) -> bool:
+    return any(TAR_MARKER in (t.strip() for t in v.split(",")) for v in x_piping_values)
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the name both raw (curl ``-J`` keeps the UTF-8 bytes) and RFC 5987-encoded."""
+    raw = filename.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
+    return f"attachment; filename=\"{raw}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def parse_filename(header: str | None) -> str | None:
+    """The file name of a Content-Disposition header (``filename*`` first), not yet sanitized."""
+    if not header:
+        return None
+    m = re.search(r"filename\*\s*=\s*([^';]*)'[^']*'([^;]+)", header, re.IGNORECASE)
+    if m:
+        try:
+            return unquote(m.group(2).strip(), encoding=m.group(1) or "utf-8", errors="strict")
+        except (UnicodeDecodeError, LookupError):
+            pass
+    m = re.search(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', header, re.IGNORECASE) or re.search(
+        r"filename\s*=\s*([^;]+)", header, re.IGNORECASE
+    )
+    if not m:
+        return None
+    name = re.sub(r"\\(.)", r"\1", m.group(1).strip())
+    try:  # the header was read as latin-1; senders often put raw UTF-8 there
+        return name.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return name
+
+
+def safe_filename(name: str | None, default: str = "piping-download") -> str:
+    """Reduce a name chosen by the sender to a plain file name in the destination folder."""
+    if not name:
+        return default
+    base = os.path.basename(name.replace("\\", "/")).strip().replace("\0", "")
+    if base in ("", ".", ".."):
+        return default
+    return base[:255]

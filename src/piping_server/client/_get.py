@@ -1,0 +1,178 @@
+"""``get``: receive from a Piping path into a file, a folder (tar sent by ``send``), a stream, or memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ._common import is_tar, parse_filename, safe_filename
+from ._errors import PipingError, ServerRejectedError, UsageError
+from ._http import HttpConnection, error_text
+from ._openpgp import Decryptor
+from ._progress import Reporter
+from ._tar import TarUnpacker
+from ._url import resolve_url
+
+__all__ = ["GetResult", "get", "get_async"]
+
+
+@dataclass
+class GetResult:
+    """What arrived: the URL, the payload size (after decryption), where it went, the sender's file name."""
+
+    url: str
+    size: int
+    archive: bool
+    filename: str | None
+    paths: list[Path] = field(default_factory=list)
+    data: bytes | None = None
+
+
+class _FileSink:
+    """Writes to a hidden temporary file next to the target, renamed into place only on success."""
+
+    def __init__(self, dest: Path, dest_is_dir: bool) -> None:
+        self._dest = dest
+        self._dest_is_dir = dest_is_dir
+        self._tmp: Path | None = None
+        self._f: BinaryIO | None = None
+        self.final: Path | None = None
+
+    def open(self, name: str | None) -> None:
+        target = self._dest / safe_filename(name) if self._dest_is_dir else self._dest
+        if self._dest_is_dir and target.exists():
+            raise UsageError(f"'{target}' already exists; not overwriting it (give -o with a file name)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = target.parent / f".{target.name}.piping-partial-{secrets.token_hex(4)}"
+        self._f = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        self.final = target
+
+    def write(self, data: bytes, name: str | None) -> None:
+        if self._f is None:
+            self.open(name)
+        assert self._f is not None
+        self._f.write(data)
+
+    def commit(self, name: str | None) -> Path:
+        if self._f is None:
+            self.open(name)  # an empty transfer still makes an (empty) file
+        assert self._f is not None and self._tmp is not None and self.final is not None
+        self._f.close()
+        os.replace(self._tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+
+
+async def get_async(
+    url: str,
+    dest: str | os.PathLike[str] | BinaryIO | None = None,
+    *,
+    server: str | None = None,
+    n: int | None = None,
+    passphrase: str | None = None,
+    extract: bool = True,
+    reporter: Reporter | None = None,
+    verify_tls: bool = True,
+) -> GetResult:
+    """Receive from ``url``.
+
+    ``dest``: ``None`` returns the bytes in :attr:`GetResult.data`; a binary file object (``stdout``)
+    gets the raw stream; a path gets a file, or, for a folder sent by :func:`send` (when ``extract``),
+    the unpacked folder. An existing directory receives the file under the sender's name. The file or
+    folder appears only once everything arrived (and was verified, with a ``passphrase``).
+    """
+    reporter = reporter or Reporter()
+    full_url = resolve_url(url, server, n)
+    conn = HttpConnection(full_url, verify=verify_tls)
+    try:
+        await conn.connect()
+        await conn.send_head("GET", [])
+        head = await conn.read_head()
+        if head.status != 200:
+            raise ServerRejectedError(error_text(await conn.read_text(), head), head.status)
+        archive = is_tar(head.header_all("X-Piping"))
+        header_name = parse_filename(head.header("Content-Disposition"))
+        length = head.header("Content-Length")
+        total = int(length) if length and length.isdigit() and not passphrase else None
+        decryptor = Decryptor(passphrase) if passphrase else None
+        result = GetResult(full_url, 0, archive, header_name)
+
+        stream: BinaryIO | None = None
+        memory: list[bytes] | None = None
+        unpacker: TarUnpacker | None = None
+        sink: _FileSink | None = None
+        if dest is None:
+            memory = []
+        elif hasattr(dest, "write"):
+            stream = dest  # type: ignore[assignment]
+        else:
+            path = Path(dest)
+            if archive and extract:
+                unpacker = TarUnpacker(path)
+            else:
+                sink = _FileSink(path, path.is_dir())
+
+        def name() -> str | None:
+            return (decryptor.filename if decryptor is not None else None) or header_name
+
+        async def deliver(data: bytes) -> None:
+            if not data:
+                return
+            result.size += len(data)
+            if memory is not None:
+                memory.append(data)
+            elif stream is not None:
+                stream.write(data)
+            elif unpacker is not None:
+                await unpacker.feed(data)
+            elif sink is not None:
+                sink.write(data, name())
+
+        reporter.begin(total, safe_filename(header_name, "receiving"))
+        try:
+            async for chunk in conn.iter_body():
+                reporter.advance(len(chunk))
+                await deliver(decryptor.feed(chunk) if decryptor is not None else chunk)
+            if decryptor is not None:
+                # The integrity check (MDC) happens here; nothing is put in place before it passed.
+                await deliver(decryptor.close())
+            if stream is not None:
+                stream.flush()
+            if unpacker is not None:
+                result.paths = await unpacker.finish()
+            elif sink is not None:
+                result.paths = [sink.commit(name())]
+        except BaseException:
+            if unpacker is not None:
+                unpacker.abort()
+            if sink is not None:
+                sink.abort()
+            raise
+        finally:
+            reporter.end()
+        result.filename = name()
+        if memory is not None:
+            result.data = b"".join(memory)
+        return result
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise PipingError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
+    finally:
+        conn.abort()
+
+
+def get(url: str, dest: str | os.PathLike[str] | BinaryIO | None = None, **kwargs: object) -> GetResult:
+    """Blocking :func:`get_async` (same arguments)."""
+    return asyncio.run(get_async(url, dest, **kwargs))  # type: ignore[arg-type]

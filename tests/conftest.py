@@ -1,0 +1,59 @@
+"""Fixtures: the real server as a process on 127.0.0.1, and the targets the protocol tests run on.
+
+``PIPING_TEST_BASE_URL=http://127.0.0.1:8181`` points every protocol scenario at another server
+(the reference, say) instead of ours; tests of behaviour marked **(beyond)** in PROTOCOL.md carry
+``@pytest.mark.beyond`` and are skipped there, as are tests that need our own process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from .helpers import ServerProcess, Target, start_server
+
+EXTERNAL_BASE_URL = os.environ.get("PIPING_TEST_BASE_URL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "beyond: behaviour PROTOCOL.md marks (beyond): ours only")
+    config.addinivalue_line("markers", "ours: needs our own server process (RSS, logs, flags)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not EXTERNAL_BASE_URL:
+        return
+    skip = pytest.mark.skip(reason="not applicable to an external server (PIPING_TEST_BASE_URL)")
+    for item in items:
+        if "beyond" in item.keywords or "ours" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess | None]:
+    """Our server, started once for the session (None when an external base URL is given)."""
+    if EXTERNAL_BASE_URL:
+        yield None
+        return
+    proc = start_server()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+#: The transports every protocol scenario runs over. HTTP/2 and TLS add theirs here.
+TRANSPORTS = ["h1"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def target(request: pytest.FixtureRequest, server: ServerProcess | None) -> Target:
+    """Where a protocol scenario sends its requests, and how curl must speak to it."""
+    if server is None:
+        assert EXTERNAL_BASE_URL is not None
+        if request.param != "h1":
+            pytest.skip("external servers are tested over HTTP/1.1 only")
+        return Target(name="external", base_url=EXTERNAL_BASE_URL.rstrip("/"), curl_args=[])
+    return server.target(request.param)
