@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ._headers import Headers, receiver_headers
+from ._hooks import Hooks
 from ._multipart import FirstPart, boundary_of
 from .core import (
     AcceptSender,
@@ -198,8 +199,9 @@ class Pipe:
 class Relay:
     """The hub of one server plus the dispatch of its actions to endpoints."""
 
-    def __init__(self, hub: Hub | None = None) -> None:
+    def __init__(self, hub: Hub | None = None, hooks: Hooks | None = None) -> None:
         self.hub = hub if hub is not None else Hub()
+        self.hooks = hooks if hooks is not None else Hooks()
         self._pending: deque[Event] = deque()
         self._dispatching = False
         #: observers of every action (metrics, logs); called after the action is carried out

@@ -12,6 +12,7 @@ upload is slow (backpressure); a pipelined request is queued behind the current 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -20,6 +21,7 @@ import httptools
 
 from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
 from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
+from .._hooks import AccessRecord, RequestView
 from ..flow import Pipe, Relay, UploadInfo
 from ..pages import render_page
 
@@ -70,6 +72,13 @@ class Http1Exchange:
         "_sender_lines",
         "_discarded",
         "_role",
+        "_path",
+        "_query",
+        "_status",
+        "_bytes_in",
+        "_bytes_out",
+        "_started_s",
+        "_reported",
     )
 
     def __init__(
@@ -93,6 +102,13 @@ class Http1Exchange:
         self._sender_lines: list[bytes] | None = None  # HTTP/1.0 sender: lines kept for the end
         self._discarded = 0
         self._role = ""
+        self._path = ""
+        self._query = ""
+        self._status = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._started_s = time.monotonic()
+        self._reported = False
 
     def __repr__(self) -> str:
         return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
@@ -109,8 +125,17 @@ class Http1Exchange:
         """Route the request: a page, a preflight, a sender, a receiver, or a refusal."""
         conn = self.conn
         path, query = split_target(self.target.decode("latin-1"))
+        self._path, self._query = path, query
         method = self.method
+        admit = conn.relay.hooks.admit
+        if admit is not None:
+            refusal = admit(self.view())
+            if refusal is not None:
+                self._role = "refused"
+                self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
+                return
         if method in ("GET", "HEAD") and is_reserved(path):
+            self._role = "page"
             page = render_page(path, base_url=self._base_url(), query=query)
             self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
             return
@@ -137,6 +162,7 @@ class Http1Exchange:
                 )
             )
         elif method == "OPTIONS":
+            self._role = "preflight"
             self._respond(200, preflight_headers(self.headers), b"")
         else:
             self._respond(
@@ -146,6 +172,7 @@ class Http1Exchange:
             )
 
     def on_body(self, data: bytes) -> None:
+        self._bytes_in += len(data)
         self._sink(data)
 
     def on_body_complete(self) -> None:
@@ -167,6 +194,38 @@ class Http1Exchange:
         if self._discarded > DISCARD_LIMIT:
             self._close_after = True
             self.conn.close()
+
+    def view(self) -> RequestView:
+        """This request as the operator's hooks see it."""
+        transport = self.conn.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return RequestView(
+            method=self.method,
+            path=self._path,
+            query=self._query,
+            headers=self.headers,
+            client=str(peer[0]) if peer else "",
+            transport="h1",
+            is_tls=self.conn.is_tls,
+        )
+
+    def report(self) -> None:
+        """Tell the access hook that this request is over (once)."""
+        if self._reported:
+            return
+        self._reported = True
+        on_access = self.conn.relay.hooks.on_access
+        if on_access is not None:
+            on_access(
+                AccessRecord(
+                    request=self.view(),
+                    status=self._status,
+                    bytes_in=self._bytes_in,
+                    bytes_out=self._bytes_out,
+                    duration_s=time.monotonic() - self._started_s,
+                    role=self._role or "other",
+                )
+            )
 
     def _base_url(self) -> str:
         proto = self.header(b"x-forwarded-proto") or b""
@@ -195,6 +254,7 @@ class Http1Exchange:
         if self._sender_lines is not None:
             self._sender_lines.append(data)
         elif not self.response_ended:
+            self._bytes_out += len(data)
             self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
 
     def end_sender(self, *, drop_upload: bool) -> None:
@@ -202,6 +262,7 @@ class Http1Exchange:
             return
         if self._sender_lines is not None:
             body = b"".join(self._sender_lines)
+            self._bytes_out += len(body)
             self.conn.write(self._head(200, MESSAGE_HEADERS, length=len(body)) + body)
         else:
             self.conn.write(b"0\r\n\r\n")
@@ -248,6 +309,7 @@ class Http1Exchange:
         self.conn.write(self._head(200, headers, chunked=self._chunked))
 
     def write_body(self, data: bytes) -> None:
+        self._bytes_out += len(data)
         if self._chunked:
             self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
@@ -273,6 +335,7 @@ class Http1Exchange:
     # --- responses ---------------------------------------------------------------------------------
 
     def _head(self, status: int, headers: Headers, *, length: int | None = None, chunked: bool = False) -> bytes:
+        self._status = status
         version = b"HTTP/1.0" if self.version == "1.0" else b"HTTP/1.1"
         lines = [b"%s %d %s" % (version, status, _REASONS.get(status, b""))]
         lines += [name + b": " + value for name, value in headers]
@@ -296,6 +359,8 @@ class Http1Exchange:
         has_length = any(name == b"content-length" for name, _ in headers)
         head = self._head(status, headers, length=None if has_length or status == 204 else len(body))
         self.conn.write(head if head_only else head + body)
+        if not head_only:
+            self._bytes_out += len(body)
         self.response_ended = True
         self._maybe_done()
 
@@ -367,6 +432,7 @@ class Http1Protocol(asyncio.Protocol):
             if exchange is None:
                 continue
             exchange.lost = True
+            exchange.report()
             if exchange.pipe is not None and exchange._role == "receiver":
                 exchange.pipe.receiver_resumed(exchange)
             if self.relay.hub.knows(exchange):
@@ -469,6 +535,7 @@ class Http1Protocol(asyncio.Protocol):
         """The exchange's request is read and its response written: serve the next, or close."""
         if exchange is not self._active:
             return
+        exchange.report()
         self._active = None
         if close:
             self.close()
