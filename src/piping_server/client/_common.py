@@ -19,9 +19,12 @@ def is_tar(x_piping_values: list[str]) -> bool:
 
 
 def content_disposition(filename: str) -> str:
-    """``attachment`` with the name both raw (curl ``-J`` keeps the UTF-8 bytes) and RFC 5987-encoded."""
-    raw = filename.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
-    return f"attachment; filename=\"{raw}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    """``attachment`` with an ASCII ``filename`` (curl ``-J``) and the exact UTF-8 name in ``filename*``.
+
+    Raw UTF-8 in ``filename`` does not survive every server (Node re-encodes header values as latin-1).
+    """
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def parse_filename(header: str | None) -> str | None:

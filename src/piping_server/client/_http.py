@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator
@@ -70,7 +71,12 @@ class HttpConnection:
                 asyncio.open_connection(self._host, self._port, ssl=ctx, limit=1 << 20), _CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError, ssl.SSLError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
+            if isinstance(e, OSError) and e.errno:
+                reason = os.strerror(e.errno).lower()
+            elif isinstance(e, TimeoutError):
+                reason = "timed out"
+            else:
+                reason = str(e) or type(e).__name__
             raise ServerUnreachableError(f"cannot connect to {self._netloc}: {reason}") from None
         sock = self._writer.get_extra_info("socket")  # type: ignore[union-attr]
         if sock is not None:
@@ -92,7 +98,6 @@ class HttpConnection:
         elif self._chunked:
             lines.append("Transfer-Encoding: chunked")
         lines += ["Connection: close", "", ""]
-        # UTF-8, not latin-1: a raw UTF-8 file name in Content-Disposition reaches curl -J byte for byte.
         await self._write("\r\n".join(lines).encode("utf-8"))
 
     async def _write(self, data: bytes) -> None:

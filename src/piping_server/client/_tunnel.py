@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ._errors import PipingError, ServerRejectedError, TransferInterruptedError, UsageError
@@ -126,15 +126,17 @@ async def _socket_chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
 async def _splice(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    download: HttpConnection,
+    download: Awaitable[HttpConnection],
     upload_url: str,
     verify: bool,
 ) -> None:
     """Carry one TCP connection: its bytes go up ``upload_url``, the download's bytes come down to it."""
     upload = _Upload(upload_url, verify)
+    download_task = asyncio.ensure_future(download)
 
     async def down() -> None:
-        async for data in download.iter_body():
+        conn = await download_task
+        async for data in conn.iter_body():
             writer.write(data)
             await writer.drain()
         # The peer finished sending: pass the half-close on, keep the other direction open.
@@ -142,21 +144,22 @@ async def _splice(
             with contextlib.suppress(OSError):
                 writer.write_eof()
 
+    async def sent() -> None:
+        await upload.sending
+
+    async def watched() -> None:
+        await upload.watching
+
     try:
         await upload.start(_socket_chunks(reader))
-
-        async def sent() -> None:
-            await upload.sending
-
-        async def watched() -> None:
-            await upload.watching
-
         await _wait_all([asyncio.create_task(down()), asyncio.create_task(sent()), asyncio.create_task(watched())])
     except (ConnectionError, OSError) as e:
         raise TransferInterruptedError(f"the local connection failed: {e}") from None
     finally:
         upload.close()
-        download.abort()
+        download_task.cancel()
+        with contextlib.suppress(BaseException):
+            (await download_task).abort()
         writer.close()
 
 
@@ -171,17 +174,23 @@ async def run_tunnel_server(
 ) -> None:
     """Server host: bridge the service at ``host:port`` to the client host over the two paths."""
     if multiplex:
-        await _run_mux(paths.client_to_server, paths.server_to_client, _MuxServerSide(host, port, log), verify_tls, log)
+        side = _MuxServerSide(host, port, log)
+        await _run_mux(paths.client_to_server, paths.server_to_client, side, verify_tls, log)
         return
-    log(f"[INFO] Waiting for the client host on {paths.client_to_server} ...")
+    log(f"[INFO] Waiting for the client host on {paths.client_to_server}")
     download = await _open_download(paths.client_to_server, verify_tls)
+    # Connect to the service only now that a client is there: it sees no idle connection meanwhile.
     log(f"[INFO] Client host connected; connecting to {host}:{port}")
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError as e:
         download.abort()
         raise PipingError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
-    await _splice(reader, writer, download, paths.server_to_client, verify_tls)
+
+    async def ready() -> HttpConnection:
+        return download
+
+    await _splice(reader, writer, ready(), paths.server_to_client, verify_tls)
     log("[INFO] Connection finished")
 
 
@@ -195,7 +204,10 @@ async def run_tunnel_client(
     log: Log = _silent,
     ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Client host: listen on ``host:port`` and forward to the server host over the two paths."""
+    """Client host: listen on ``host:port`` and forward to the server host over the two paths.
+
+    ``ready`` is called with the bound port once listening (useful with ``port=0``).
+    """
     if multiplex:
         side = _MuxClientSide(host, port, log, ready)
         await _run_mux(paths.server_to_client, paths.client_to_server, side, verify_tls, log)
@@ -205,10 +217,7 @@ async def run_tunnel_client(
     async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await accepted.put((r, w))
 
-    try:
-        listener = await asyncio.start_server(on_conn, host, port)
-    except OSError as e:
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    listener = await _listen(on_conn, host, port)
     bound = listener.sockets[0].getsockname()[1]
     log(f"[INFO] Listening on {host}:{bound}; one connection will be forwarded")
     if ready is not None:
@@ -216,56 +225,257 @@ async def run_tunnel_client(
     async with listener:
         reader, writer = await accepted.get()
         listener.close()  # plain mode forwards exactly one connection
-    log("[INFO] Connection accepted; forwarding")
-    try:
-        download_task = asyncio.create_task(_open_download(paths.server_to_client, verify_tls))
-        # Start the upload at once (the server host waits for it) while the download waits for the server host.
-        upload = _Upload(paths.client_to_server, verify_tls)
-        try:
-            await upload.start(_socket_chunks(reader))
-            download = await _first_of(download_task, upload)
-        finally:
-            upload.close()
-        # Re-run the exchange with the download open: _splice owns both halves from here.
-        await _splice_started(reader, writer, download, upload_url=paths.client_to_server, verify=verify_tls)
-    finally:
-        writer.close()
+    log("[INFO] Connection accepted; forwarding it")
+    download = _open_download(paths.server_to_client, verify_tls)
+    await _splice(reader, writer, download, paths.client_to_server, verify_tls)
     log("[INFO] Connection finished")
 
 
-async def _first_of(download_task: asyncio.Task[HttpConnection], upload: _Upload) -> HttpConnection:
-    raise NotImplementedError  # replaced below
-
-
-async def _splice_started(*args: object, **kwargs: object) -> None:
-    raise NotImplementedError  # replaced below
+async def _listen(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], host: str, port: int
+) -> asyncio.Server:
+    try:
+        return await asyncio.start_server(handler, host, port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------------------------------- multiplex mode
+#
+# Each direction (the body of one long POST, read by the peer's GET) is MAGIC then frames:
+#   type: u8 | stream id: u32 big-endian | payload length: u32 big-endian | payload
+# OPEN (client -> server, empty) starts stream <id>; DATA carries bytes; FIN: no more bytes from this
+# side (TCP half-close); RST: abort the stream (payload: optional UTF-8 reason); WINDOW (payload: u32)
+# lets the peer send that many more DATA bytes on the stream; PING (stream 0) keeps idle proxies open.
+# Each side may have at most WINDOW0 unacknowledged bytes in flight per stream, so one slow connection
+# never stalls the others nor grows memory.
+
+MAGIC = b"PIPING-MUX/1\r\n"
+OPEN, DATA, FIN, RST, WINDOW, PING = 1, 2, 3, 4, 5, 6
+WINDOW0 = 256 * 1024
+MAX_DATA = 32 * 1024
+MAX_PAYLOAD = 1 << 20
+PING_INTERVAL = 20.0
+_FRAME = struct.Struct(">BII")
+
+
+class _MuxStream:
+    def __init__(self, session: _MuxSession, sid: int) -> None:
+        self.session = session
+        self.sid = sid
+        self.send_window = WINDOW0
+        self.window_open = asyncio.Event()
+        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        try:
+            out = asyncio.create_task(self._local_to_remote(reader))
+            into = asyncio.create_task(self._remote_to_local(writer))
+            await _wait_all([out, into])
+        except (OSError, PipingError) as e:
+            self.session.send(RST, self.sid, str(e).encode()[:200])
+        finally:
+            writer.close()
+            self.session.streams.pop(self.sid, None)
+
+    async def _local_to_remote(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            while self.send_window <= 0:
+                self.window_open.clear()
+                await self.window_open.wait()
+            data = await reader.read(min(MAX_DATA, self.send_window))
+            if not data:
+                self.session.send(FIN, self.sid)
+                return
+            self.send_window -= len(data)
+            self.session.send(DATA, self.sid, data)
+
+    async def _remote_to_local(self, writer: asyncio.StreamWriter) -> None:
+        while (data := await self.incoming.get()) is not None:
+            writer.write(data)
+            await writer.drain()
+            self.session.send(WINDOW, self.sid, struct.pack(">I", len(data)))
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    def reset(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+        if self.task is not None:
+            self.task.cancel()
+        self.session.streams.pop(self.sid, None)
 
 
 class _MuxSide:
-    async def start(self, session: _MuxSession) -> None: ...
-    async def on_open(self, session: _MuxSession, stream_id: int) -> None: ...
-    async def stop(self) -> None: ...
+    async def start(self, session: _MuxSession) -> None:
+        """Called once the upload is started (the client host starts listening here)."""
 
+    def on_open(self, session: _MuxSession, stream: _MuxStream) -> None:
+        """The peer opened ``stream`` (server host: connect it to the service)."""
+        session.send(RST, stream.sid, b"unexpected OPEN")
 
-async def _run_mux(down_url: str, up_url: str, side: _MuxSide, verify: bool, log: Log) -> None:
-    raise NotImplementedError
+    async def stop(self) -> None:
+        """The session is over."""
 
 
 class _MuxSession:
-    pass
+    def __init__(self, side: _MuxSide, log: Log) -> None:
+        self.side = side
+        self.log = log
+        self.streams: dict[int, _MuxStream] = {}
+        self._out: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def send(self, ftype: int, sid: int, payload: bytes = b"") -> None:
+        self._out.put_nowait(_FRAME.pack(ftype, sid, len(payload)) + payload)
+
+    def new_stream(self, sid: int) -> _MuxStream:
+        stream = _MuxStream(self, sid)
+        self.streams[sid] = stream
+        return stream
+
+    async def outgoing(self) -> AsyncIterator[bytes]:
+        yield MAGIC
+        while True:
+            batch = [await self._out.get()]
+            size = len(batch[0])
+            # Coalesce what is already queued into one chunk: fewer HTTP chunks, same latency.
+            while not self._out.empty() and size < 256 * 1024:
+                frame = self._out.get_nowait()
+                batch.append(frame)
+                size += len(frame)
+            yield b"".join(batch)
+
+    async def pinger(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            self.send(PING, 0)
+
+    async def demux(self, download: HttpConnection) -> None:
+        buf = b""
+        magic_ok = False
+        async for data in download.iter_body():
+            buf += data
+            if not magic_ok:
+                if len(buf) < len(MAGIC):
+                    if not MAGIC.startswith(buf):
+                        raise UsageError("the tunnel peer is not in --multiplex mode")
+                    continue
+                if not buf.startswith(MAGIC):
+                    raise UsageError("the tunnel peer is not in --multiplex mode")
+                buf = buf[len(MAGIC) :]
+                magic_ok = True
+            pos = 0
+            while len(buf) - pos >= _FRAME.size:
+                ftype, sid, length = _FRAME.unpack_from(buf, pos)
+                if length > MAX_PAYLOAD:
+                    raise TransferInterruptedError("invalid multiplex frame from the tunnel peer")
+                if len(buf) - pos - _FRAME.size < length:
+                    break
+                payload = buf[pos + _FRAME.size : pos + _FRAME.size + length]
+                pos += _FRAME.size + length
+                self._dispatch(ftype, sid, payload)
+            buf = buf[pos:]
+
+    def _dispatch(self, ftype: int, sid: int, payload: bytes) -> None:
+        stream = self.streams.get(sid)
+        if ftype == OPEN:
+            if stream is None:
+                self.side.on_open(self, self.new_stream(sid))
+        elif stream is None:
+            return  # frames for a stream already reset: drop
+        elif ftype == DATA:
+            stream.incoming.put_nowait(payload)
+        elif ftype == FIN:
+            stream.incoming.put_nowait(None)
+        elif ftype == RST:
+            stream.reset()
+        elif ftype == WINDOW and len(payload) == 4:
+            stream.send_window += struct.unpack(">I", payload)[0]
+            stream.window_open.set()
+
+    def close_all(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.reset()
 
 
 class _MuxServerSide(_MuxSide):
     def __init__(self, host: str, port: int, log: Log) -> None:
-        pass
+        self.host, self.port, self.log = host, port, log
+
+    def on_open(self, session: _MuxSession, stream: _MuxStream) -> None:
+        stream.task = asyncio.create_task(self._serve(session, stream))
+
+    async def _serve(self, session: _MuxSession, stream: _MuxStream) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as e:
+            self.log(f"[INFO] Stream {stream.sid}: cannot connect to {self.host}:{self.port}: {e.strerror or e}")
+            session.send(RST, stream.sid, f"cannot connect to the service: {e.strerror or e}".encode())
+            session.streams.pop(stream.sid, None)
+            return
+        self.log(f"[INFO] Stream {stream.sid}: connected to {self.host}:{self.port}")
+        await stream.run(reader, writer)
 
 
 class _MuxClientSide(_MuxSide):
     def __init__(self, host: str, port: int, log: Log, ready: Callable[[int], None] | None) -> None:
-        pass
+        self.host, self.port, self.log, self.ready = host, port, log, ready
+        self.next_id = 1
+        self.listener: asyncio.Server | None = None
+
+    async def start(self, session: _MuxSession) -> None:
+        async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sid = self.next_id
+            self.next_id += 1
+            stream = session.new_stream(sid)
+            session.send(OPEN, sid)
+            self.log(f"[INFO] Stream {sid}: new connection")
+            stream.task = asyncio.current_task()
+            await stream.run(reader, writer)
+
+        self.listener = await _listen(on_conn, self.host, self.port)
+        bound = self.listener.sockets[0].getsockname()[1]
+        self.log(f"[INFO] Listening on {self.host}:{bound} (multiplexed)")
+        if self.ready is not None:
+            self.ready(bound)
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
 
 
-_FRAME = struct.Struct(">BII")
+async def _run_mux(down_url: str, up_url: str, side: _MuxSide, verify: bool, log: Log) -> None:
+    session = _MuxSession(side, log)
+    upload = _Upload(up_url, verify)
+    download: HttpConnection | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await upload.start(session.outgoing())
+        await side.start(session)
+        log("[INFO] Waiting for the other tunnel host")
+        download = await _open_download(down_url, verify)
+        log("[INFO] Multiplexed session established")
+
+        async def sent() -> None:
+            await upload.sending
+
+        async def watched() -> None:
+            await upload.watching
+
+        tasks = [asyncio.create_task(c) for c in (session.demux(download), sent(), watched(), session.pinger())]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        log("[INFO] The other tunnel host closed the session")
+    finally:
+        for t in tasks:
+            t.cancel()
+        session.close_all()
+        await side.stop()
+        upload.close()
+        if download is not None:
+            download.abort()

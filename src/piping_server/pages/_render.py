@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..core import RESERVED_PATHS
+from ..core import is_reserved as _core_is_reserved
 from ._html import render_index, render_noscript
 from ._page import Page
 from ._text import render_help, render_version
 
 __all__ = ["RESERVED_PATHS", "is_reserved", "render_page"]
 
-RESERVED_PATHS: frozenset[str] = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico", "/robots.txt"})
 
 
 def _canonical(path: str) -> str:
@@ -20,7 +21,7 @@ def _canonical(path: str) -> str:
 
 def is_reserved(path: str) -> bool:
     """Whether ``path`` (normalised, without its query) is a page rather than a place to send to."""
-    return _canonical(path) in RESERVED_PATHS
+    return _core_is_reserved(_canonical(path))
 
 
 def _favicon() -> Page:

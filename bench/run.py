@@ -1,0 +1,991 @@
+"""Benchmark our Piping Server against the reference (piping-server@1.12.9 from npm).
+
+One command (``python bench/run.py``) starts both servers, runs every scenario against each,
+interleaved run by run (the order flips every run), and prints the medians with the ratio
+ours/reference. See bench/README.md for what each line measures.
+
+Scenarios (``--only`` takes their numbers):
+  1  one stream, light clients, chunked and Content-Length: MB/s, server CPU-s per GiB, peak RSS
+  2  the same with ?n=3 (three light receivers)
+  3  one stream curl -T - -> curl -o /dev/null (client-bound: what users see)
+  4  many 1 KiB transfers, pairs at a time: transfers/s, server CPU per transfer, p50/p99 latency
+  5  senders waiting with no receiver: server RSS per waiting connection
+  6  the ceiling: (1) through a bare byte relay with no HTTP (splice relay, socat)
+  7  (1) over HTTP/2: h2 with TLS against the reference's h2, and h2c (only once ours serves it)
+
+Every loop is bounded in count and time; everything talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CLIENTS = HERE / "clients.py"
+REF_VERSION = "1.12.9"
+HOST = "127.0.0.1"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MB = 1_000_000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SENDFILE_SOURCE_MAX = 64 * MiB
+
+_children: list[subprocess.Popen[Any]] = []
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- processes -----------------------------------------------------------------------------------------
+
+
+def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    proc: subprocess.Popen[Any] = subprocess.Popen(cmd, **kwargs)
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    with contextlib.suppress(ValueError):
+        _children.remove(proc)
+
+
+@atexit.register
+def _cleanup() -> None:
+    for proc in list(_children):
+        with contextlib.suppress(Exception):
+            stop(proc, 2.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid``, in seconds (all its threads, and waited-for children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime is field 14
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_listening(port: int, proc: subprocess.Popen[Any] | None, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((HOST, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout}s")
+
+
+def reap_with_rusage(proc: subprocess.Popen[Any], timeout: float) -> tuple[float, int]:
+    """Wait (bounded) for ``proc`` to exit; its total CPU seconds and peak RSS in KiB, from wait4()."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(ValueError):
+                _children.remove(proc)
+            return ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+        time.sleep(0.01)
+    cpu, hwm = proc_cpu(proc.pid), proc_status_kib(proc.pid, "VmHWM")
+    stop(proc)
+    return cpu, hwm
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> bytes:
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+# --- servers -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[Any]
+    port: int
+    https_port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        return proc_cpu(self.pid)
+
+    def rss_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmHWM")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    workdir: Path
+    ref_bin: Path | None
+    sendfile_source: Path
+    cert: tuple[Path, Path] | None = None
+    h2_reason: str | None = None  # why (7) is n/a, or None when ours serves h2
+    notes: list[str] = field(default_factory=list)
+
+
+def server_command(ctx: Context, name: str, port: int, https_port: int | None) -> list[str]:
+    if name == "ours":
+        cmd = [sys.executable, "-m", "piping_server", "--host", HOST, "--http-port", str(port)]
+    else:
+        assert ctx.ref_bin is not None
+        cmd = [str(ctx.ref_bin), "--host", HOST, "--http-port", str(port)]
+    if https_port is not None:
+        assert ctx.cert is not None
+        crt, key = ctx.cert
+        cmd += ["--enable-https", "--https-port", str(https_port), "--crt-path", str(crt), "--key-path", str(key)]
+    return cmd
+
+
+def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
+    port = free_port()
+    https_port = free_port() if https else None
+    logf = open(ctx.workdir / f"{name}-{port}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = spawn(server_command(ctx, name, port, https_port), stdout=logf, stderr=subprocess.STDOUT, cwd=ctx.workdir)
+    logf.close()
+    server = Server(name, proc, port, https_port)
+    try:
+        wait_listening(port, proc)
+        if https_port is not None:
+            wait_listening(https_port, proc, timeout=5.0)
+        version = http_get(port, "/version")
+        if b" 200 " not in version.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"/version answered {version[:80]!r}")
+        # the port is ours only if our process is the one that holds it
+        if not server.alive():
+            raise RuntimeError("server exited")
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def ensure_reference(ctx_args: argparse.Namespace) -> Path | None:
+    """The reference's executable: --ref-bin, else bench/.ref (npm-installed there when missing)."""
+    if ctx_args.ref_bin:
+        return Path(ctx_args.ref_bin)
+    ref_dir = Path(ctx_args.ref_dir)
+    bin_path = ref_dir / "node_modules" / ".bin" / "piping-server"
+    pkg = ref_dir / "node_modules" / "piping-server" / "package.json"
+    if pkg.exists() and json.loads(pkg.read_text()).get("version") == REF_VERSION and bin_path.exists():
+        return bin_path
+    if not shutil.which("npm") or not shutil.which("node"):
+        log("node/npm not found: the reference cannot run; its columns stay empty")
+        return None
+    log(f"installing piping-server@{REF_VERSION} into {ref_dir} (npm) ...")
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    if not (ref_dir / "package.json").exists():
+        (ref_dir / "package.json").write_text('{"name": "piping-bench-ref", "private": true}\n')
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", f"piping-server@{REF_VERSION}"],
+        cwd=ref_dir,
+        check=True,
+        timeout=600,
+    )
+    return bin_path
+
+
+def make_cert(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, for the HTTPS/h2 scenario."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    crt_path, key_path = workdir / "bench.crt", workdir / "bench.key"
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    return crt_path, key_path
+
+
+def probe_h2(ctx: Context) -> str | None:
+    """None when our server negotiates h2 over TLS, else why scenario 7 is n/a.
+
+    TODO(issue 5, item 7): this is the hook for HTTP/2. Once ``--enable-https`` serves ALPN h2, the
+    scenario runs by itself (curl --http2 over TLS against the reference's h2, and h2c prior knowledge).
+    """
+    if not shutil.which("curl"):
+        return "no curl"
+    try:
+        ctx.cert = ctx.cert or make_cert(ctx.workdir)
+        server = start_server(ctx, "ours", https=True)
+    except Exception as exc:
+        log(f"ours with --enable-https: {exc}")
+        return "no HTTP/2 yet: --enable-https does not listen"
+    try:
+        assert server.https_port is not None
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["h2", "http/1.1"])
+        with (
+            socket.create_connection((HOST, server.https_port), timeout=5) as raw,
+            tls.wrap_socket(raw, server_hostname=HOST) as s,
+        ):
+            alpn = s.selected_alpn_protocol()
+        if alpn != "h2":
+            return f"no HTTP/2 yet (TLS ALPN chose {alpn!r})"
+        return None
+    except OSError as exc:
+        return f"no HTTP/2 yet (TLS handshake failed: {exc})"
+    finally:
+        server.stop()
+
+
+# --- clients -------------------------------------------------------------------------------------------
+
+
+def client(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+    return spawn([sys.executable, str(CLIENTS), *args], stdout=subprocess.PIPE, text=True, **kwargs)
+
+
+def collect(proc: subprocess.Popen[str], deadline: float) -> dict[str, Any]:
+    try:
+        out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        return {"ok": False, "error": "client process timed out (killed)"}
+    with contextlib.suppress(ValueError):
+        _children.remove(proc)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": f"client printed no result (exit {proc.returncode})"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def wait_line(proc: subprocess.Popen[str], expect: str, timeout: float) -> None:
+    """Wait for ``expect`` on a client's stdout (bounded by a timer that kills the client)."""
+    assert proc.stdout is not None
+    timer = _Timer(timeout, proc)
+    try:
+        line = proc.stdout.readline().strip()
+    finally:
+        timer.cancel()
+    if line != expect:
+        raise RuntimeError(f"client said {line!r}, expected {expect!r}")
+
+
+class _Timer:
+    def __init__(self, seconds: float, proc: subprocess.Popen[Any]) -> None:
+        import threading
+
+        self._t = threading.Timer(seconds, proc.kill)
+        self._t.daemon = True
+        self._t.start()
+
+    def cancel(self) -> None:
+        self._t.cancel()
+
+
+# --- scenarios 1, 2, 6: one stream with light clients ---------------------------------------------------
+
+
+def stream_deadline(size: int) -> float:
+    return 60.0 + size / (20 * MB)
+
+
+def run_stream(ctx: Context, target: str, size: int, mode: str, receivers: int) -> dict[str, Any]:
+    """One stream of ``size`` bytes: a light sender (``mode`` chunked|length) to ``receivers`` light receivers.
+
+    ``target`` is ours, ref, splice or socat (the last two: a bare relay, no HTTP, one receiver).
+    """
+    deadline_s = stream_deadline(size)
+    deadline = time.monotonic() + deadline_s
+    common = ["--size", str(size), "--timeout", "30", "--deadline", str(deadline_s)]
+    server: Server | None = None
+    relay: subprocess.Popen[Any] | None = None
+    recvs: list[subprocess.Popen[str]] = []
+    try:
+        if target in ("ours", "ref"):
+            server = start_server(ctx, target)
+            pid = server.pid
+            path = f"/bench-{uuid.uuid4().hex[:8]}" + (f"?n={receivers}" if receivers > 1 else "")
+            recv_args = ["recv", "--port", str(server.port), "--path", path, "--announce", *common]
+            send_port = server.port
+            send_mode = mode
+        else:
+            port_a, port_b = free_port(), free_port()
+            if target == "splice":
+                relay = client(
+                    ["relay", "--port-a", str(port_a), "--port-b", str(port_b), "--deadline", str(deadline_s)]
+                )
+                wait_line(relay, "ready", 15)
+            else:
+                # -U: data flows right (sender, port A) to left (receiver, port B); B is opened first
+                relay = spawn(
+                    [
+                        "socat",
+                        "-U",
+                        "-b",
+                        str(1 * MiB),
+                        f"TCP-LISTEN:{port_b},bind={HOST},reuseaddr",
+                        f"TCP-LISTEN:{port_a},bind={HOST},reuseaddr",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            pid = relay.pid
+            path = "/"
+            recv_args = ["recv", "--port", str(port_b), "--mode", "raw", "--announce", *common]
+            send_port = port_a
+            send_mode = "raw" if mode == "chunked" else "rawfile"
+        for _ in range(receivers):
+            proc = client(recv_args)
+            recvs.append(proc)
+        for proc in recvs:
+            wait_line(proc, "connected", 15)
+        time.sleep(0.05)  # let the server register the receivers' requests
+        cpu0 = proc_cpu(pid)
+        rss0 = proc_status_kib(pid, "VmRSS")
+        send_args = ["send", "--port", str(send_port), "--path", path, "--mode", send_mode, *common]
+        if send_mode in ("length", "rawfile"):
+            send_args += ["--file", str(ctx.sendfile_source)]
+        sender = client(send_args)
+        results = [collect(p, deadline) for p in recvs]
+        sent = collect(sender, deadline)
+        if relay is not None:
+            # a relay exits after its one session: its CPU and peak RSS come from wait4()
+            cpu1, hwm = reap_with_rusage(relay, 10.0)
+        else:
+            assert server is not None
+            cpu1, hwm = server.cpu(), server.hwm_kib()
+    finally:
+        for proc in recvs:
+            stop(proc)
+        if server is not None:
+            server.stop()
+        if relay is not None:
+            stop(relay)
+    errors = [r.get("error") or "not ok" for r in [*results, sent] if not r.get("ok")]
+    if errors:
+        return {"ok": False, "error": "; ".join(str(e) for e in errors)}
+    t0 = sent["t_start"]
+    t1 = max(r["t_end"] for r in results)
+    secs = t1 - t0
+    client_cpu = sent["client_cpu_s"] + sum(r["client_cpu_s"] for r in results)
+    return {
+        "ok": True,
+        "seconds": secs,
+        "mb_s": size / secs / MB,
+        "cpu_per_gib": (cpu1 - cpu0) / (size / GiB),
+        "peak_rss_mib": hwm / 1024,
+        "rss_before_mib": rss0 / 1024,
+        "rss_growth_mib": (hwm - rss0) / 1024,
+        "client_cpu_per_gib": client_cpu / (size / GiB),
+        "bytes": [r["bytes"] for r in results],
+    }
+
+
+# --- scenario 3 and 7: curl ---------------------------------------------------------------------------
+
+
+def run_curl(ctx: Context, target: str, size: int, transport: str = "http1") -> dict[str, Any]:
+    """``head -c SIZE /dev/zero | curl -T - URL`` to ``curl -o /dev/null URL``; MB/s as the receiver saw it."""
+    deadline_s = stream_deadline(size)
+    https = transport == "h2"
+    server = start_server(ctx, target, https=https)
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        if https:
+            base = f"https://{HOST}:{server.https_port}"
+            flags = ["-k", "--http2"]
+        elif transport == "h2c":
+            base = f"http://{HOST}:{server.port}"
+            flags = ["--http2-prior-knowledge"]
+        else:
+            base = f"http://{HOST}:{server.port}"
+            flags = []
+        url = f"{base}/bench-{uuid.uuid4().hex[:8]}"
+        bound = ["--max-time", str(int(deadline_s))]
+        fmt = "%{http_code} %{size_download} %{time_starttransfer} %{time_total}"
+        receiver = spawn(
+            ["curl", "-sS", *flags, *bound, "-o", "/dev/null", "-w", fmt, url], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(receiver)
+        time.sleep(0.3)  # curl is up and waiting (a waiting receiver gets nothing to show it)
+        cpu0 = server.cpu()
+        feeder = spawn(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
+        procs.append(feeder)
+        sender = spawn(
+            ["curl", "-sS", *flags, *bound, "-T", "-", "-o", "/dev/null", url],
+            stdin=feeder.stdout,
+            stdout=subprocess.DEVNULL,
+        )
+        procs.append(sender)
+        assert feeder.stdout is not None
+        feeder.stdout.close()
+        out, _ = receiver.communicate(timeout=deadline_s + 5)
+        sender.wait(30)
+        cpu1 = server.cpu()
+        hwm = server.hwm_kib()
+    finally:
+        for proc in procs:
+            stop(proc)
+        server.stop()
+    try:
+        code, got, t_start, t_total = out.split()
+    except ValueError:
+        return {"ok": False, "error": f"curl printed {out!r}"}
+    if code != "200" or int(float(got)) != size:
+        return {"ok": False, "error": f"curl receiver: status {code}, {got} bytes of {size}"}
+    secs = float(t_total) - float(t_start)
+    return {
+        "ok": True,
+        "seconds": secs,
+        "mb_s": size / secs / MB,
+        "cpu_per_gib": (cpu1 - cpu0) / (size / GiB),
+        "peak_rss_mib": hwm / 1024,
+    }
+
+
+# --- scenario 4: many small transfers ------------------------------------------------------------------
+
+
+def run_small(ctx: Context, target: str, count: int, pairs: int, procs: int) -> dict[str, Any]:
+    deadline_s = 120.0 + count / 50
+    deadline = time.monotonic() + deadline_s
+    server = start_server(ctx, target)
+    clients: list[subprocess.Popen[str]] = []
+    try:
+        cpu0 = server.cpu()
+        tag = uuid.uuid4().hex[:8]
+        for i in range(procs):
+            share = count // procs + (1 if i < count % procs else 0)
+            conc = pairs // procs + (1 if i < pairs % procs else 0)
+            clients.append(
+                client(
+                    [
+                        "small",
+                        "--port",
+                        str(server.port),
+                        "--size",
+                        "1024",
+                        "--count",
+                        str(share),
+                        "--concurrency",
+                        str(conc),
+                        "--prefix",
+                        f"s{tag}-{i}",
+                        "--timeout",
+                        "30",
+                        "--deadline",
+                        str(deadline_s),
+                    ]
+                )
+            )
+        results = [collect(c, deadline) for c in clients]
+        cpu1 = server.cpu()
+        hwm = server.hwm_kib()
+    finally:
+        for c in clients:
+            stop(c)
+        server.stop()
+    bad = [r for r in results if "latencies" not in r]
+    if bad:
+        return {"ok": False, "error": "; ".join(str(r.get("error")) for r in bad)}
+    lat = sorted(x for r in results for x in r["latencies"])
+    failed = sum(r["failed"] for r in results)
+    if not lat:
+        return {"ok": False, "error": f"no transfer succeeded: {results[0]['failures'][:3]}"}
+    secs = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
+    out: dict[str, Any] = {
+        "ok": failed == 0,
+        "transfers": len(lat),
+        "failed": failed,
+        "tps": len(lat) / secs,
+        "cpu_ms_per_transfer": (cpu1 - cpu0) / len(lat) * 1000,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "peak_rss_mib": hwm / 1024,
+        "client_cpu_s": sum(r["client_cpu_s"] for r in results),
+        "seconds": secs,
+    }
+    if failed:
+        out["error"] = f"{failed} transfers failed, e.g. {results[0]['failures'][:2]}"
+    return out
+
+
+# --- scenario 5: waiting senders -----------------------------------------------------------------------
+
+
+def run_waiting(ctx: Context, target: str, count: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 60.0 + count / 100
+    server = start_server(ctx, target)
+    socks: list[socket.socket] = []
+    try:
+        time.sleep(0.5)
+        rss0 = server.rss_kib()
+        tag = uuid.uuid4().hex[:8]
+        body = b"x" * 1024
+        for i in range(count):
+            if time.monotonic() > deadline:
+                raise TimeoutError("waiting senders: deadline passed while connecting")
+            s = socket.create_connection((HOST, server.port), timeout=10)
+            socks.append(s)
+            s.sendall(
+                (
+                    f"POST /w{tag}-{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+                    "Content-Type: application/octet-stream\r\n\r\n"
+                ).encode()
+                + body
+            )
+        for s in socks:
+            got = b""
+            while b"Waiting" not in got:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("waiting senders: deadline passed while reading")
+                part = s.recv(4096)
+                if not part:
+                    raise ConnectionError(f"server closed a waiting sender: {got[:120]!r}")
+                got += part
+        time.sleep(1.0)  # let allocations settle (and the GC run) before reading RSS
+        rss1 = server.rss_kib()
+        alive = server.alive()
+    except (OSError, TimeoutError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc} after {len(socks)} connections"}
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+    if not alive:
+        return {"ok": False, "error": "server died"}
+    return {"ok": True, "kib_per_conn": (rss1 - rss0) / count, "rss_before_mib": rss0 / 1024, "rss_mib": rss1 / 1024}
+
+
+# --- profiling ----------------------------------------------------------------------------------------
+
+
+def run_profile(ctx: Context, size: int) -> None:
+    """py-spy record of our server during one chunked stream; writes results/profile.{svg,txt}."""
+    pyspy = shutil.which("py-spy")
+    if not pyspy:
+        log("py-spy not found (pip install py-spy): no profile")
+        return
+    results = Path(ctx.args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    outputs: list[tuple[str, Path]] = [("flamegraph", results / "profile.svg"), ("raw", results / "profile.txt")]
+    for fmt, out in outputs:
+        server = start_server(ctx, "ours")
+        spy = spawn(
+            [pyspy, "record", "--pid", str(server.pid), "--rate", "200", "--format", fmt, "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(1.0)  # py-spy attaches
+            port = server.port
+            deadline = time.monotonic() + stream_deadline(size)
+            path = f"/profile-{uuid.uuid4().hex[:8]}"
+            common = ["--size", str(size), "--timeout", "30", "--deadline", str(stream_deadline(size))]
+            recv = client(["recv", "--port", str(port), "--path", path, "--announce", *common])
+            wait_line(recv, "connected", 15)
+            send = client(["send", "--port", str(port), "--path", path, "--mode", "chunked", *common])
+            r, s = collect(recv, deadline), collect(send, deadline)
+            log(f"profile run ({fmt}): receiver {r.get('ok')} {r.get('error', '')}, sender {s.get('ok')}")
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                stop(spy)
+            server.stop()
+    raw = results / "profile.txt"
+    if raw.exists():
+        print_profile_top(raw)
+
+
+def print_profile_top(raw: Path, top: int = 15) -> None:
+    """Self and total sample shares per function, from py-spy's collapsed stacks."""
+    self_counts: dict[str, int] = {}
+    total_counts: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n_s = line.rpartition(" ")
+        if not stack or not n_s.isdigit():
+            continue
+        n = int(n_s)
+        total += n
+        frames = stack.split(";")
+        self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + n
+        for fr in set(frames):
+            total_counts[fr] = total_counts.get(fr, 0) + n
+    if not total:
+        print("profile: no samples")
+        return
+    print(f"\nprofile of our server ({total} samples): top self time")
+    for fr, n in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / total:5.1f}%  self   {fr}")
+    print("top total (inclusive) time")
+    for fr, n in sorted(total_counts.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / total:5.1f}%  total  {fr}")
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    label: str
+    unit: str
+    ours: list[float] = field(default_factory=list)
+    ref: list[float] = field(default_factory=list)
+    target: str = ""  # e.g. ">= 2.0" on ours/ref
+    fmt: str = "{:.0f}"
+
+
+def med(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def check(target: str, ratio: float | None) -> str:
+    if not target or ratio is None:
+        return ""
+    op, _, val = target.partition(" ")
+    limit = float(val.rstrip("%")) / (100 if val.endswith("%") else 1)
+    ok = ratio >= limit if op == ">=" else ratio <= limit
+    return "ok" if ok else "MISS"
+
+
+def print_table(rows: list[Row], runs_note: str) -> str:
+    lines = []
+    header = f"{'scenario / metric':<46} {'ours':>12} {'reference':>12} {'ours/ref':>9}  {'target':>8}  {'':4}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for row in rows:
+        if row.unit == "section":
+            lines.append(row.label)
+            continue
+        o, r = med(row.ours), med(row.ref)
+        o_s = row.fmt.format(o) if o is not None else "n/a"
+        r_s = row.fmt.format(r) if r is not None else ("" if row.target.endswith("%") else "n/a")
+        if row.target.endswith("%"):  # a fraction of the ceiling, stored in ours
+            ratio = o
+            ratio_s = ""
+        else:
+            ratio = o / r if o is not None and r else None
+            ratio_s = f"{ratio:.2f}x" if ratio is not None else ""
+        label = f"  {row.label} [{row.unit}]"
+        lines.append(f"{label:<46} {o_s:>12} {r_s:>12} {ratio_s:>9}  {row.target:>8}  {check(row.target, ratio):4}")
+    lines.append(runs_note)
+    text = "\n".join(lines)
+    print("\n" + text)
+    return text
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+
+def interleaved(targets: list[str], run: int) -> list[str]:
+    return targets if run % 2 == 0 else targets[::-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gib", type=float, default=4.0, help="bytes per stream in GiB (default 4)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per target, interleaved (default 3)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="scenarios to run, e.g. 1,4")
+    parser.add_argument("--small-count", type=int, default=5000, help="transfers in (4) (default 5000)")
+    parser.add_argument("--small-pairs", type=int, default=50, help="pairs at a time in (4) (default 50)")
+    parser.add_argument("--small-procs", type=int, default=2, help="client processes in (4) (default 2)")
+    parser.add_argument("--waiting", type=int, default=5000, help="waiting senders in (5) (default 5000)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 32 MiB, 1 run, 200 transfers, 200 waiting")
+    parser.add_argument("--profile", action="store_true", help="also py-spy our server during a chunked stream")
+    parser.add_argument("--profile-only", action="store_true", help="only the py-spy profile")
+    parser.add_argument("--ref-dir", default=str(HERE / ".ref"), help="where npm installs the reference")
+    parser.add_argument("--ref-bin", help="use this reference executable instead of installing one")
+    parser.add_argument("--results", default=str(HERE / "results"), help="where JSON results and profiles go")
+    parser.add_argument("--verbose", action="store_true", help="print every run's numbers")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size_gib, args.runs = 32 / 1024, 1
+        args.small_count, args.waiting = 200, 200
+    only = {int(x) for x in args.only.split(",") if x.strip()}
+    size = int(args.size_gib * GiB)
+    runs = max(1, args.runs)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 2 * args.waiting + 1000))
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    workdir = Path(tempfile.mkdtemp(prefix="piping-bench-"))
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else workdir
+    source = shm / f"piping-bench-{os.getpid()}.bin"
+    with open(source, "wb") as f:
+        pattern = (bytes(range(256)) * 4096)[:MiB]
+        for _ in range(max(1, min(size, SENDFILE_SOURCE_MAX) // MiB)):
+            f.write(pattern)
+    atexit.register(lambda: source.unlink(missing_ok=True))
+    atexit.register(lambda: shutil.rmtree(workdir, ignore_errors=True))
+
+    ref_bin = ensure_reference(args) if not args.profile_only else None
+    ctx = Context(args=args, workdir=workdir, ref_bin=ref_bin, sendfile_source=source)
+    targets = ["ours", "ref"] if ref_bin else ["ours"]
+
+    if args.profile_only:
+        run_profile(ctx, size)
+        return 0
+
+    if 7 in only:
+        ctx.h2_reason = probe_h2(ctx)
+        if ctx.h2_reason:
+            log(f"(7) n/a: {ctx.h2_reason}")
+
+    rows: dict[str, Row] = {}
+    raw: list[dict[str, Any]] = []
+
+    def row(key: str, label: str, unit: str, target: str = "", fmt: str = "{:.0f}") -> Row:
+        if key not in rows:
+            rows[key] = Row(label, unit, target=target, fmt=fmt)
+        return rows[key]
+
+    def record(scenario: str, target: str, run: int, result: dict[str, Any]) -> bool:
+        raw.append({"scenario": scenario, "target": target, "run": run, **result})
+        if args.verbose or not result.get("ok"):
+            shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+            log(f"  {scenario:<22} {target:<7} run {run + 1}: {shown}")
+        return bool(result.get("ok"))
+
+    def add(key: str, target: str, value: float) -> None:
+        r = rows[key]
+        (r.ours if target == "ours" else r.ref).append(value)
+
+    gib = size / GiB
+    size_label = f"{gib:g} GiB" if gib >= 1 else f"{size // MiB} MiB"
+    # declare the rows in table order
+    for n, recv_n in ((1, 1), (2, 3)):
+        if n not in only:
+            continue
+        for mode in ("chunked", "length"):
+            name = "Content-Length" if mode == "length" else "chunked"
+            k = f"{n}-{mode}"
+            row(k, f"({n}) {size_label} {name}" + (", n=3" if recv_n > 1 else ""), "section")
+            row(k + "-mbs", "throughput", "MB/s", ">= 2.0" if mode == "chunked" or n == 1 else ">= 2.0")
+            if n == 1:
+                row(k + "-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
+                row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}")
+                row(k + "-grow", "server RSS growth during the stream", "MiB", "", "{:.1f}")
+                row(k + "-ccpu", "light clients' CPU per GiB (all)", "s", "", "{:.2f}")
+            else:
+                row(k + "-cpu", "server CPU per GiB", "s", "", "{:.2f}")
+                row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}")
+    if 3 in only:
+        row("3", f"(3) {size_label} curl -T - -> curl -o /dev/null", "section")
+        row("3-mbs", "throughput", "MB/s", ">= 1.0")
+        row("3-cpu", "server CPU per GiB", "s", "", "{:.2f}")
+    if 4 in only:
+        row("4", f"(4) {args.small_count} x 1 KiB, {args.small_pairs} pairs at a time", "section")
+        row("4-tps", "transfers per second", "1/s", ">= 2.0")
+        row("4-cpu", "server CPU per transfer", "ms", "<= 0.5", "{:.3f}")
+        row("4-p50", "latency p50", "ms", "", "{:.1f}")
+        row("4-p99", "latency p99", "ms", "<= 1.0", "{:.1f}")
+    if 5 in only:
+        row("5", f"(5) {args.waiting} senders waiting, no receiver", "section")
+        row("5-kib", "server RSS per waiting connection", "KiB", "<= 1.0", "{:.1f}")
+    if 6 in only:
+        row("6", "(6) ceiling: same light clients through a bare relay, no HTTP", "section")
+        for relay in ("splice", "socat"):
+            for mode in ("chunked", "length"):
+                sender = "sendall 64 KiB" if mode == "chunked" else "sendfile"
+                row(f"6-{relay}-{mode}", f"{relay} relay, {sender}", "MB/s")
+                row(f"6-{relay}-{mode}-cpu", f"{relay} relay, {sender}: relay CPU per GiB", "s", "", "{:.2f}")
+        if 1 in only:
+            row("6-frac-chunked", "(1) chunked / best ceiling", "%", ">= 70%", "{:.0%}")
+            row("6-frac-length", "(1) Content-Length / best ceiling", "%", ">= 70%", "{:.0%}")
+    if 7 in only:
+        row(
+            "7",
+            "(7) HTTP/2: " + (f"n/a ({ctx.h2_reason})" if ctx.h2_reason else f"{size_label}, curl clients"),
+            "section",
+        )
+        if not ctx.h2_reason:
+            row("7-h2", "h2 over TLS (curl --http2)", "MB/s", ">= 1.0")
+            row("7-h2c", "h2c, prior knowledge (ours only)", "MB/s")
+
+    started = time.monotonic()
+    for run in range(runs):
+        log(f"run {run + 1}/{runs}")
+        for n, recv_n in ((1, 1), (2, 3)):
+            if n not in only:
+                continue
+            for mode in ("chunked", "length"):
+                stream_targets = targets + (["splice", "socat"] if n == 1 and 6 in only else [])
+                for target in interleaved(stream_targets, run):
+                    res = run_stream(ctx, target, size, mode, recv_n)
+                    if not record(f"{n}-{mode}", target, run, res):
+                        continue
+                    k = f"{n}-{mode}"
+                    if target in ("splice", "socat"):
+                        rows[f"6-{target}-{mode}"].ours.append(res["mb_s"])
+                        rows[f"6-{target}-{mode}-cpu"].ours.append(res["cpu_per_gib"])
+                        continue
+                    add(k + "-mbs", target, res["mb_s"])
+                    add(k + "-cpu", target, res["cpu_per_gib"])
+                    add(k + "-rss", target, res["peak_rss_mib"])
+                    if n == 1:
+                        add(k + "-grow", target, res["rss_growth_mib"])
+                        add(k + "-ccpu", target, res["client_cpu_per_gib"])
+        if 6 in only and 1 not in only:
+            for mode in ("chunked", "length"):
+                for target in interleaved(["splice", "socat"], run):
+                    res = run_stream(ctx, target, size, mode, 1)
+                    if record(f"6-{mode}", target, run, res):
+                        rows[f"6-{target}-{mode}"].ours.append(res["mb_s"])
+                        rows[f"6-{target}-{mode}-cpu"].ours.append(res["cpu_per_gib"])
+        if 3 in only:
+            for target in interleaved(targets, run):
+                res = run_curl(ctx, target, size)
+                if record("3-curl", target, run, res):
+                    add("3-mbs", target, res["mb_s"])
+                    add("3-cpu", target, res["cpu_per_gib"])
+        if 4 in only:
+            for target in interleaved(targets, run):
+                res = run_small(ctx, target, args.small_count, args.small_pairs, args.small_procs)
+                record("4-small", target, run, res)
+                if "tps" in res:
+                    add("4-tps", target, res["tps"])
+                    add("4-cpu", target, res["cpu_ms_per_transfer"])
+                    add("4-p50", target, res["p50_ms"])
+                    add("4-p99", target, res["p99_ms"])
+        if 5 in only:
+            for target in interleaved(targets, run):
+                res = run_waiting(ctx, target, args.waiting)
+                if record("5-waiting", target, run, res):
+                    add("5-kib", target, res["kib_per_conn"])
+        if 7 in only and not ctx.h2_reason:
+            for target in interleaved(targets, run):
+                res = run_curl(ctx, target, size, "h2")
+                if record("7-h2", target, run, res):
+                    add("7-h2", target, res["mb_s"])
+            res = run_curl(ctx, "ours", size, "h2c")
+            if record("7-h2c", "ours", run, res):
+                add("7-h2c", "ours", res["mb_s"])
+
+    # (1) as a fraction of the ceiling: medians against the best relay's median
+    for mode in ("chunked", "length"):
+        key = f"6-frac-{mode}"
+        if key in rows:
+            best = max(
+                (m for relay in ("splice", "socat") if (m := med(rows[f"6-{relay}-{mode}"].ours)) is not None),
+                default=None,
+            )
+            ours = med(rows[f"1-{mode}-mbs"].ours)
+            if best and ours is not None:
+                rows[key].ours = [ours / best]
+
+    elapsed = time.monotonic() - started
+    load = os.getloadavg()
+    note = (
+        f"medians of {runs} run(s) per target, interleaved; MB = 10^6 bytes; {elapsed:.0f} s; "
+        f"load avg at end {load[0]:.2f} {load[1]:.2f}"
+    )
+    stamp = datetime.datetime.now().astimezone()
+    print(
+        f"\npiping-server bench, {stamp:%Y-%m-%d %H:%M %Z}, {platform.node()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, stream {size_label}, reference piping-server@{REF_VERSION}"
+    )
+    table = print_table(list(rows.values()), note)
+    if any(not r.get("ok") for r in raw):
+        print("\nsome runs failed (see the log above and the JSON results); their numbers are left out")
+
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"bench-{stamp:%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps({"date": stamp.isoformat(), "argv": sys.argv[1:], "table": table, "runs": raw}, indent=1))
+    log(f"raw results: {out}")
+
+    if args.profile:
+        run_profile(ctx, min(size, GiB))
+    return 0
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _sigterm)
+    sys.exit(main())

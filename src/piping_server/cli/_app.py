@@ -1,0 +1,308 @@
+"""click commands of ``piping``; each turns library errors into one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from ..client import PipingError, get_async, send_async
+from ..client._tunnel import run_tunnel_client, run_tunnel_server, tunnel_paths
+from ..client._url import SERVER_ENV
+from ._progress import CliReporter
+
+__all__ = ["cli", "main"]
+
+PASS_ENV = "PIPING_PASS"
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EPILOG_SEND = f"""\b
+Examples:
+  piping send https://ppng.io/mypath photo.jpg     one file, received as itself
+  piping send mypath ./folder notes.txt            several: one streamed tar
+  tar c dir | piping send mypath                   stdin
+  piping send --pass secret mypath report.pdf      end-to-end encrypted (gpg -d compatible)
+\b
+A bare path (mypath) needs --server or ${SERVER_ENV}. Receivers: `piping get`, curl, a browser."""
+
+_EPILOG_GET = """\b
+Examples:
+  piping get https://ppng.io/mypath -o photo.jpg
+  piping get mypath -o downloads/                  a file lands under the sender's name;
+                                                   a folder is unpacked into downloads/
+  piping get mypath | tar x                        raw stream to stdout
+  piping get --pass secret mypath -o report.pdf    decrypt (also what `gpg -c | curl -T -` sent)"""
+
+_EPILOG_TUNNEL = """\b
+Server host (where the service runs):   piping tunnel server --port 22 PATH1 PATH2
+Client host (where you connect):        piping tunnel client --port 2222 PATH1 PATH2
+                                        ssh -p 2222 localhost
+PATH1 carries client->server bytes, PATH2 server->client (one PATH: PATH/c-to-s, PATH/s-to-c).
+Plain mode forwards one connection and works with the curl one-liners and piping-tunnel;
+--multiplex (on both ends) carries many connections at once."""
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine; map every failure to one line on stderr and an exit code."""
+    try:
+        return asyncio.run(coro)
+    except PipingError as e:
+        click.echo(f"piping: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("piping: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # stdout was closed (`piping get x | head`): quiet, as other Unix tools.
+        with_devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(with_devnull, sys.stdout.fileno())
+        sys.exit(141)
+    except OSError as e:
+        click.echo(f"piping: error: {e.strerror or e}", err=True)
+        sys.exit(1)
+
+
+def _common(f: F) -> F:
+    f = click.option(
+        "--server",
+        "-s",
+        metavar="URL",
+        envvar=SERVER_ENV,
+        help=f"Server for bare paths such as 'mypath' [env: {SERVER_ENV}].",
+    )(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bar and no status lines.")(f)
+    f = click.option("--insecure", "-k", is_flag=True, help="Do not verify the server's TLS certificate.")(f)
+    return f
+
+
+def _crypto(confirm: bool) -> Callable[[F], F]:
+    def deco(f: F) -> F:
+        f = click.option(
+            "--pass",
+            "passphrase",
+            metavar="PASSPHRASE",
+            envvar=PASS_ENV,
+            help=f"Encrypt end to end with this passphrase (OpenPGP, as gpg -c) [env: {PASS_ENV}].",
+        )(f)
+        f = click.option(
+            "--encrypt", "-e", is_flag=True, help="Ask for a passphrase on the terminal and encrypt end to end."
+        )(f)
+        return f
+
+    return deco
+
+
+def _passphrase(passphrase: str | None, encrypt: bool, confirm: bool) -> str | None:
+    if passphrase or not encrypt:
+        return passphrase or None
+    try:
+        # getpass reads the terminal, not stdin: stdin may be the data being sent.
+        first = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Passphrase (again): ") != first:
+            raise click.UsageError("the passphrases differ")
+    except (EOFError, KeyboardInterrupt):
+        raise click.UsageError("no passphrase given") from None
+    if not first:
+        raise click.UsageError("empty passphrase")
+    return first
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="piping-server", prog_name="piping", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Send and get files, folders and streams through a Piping Server; tunnel TCP over it.
+
+    \b
+    piping send https://ppng.io/mypath FILE...   (on one machine)
+    piping get  https://ppng.io/mypath -o DEST   (on another)
+    """
+
+
+@cli.command(epilog=_EPILOG_SEND)
+@click.argument("url")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, allow_dash=True))
+@click.option("--n", "-n", "n", type=click.IntRange(min=1), help="Number of receivers (each gets a copy).")
+@click.option("--name", metavar="NAME", help="File name announced to receivers (default: the file's own).")
+@click.option("--content-type", metavar="TYPE", help="Content-Type of a single file or stdin.")
+@_crypto(confirm=True)
+@_common
+def send(
+    url: str,
+    files: tuple[str, ...],
+    n: int | None,
+    name: str | None,
+    content_type: str | None,
+    passphrase: str | None,
+    encrypt: bool,
+    server: str | None,
+    quiet: bool,
+    insecure: bool,
+) -> None:
+    """Send FILES (files and folders; none or '-': stdin) to URL.
+
+    One file travels as itself, with its name; several files or a folder travel as one
+    streamed tar that `piping get -o DEST` unpacks. The command ends when every receiver
+    got everything, and fails if one went away before.
+    """
+    secret = _passphrase(passphrase, encrypt, confirm=True)
+    reporter = CliReporter(quiet)
+    source: Any
+    if not files or files == ("-",):
+        source = sys.stdin.buffer
+        if sys.stdin.isatty() and not quiet:
+            click.echo("piping: reading from stdin (end with Ctrl-D)", err=True)
+    elif "-" in files:
+        raise click.UsageError("'-' (stdin) cannot be mixed with files")
+    else:
+        source = files[0] if len(files) == 1 else list(files)
+    _run(
+        send_async(
+            url,
+            source,
+            server=server,
+            n=n,
+            passphrase=secret,
+            filename=name,
+            content_type=content_type,
+            reporter=reporter,
+            verify_tls=not insecure,
+        )
+    )
+
+
+@cli.command(epilog=_EPILOG_GET)
+@click.argument("url")
+@click.option(
+    "--output",
+    "-o",
+    metavar="DEST",
+    type=click.Path(dir_okay=True, writable=True),
+    help="File or folder to write; default: stdout.",
+)
+@click.option("--n", "-n", "n", type=click.IntRange(min=1), help="Number of receivers, as the sender gave.")
+@click.option("--no-extract", is_flag=True, help="Save a received folder as its .tar instead of unpacking it.")
+@_crypto(confirm=False)
+@_common
+def get(
+    url: str,
+    output: str | None,
+    n: int | None,
+    no_extract: bool,
+    passphrase: str | None,
+    encrypt: bool,
+    server: str | None,
+    quiet: bool,
+    insecure: bool,
+) -> None:
+    """Receive from URL into DEST (-o) or stdout.
+
+    The file or folder appears only once all of it arrived (and, encrypted, was verified):
+    a cut stream or a wrong passphrase leaves nothing behind.
+    """
+    secret = _passphrase(passphrase, encrypt, confirm=False)
+    reporter = CliReporter(quiet)
+    dest: Any = sys.stdout.buffer if output in (None, "-") else output
+    result = _run(
+        get_async(
+            url,
+            dest,
+            server=server,
+            n=n,
+            passphrase=secret,
+            extract=not no_extract,
+            reporter=reporter,
+            verify_tls=not insecure,
+        )
+    )
+    if result.paths and not quiet:
+        click.echo(f"piping: saved {', '.join(str(p) for p in result.paths)}", err=True)
+
+
+@cli.group(epilog=_EPILOG_TUNNEL)
+def tunnel() -> None:
+    """Forward TCP connections over two Piping paths.
+
+    Compatible with piping-tunnel and the curl + nc/socat one-liners.
+    """
+
+
+def _tunnel_options(default_host: str, port_help: str) -> Callable[[F], F]:
+    def deco(f: F) -> F:
+        f = click.argument("paths", nargs=-1, required=True)(f)
+        f = click.option("--port", "-p", type=click.IntRange(0, 65535), required=True, help=port_help)(f)
+        f = click.option("--host", default=default_host, show_default=True, help="Host of that port.")(f)
+        f = click.option(
+            "--multiplex", "-m", is_flag=True, help="Carry many connections over the two paths (both ends)."
+        )(f)
+        return _common(f)
+
+    return deco
+
+
+def _logger(quiet: bool) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    return log
+
+
+@tunnel.command("server", epilog=_EPILOG_TUNNEL)
+@_tunnel_options("localhost", "Port of the service to expose (e.g. 22).")
+def tunnel_server(
+    paths: tuple[str, ...], port: int, host: str, multiplex: bool, server: str | None, quiet: bool, insecure: bool
+) -> None:
+    """Server host: GET PATH1 into the service at --host:--port, its answers POSTed to PATH2."""
+    try:
+        tp = tunnel_paths(paths, server)
+    except PipingError as e:
+        raise click.UsageError(str(e)) from None
+    if not multiplex and not quiet:
+        click.echo(
+            f"[INFO] Client host (curl + nc): curl -sSN {tp.server_to_client} | nc -l 2222 | "
+            f"curl -sSNT - {tp.client_to_server}",
+            err=True,
+        )
+    _run(run_tunnel_server(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
+
+
+@tunnel.command("client", epilog=_EPILOG_TUNNEL)
+@_tunnel_options("127.0.0.1", "Local port to listen on (e.g. 2222).")
+def tunnel_client(
+    paths: tuple[str, ...], port: int, host: str, multiplex: bool, server: str | None, quiet: bool, insecure: bool
+) -> None:
+    """Client host: listen on --host:--port; POST what arrives to PATH1, answer with GET PATH2."""
+    try:
+        tp = tunnel_paths(paths, server)
+    except PipingError as e:
+        raise click.UsageError(str(e)) from None
+    _run(run_tunnel_client(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    bash: eval "$(piping completion bash)"     (e.g. in ~/.bashrc)
+    zsh:  eval "$(piping completion zsh)"      (in ~/.zshrc)
+    fish: piping completion fish > ~/.config/fish/completions/piping.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "piping", "_PIPING_COMPLETE").source())
+
+
+@functools.wraps(cli.main)
+def main() -> None:
+    """Entry point of the ``piping`` script."""
+    cli.main(prog_name="piping")
