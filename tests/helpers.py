@@ -154,12 +154,13 @@ def recv_until(sock: socket.socket, marker: bytes, timeout: float = WAIT_S, limi
     data = b""
     while marker not in data and len(data) < limit:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
         if not chunk:
             break
         data += chunk
-        if time.monotonic() > deadline:
-            break
     return data
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ._headers import Headers
 
@@ -55,3 +56,24 @@ class Hooks:
     admit: Callable[[RequestView], Refusal | None] | None = None
     #: called once per request when it is over, whatever the outcome
     on_access: Callable[[AccessRecord], None] | None = None
+    #: called when a connection opens, with the client's address ("" when unknown); a Refusal answers
+    #: every request on that connection (then it closes), and ``on_disconnect`` is not called for it
+    on_connect: Callable[[str], Refusal | None] | None = None
+    #: called when a connection that ``on_connect`` let in (or any, without ``on_connect``) closes
+    on_disconnect: Callable[[str], None] | None = None
+    #: the most bytes a request line plus headers may take (answered 431); None: the transport's default
+    max_head_bytes: int | None = None
+    #: when set, the whole value of the preflight's ``Access-Control-Allow-Headers`` (auth adds Authorization)
+    preflight_allow_headers: bytes | None = None
+
+
+class Progress(Protocol):
+    """What a transport's endpoint offers the operator's layer (idle timeouts, live byte counts)."""
+
+    def view(self) -> RequestView:
+        """This request as the hooks see it."""
+        ...
+
+    def progress(self) -> tuple[int, int]:
+        """(request body bytes read so far, response bytes handed to the kernel so far)."""
+        ...

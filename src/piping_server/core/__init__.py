@@ -17,8 +17,10 @@ from ._events import (
     Reject,
     SenderArrived,
     StartTransfer,
+    TransferExpired,
     UploadEnded,
     UploadFailed,
+    WaitExpired,
     WriteLine,
 )
 from ._hub import RESERVED_PATHS, Hub, is_reserved
@@ -43,8 +45,10 @@ __all__ = [
     "Reject",
     "SenderArrived",
     "StartTransfer",
+    "TransferExpired",
     "UploadEnded",
     "UploadFailed",
+    "WaitExpired",
     "WriteLine",
     "is_reserved",
     "parse_n",

@@ -64,7 +64,42 @@ class PeerLost:
     peer: Peer
 
 
-Event = SenderArrived | ReceiverArrived | UploadEnded | UploadFailed | ReceiverFinished | PeerLost
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitExpired:
+    """The operator's layer gives up on a peer that waits unmatched (a waiting timeout, a shutdown).
+
+    A waiting sender gets ``message`` as its last progress line; a waiting receiver is answered
+    ``status`` with ``message``. A peer that no longer waits is left alone (the timer lost a race).
+    ``message`` is one line ending with a newline.
+    """
+
+    peer: Peer
+    message: str
+    status: int = 504
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferExpired:
+    """The operator's layer ends the running transfer that ``peer`` belongs to (idle too long, a shutdown).
+
+    Like a broken upload: the receivers see a cut stream; the sender, when still there, gets
+    ``message`` (one line ending with a newline) and its upload is dropped.
+    """
+
+    peer: Peer
+    message: str
+
+
+Event = (
+    SenderArrived
+    | ReceiverArrived
+    | UploadEnded
+    | UploadFailed
+    | ReceiverFinished
+    | PeerLost
+    | WaitExpired
+    | TransferExpired
+)
 
 # --- outputs ----------------------------------------------------------------------------------
 

@@ -36,8 +36,10 @@ from ._events import (
     Reject,
     SenderArrived,
     StartTransfer,
+    TransferExpired,
     UploadEnded,
     UploadFailed,
+    WaitExpired,
     WriteLine,
 )
 from ._paths import parse_n
@@ -87,7 +89,12 @@ class Hub:
             UploadFailed: self._upload_failed,
             ReceiverFinished: self._receiver_finished,
             PeerLost: self._peer_lost,
+            WaitExpired: self._wait_expired,
+            TransferExpired: self._transfer_expired,
         }
+        #: transfers ended with at least one receiver served completely, and the others (cut, all aborted)
+        self.transfers_finished = 0
+        self.transfers_aborted = 0
 
     # --- introspection (metrics, tests) ---------------------------------------------------------
 
@@ -108,6 +115,28 @@ class Hub:
 
     def knows(self, peer: Peer) -> bool:
         return peer in self._where
+
+    def is_waiting(self, peer: Peer) -> bool:
+        """Whether ``peer`` is a sender or receiver still waiting for its transfer to start."""
+        path = self._where.get(peer)
+        return path is not None and path in self._waiting
+
+    def is_transferring(self, peer: Peer) -> bool:
+        """Whether ``peer`` belongs to a running transfer (as its sender or one of its receivers)."""
+        return self._transfer_of(peer) is not None
+
+    def waiting_peers(self) -> list[Peer]:
+        """Every waiting sender and receiver, senders of a path before its receivers."""
+        peers: list[Peer] = []
+        for waiting in self._waiting.values():
+            if waiting.sender is not None:
+                peers.append(waiting.sender)
+            peers.extend(waiting.receivers)
+        return peers
+
+    def transfers(self) -> list[tuple[Peer, tuple[Peer, ...]]]:
+        """The sender and receivers of every running transfer."""
+        return [(t.sender, t.receivers) for t in self._running.values()]
 
     # --- the one entry point ----------------------------------------------------------------------
 
@@ -264,6 +293,40 @@ class Hub:
             actions.append(_line(transfer.sender, "[INFO] A receiver aborted."))
         return actions + self._end_if_settled(transfer)
 
+    # --- the operator's timers (never fired by the protocol itself: PROTOCOL.md section 8) ----------
+
+    def _wait_expired(self, ev: WaitExpired) -> list[Action]:
+        peer = ev.peer
+        if not self.is_waiting(peer):
+            return []  # matched, refused or gone meanwhile: the timer lost a race, nothing to do
+        path = self._where.pop(peer)
+        waiting = self._waiting[path]
+        if waiting.sender == peer:
+            waiting.sender = None
+            actions: list[Action] = [WriteLine(peer=peer, line=ev.message), EndSender(peer=peer, drop_upload=True)]
+        else:
+            waiting.receivers.remove(peer)
+            # as when a waiting receiver leaves, nothing is told to the others (PROTOCOL.md section 8)
+            actions = [Reject(peer=peer, status=ev.status, message=ev.message)]
+        if waiting.sender is None and not waiting.receivers:
+            del self._waiting[path]
+        return actions
+
+    def _transfer_expired(self, ev: TransferExpired) -> list[Action]:
+        transfer = self._transfer_of(ev.peer)
+        if transfer is None:
+            return []
+        sender = transfer.sender
+        sender_here = self._where.get(sender) == transfer.path
+        cut = tuple(r for r in transfer.receivers if r in transfer.active)
+        self._free(transfer)
+        actions: list[Action] = []
+        if sender_here:
+            actions += [WriteLine(peer=sender, line=ev.message), EndSender(peer=sender, drop_upload=True)]
+        if cut:
+            actions.append(CutReceivers(receivers=cut))
+        return actions
+
     def _end_if_settled(self, transfer: _Transfer) -> list[Action]:
         if transfer.active:
             return []
@@ -285,6 +348,11 @@ class Hub:
     def _free(self, transfer: _Transfer) -> None:
         if self._running.get(transfer.path) is transfer:
             del self._running[transfer.path]
+            # a cut transfer is freed while receivers are still active: aborted whatever the others did
+            if transfer.finished and not transfer.active:
+                self.transfers_finished += 1
+            else:
+                self.transfers_aborted += 1
         for peer in (transfer.sender, *transfer.receivers):
             if self._where.get(peer) == transfer.path:
                 del self._where[peer]

@@ -20,9 +20,11 @@ from http import HTTPStatus
 import httptools
 
 from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
+from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
-from .._hooks import AccessRecord, RequestView
 from ..flow import Pipe, Relay, UploadInfo
+from ..http2.protocol import H2_PREFACE
+from ..http2.protocol import take_over as h2c_take_over
 from ..pages import render_page
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
@@ -127,6 +129,13 @@ class Http1Exchange:
         path, query = split_target(self.target.decode("latin-1"))
         self._path, self._query = path, query
         method = self.method
+        if conn.refusal is not None:
+            # the operator's connection limit: every request on this connection gets the refusal, then it closes
+            self._role = "refused"
+            self._close_after = True
+            closing = conn.refusal
+            self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
+            return
         admit = conn.relay.hooks.admit
         if admit is not None:
             refusal = admit(self.view())
@@ -163,7 +172,11 @@ class Http1Exchange:
             )
         elif method == "OPTIONS":
             self._role = "preflight"
-            self._respond(200, preflight_headers(self.headers), b"")
+            headers = preflight_headers(self.headers)
+            allow = conn.relay.hooks.preflight_allow_headers
+            if allow is not None:
+                headers = [(k, allow if k == b"access-control-allow-headers" else v) for k, v in headers]
+            self._respond(200, headers, b"")
         else:
             self._respond(
                 405,
@@ -208,6 +221,12 @@ class Http1Exchange:
             transport="h1",
             is_tls=self.conn.is_tls,
         )
+
+    def progress(self) -> tuple[int, int]:
+        """(request body bytes read, response bytes handed to the kernel): for idle timeouts and metrics."""
+        transport = self.conn.transport
+        pending = transport.get_write_buffer_size() if transport is not None and not self.conn._closed else 0
+        return self._bytes_in, max(0, self._bytes_out - pending)
 
     def report(self) -> None:
         """Tell the access hook that this request is over (once)."""
@@ -387,14 +406,41 @@ class Http1Protocol(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
+        self._max_head_bytes = relay.hooks.max_head_bytes or MAX_HEAD_BYTES
+        #: the operator's refusal of this whole connection (a connection limit), from ``Hooks.on_connect``
+        self.refusal: Refusal | None = None
+        self._client = ""
+        self._counted = False
+        self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
+        hooks = self.relay.hooks
+        if hooks.on_connect is not None or hooks.on_disconnect is not None:
+            peer = transport.get_extra_info("peername")
+            self._client = str(peer[0]) if peer else ""
+            if hooks.on_connect is not None:
+                self.refusal = hooks.on_connect(self._client)
+            self._counted = self.refusal is None
 
     def data_received(self, data: bytes) -> None:
+        if self._preface is not None:
+            # h2c with prior knowledge shares this port: the connection's first bytes tell (RFC 9113 3.4)
+            data = self._preface + data
+            if H2_PREFACE.startswith(data[: len(H2_PREFACE)]):
+                if len(data) < len(H2_PREFACE):
+                    self._preface = data  # the preface may come split across reads
+                    return
+                self._preface = None
+                self._closed = True  # the transport is the HTTP/2 protocol's from now on
+                h2c_take_over(self.transport, self.relay, data, is_tls=self.is_tls,  # type: ignore[arg-type]
+                              handoff=(self._client, self.refusal, self._counted))
+                self.transport = None
+                return
+            self._preface = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -407,7 +453,11 @@ class Http1Protocol(asyncio.Protocol):
         except _HeadTooLarge:
             self._fail_request(431, "[ERROR] Request header fields too large.\n")
         except httptools.HttpParserError as exc:
-            self._fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
+            # httptools wraps what a callback raised: look through to our own reason
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._fail_request(431, "[ERROR] Request header fields too large.\n")
+            else:
+                self._fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
 
     def eof_received(self) -> bool | None:
         active = self._active
@@ -423,6 +473,10 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        on_disconnect = self.relay.hooks.on_disconnect
+        if self._counted and on_disconnect is not None:
+            self._counted = False
+            on_disconnect(self._client)
         exchanges = [self._active, *self._queue]
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
@@ -460,12 +514,12 @@ class Http1Protocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
-        if self._head_bytes > MAX_HEAD_BYTES:
+        if self._head_bytes > self._max_head_bytes:
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEAD_BYTES:
+        if self._head_bytes > self._max_head_bytes:
             raise _HeadTooLarge
         self._headers.append((name.lower(), value))
 

@@ -1,0 +1,780 @@
+"""HTTP/2 (h2 over TLS, and cleartext h2c with prior knowledge) on an asyncio transport.
+
+The ``h2`` library is the sans-IO engine: bytes in, events out, frames pulled with
+``data_to_send()``. One ``Http2Protocol`` per connection; one ``Http2Stream`` per request stream,
+an endpoint of the relay exactly like ``http1.protocol.Http1Exchange``.
+
+Flow control is the backpressure (PROTOCOL.md section 1):
+
+* *Inbound* (a sender's upload): received DATA is acknowledged (``acknowledge_received_data``,
+  which gives the window back to the client) only while the stream's pipe is not paused. A paused
+  sender therefore stops after at most one stream window, whatever else the connection carries.
+  A waiting sender keeps the small default window (its body is held until a receiver comes, as
+  HTTP/1 holds ``WAITING_BODY_LIMIT``); the window grows to ``STREAM_WINDOW`` when its transfer
+  starts. The connection window is so large that only stream windows ever throttle, so one
+  paused stream never stalls the others.
+* *Outbound* (a receiver's body): each stream keeps its own queue and sends as the peer's windows
+  and the transport allow. A queue above ``STREAM_HIGH_WATER`` pauses its pipe's sender; below
+  ``STREAM_LOW_WATER`` it resumes. A stuck stream only fills its own queue.
+
+Frames are produced in batches: events of one read are handled, then every stream with pending
+output is flushed and ``data_to_send()`` is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
+from .._hooks import AccessRecord, Refusal, RequestView
+from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
+from ..flow import Pipe, Relay, UploadInfo
+from ..pages import render_page
+
+__all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
+
+log = logging.getLogger("piping_server.http2")
+
+#: What an HTTP/2 client sends first (RFC 9113 section 3.4); on the cleartext port it tells h2c from HTTP/1.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: A stream's receive window once its transfer runs: several MiB, so that the window never throttles
+#: a fast upload on a high-latency path (a window per round trip is the ceiling of a stream's speed).
+STREAM_WINDOW = 8 * 1024 * 1024
+#: The window every new stream starts with (the protocol's default): what a waiting sender may send
+#: before a receiver comes, like HTTP/1's WAITING_BODY_LIMIT.
+INITIAL_WINDOW = 65_535
+#: The connection's receive window: as large as the protocol allows, so that only stream windows
+#: (never the shared one) hold an upload back.
+CONNECTION_WINDOW = 2**31 - 1
+#: The largest DATA frame we accept: bigger frames mean fewer events per MiB uploaded.
+MAX_INBOUND_FRAME = 1024 * 1024
+#: Streams one connection may have open at once.
+MAX_CONCURRENT_STREAMS = 256
+#: A receiver stream above this many queued bytes pauses its sender; it resumes at the low mark.
+STREAM_HIGH_WATER = 1024 * 1024
+STREAM_LOW_WATER = 256 * 1024
+#: The transport pauses the flushing of stream queues above this many buffered bytes.
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+#: Bytes one stream may send per turn of a flush, so that streams of one connection take turns.
+FLUSH_TURN_BYTES = 256 * 1024
+#: The body of a refused upload is read and dropped up to this much; past it, the stream is reset.
+DISCARD_LIMIT = 1024 * 1024
+#: How often a finished receiver's connection is checked until its bytes have left for the kernel.
+DRAIN_POLL_S = 0.005
+
+_HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"upgrade", b"proxy-connection"})
+
+
+class Http2Stream:
+    """One request stream and its response: an endpoint of the relay."""
+
+    __slots__ = (
+        "conn",
+        "stream_id",
+        "method",
+        "target",
+        "authority",
+        "headers",
+        "pipe",
+        "request_complete",
+        "response_started",
+        "response_ended",
+        "closed",
+        "_sink",
+        "_buffer",
+        "_held",
+        "_upload_paused",
+        "_unacked",
+        "_discarded",
+        "_out",
+        "_out_bytes",
+        "_end_pending",
+        "_reset_after_end",
+        "_writing_paused",
+        "_role",
+        "_path",
+        "_query",
+        "_status",
+        "_bytes_in",
+        "_bytes_out",
+        "_started_s",
+        "_reported",
+    )
+
+    def __init__(
+        self, conn: Http2Protocol, stream_id: int, method: str, target: str, authority: bytes | None, headers: Headers
+    ) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.method = method
+        self.target = target
+        self.authority = authority
+        self.headers = headers
+        self.pipe: Pipe | None = None
+        self.request_complete = False
+        self.response_started = False
+        self.response_ended = False  # END_STREAM sent, or the stream reset
+        self.closed = False  # reset (by either side) or the connection gone: nothing more is written
+        self._sink: Callable[[bytes, int], None] = self._discard
+        self._buffer: list[bytes] | None = []  # a sender's body held until its transfer starts
+        self._held = 0  # flow-controlled bytes held and not yet acknowledged
+        self._upload_paused = False
+        self._unacked = 0  # flow-controlled bytes received while paused
+        self._discarded = 0
+        self._out: deque[bytes | memoryview] = deque()
+        self._out_bytes = 0
+        self._end_pending = False
+        self._reset_after_end = False
+        self._writing_paused = False  # this receiver told its pipe to pause
+        self._role = ""
+        self._path = ""
+        self._query = ""
+        self._status = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._started_s = time.monotonic()
+        self._reported = False
+
+    def __repr__(self) -> str:
+        return f"<Http2Stream {self.stream_id} {self.method} {self.target!r} {self._role or 'new'}>"
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    # --- request side ------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Route the request: a page, a preflight, a sender, a receiver, or a refusal."""
+        conn = self.conn
+        path, query = split_target(self.target)
+        self._path, self._query = path, query
+        method = self.method
+        if conn.refusal is not None:
+            # the operator's connection limit: every request gets the refusal, then the connection closes
+            self._role = "refused"
+            closing = conn.refusal
+            self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
+            conn.close_when_idle()
+            return
+        admit = conn.relay.hooks.admit
+        if admit is not None:
+            refusal = admit(self.view())
+            if refusal is not None:
+                self._role = "refused"
+                self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
+                return
+        if method in ("GET", "HEAD") and is_reserved(path):
+            self._role = "page"
+            page = render_page(path, base_url=self._base_url(), query=query)
+            self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
+            return
+        if method in ("POST", "PUT"):
+            self._role = "sender"
+            self._sink = self._hold
+            conn.relay.submit(
+                SenderArrived(
+                    peer=self,
+                    path=path,
+                    method=method,
+                    n=query_param(query, "n"),
+                    has_content_range=self.header(b"content-range") is not None,
+                )
+            )
+        elif method == "GET":
+            self._role = "receiver"
+            conn.relay.submit(
+                ReceiverArrived(
+                    peer=self,
+                    path=path,
+                    n=query_param(query, "n"),
+                    is_service_worker=self.header(b"service-worker") == b"script",
+                )
+            )
+        elif method == "OPTIONS":
+            self._role = "preflight"
+            headers = preflight_headers(self.headers)
+            allow = conn.relay.hooks.preflight_allow_headers
+            if allow is not None:
+                headers = [(k, allow if k == b"access-control-allow-headers" else v) for k, v in headers]
+            self._respond(200, headers, b"")
+        else:
+            self._respond(
+                405,
+                [*MESSAGE_HEADERS, (b"allow", b"GET, HEAD, POST, PUT, OPTIONS")],
+                f"[ERROR] Unsupported method: {method}.\n".encode(),
+            )
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self._bytes_in += len(data)
+        self._sink(data, flow_length)
+
+    def on_end(self) -> None:
+        self.request_complete = True
+        if self._role == "sender" and self.pipe is not None and self.pipe.sender is self and self._buffer is None:
+            self.pipe.upload_complete()
+        self._maybe_done()
+
+    def _hold(self, data: bytes, flow_length: int) -> None:
+        # A waiting sender's body: kept without acknowledging it, so the initial window bounds it.
+        assert self._buffer is not None
+        self._buffer.append(data)
+        self._held += flow_length
+
+    def _stream(self, data: bytes, flow_length: int) -> None:
+        pipe = self.pipe
+        assert pipe is not None
+        pipe.feed(data)
+        if self._upload_paused:
+            self._unacked += flow_length  # given back on resume_upload: this is the backpressure
+        elif flow_length:
+            self.conn.acknowledge(flow_length, self.stream_id)
+
+    def _discard(self, data: bytes, flow_length: int) -> None:
+        if flow_length:
+            self.conn.acknowledge(flow_length, self.stream_id)
+        self._discarded += len(data)
+        if self._discarded > DISCARD_LIMIT and self.response_ended:
+            self.conn.reset(self, ErrorCodes.NO_ERROR)
+
+    def view(self) -> RequestView:
+        """This request as the operator's hooks see it."""
+        return RequestView(
+            method=self.method,
+            path=self._path,
+            query=self._query,
+            headers=self.headers,
+            client=self.conn.client,
+            transport="h2",
+            is_tls=self.conn.is_tls,
+        )
+
+    def progress(self) -> tuple[int, int]:
+        """(request body bytes read, response body bytes handed to h2): for idle timeouts and metrics."""
+        return self._bytes_in, max(0, self._bytes_out - self._out_bytes)
+
+    def report(self) -> None:
+        """Tell the access hook that this request is over (once)."""
+        if self._reported:
+            return
+        self._reported = True
+        on_access = self.conn.relay.hooks.on_access
+        if on_access is not None:
+            on_access(
+                AccessRecord(
+                    request=self.view(),
+                    status=self._status,
+                    bytes_in=self._bytes_in,
+                    bytes_out=self._bytes_out,
+                    duration_s=time.monotonic() - self._started_s,
+                    role=self._role or "other",
+                )
+            )
+
+    def _base_url(self) -> str:
+        proto = self.header(b"x-forwarded-proto") or b""
+        scheme = "https" if self.conn.is_tls or b"https" in proto else "http"
+        host = (self.authority or self.header(b"host") or b"hostname").decode("latin-1")
+        return f"{scheme}://{host}"
+
+    # --- endpoint: sender ------------------------------------------------------------------------------
+
+    def reject(self, status: int, message: str) -> None:
+        self._respond(status, MESSAGE_HEADERS, message.encode())
+
+    def accept_sender(self) -> None:
+        if (self.header(b"expect") or b"").lower() == b"100-continue":
+            self._send_head(100, [], final=False)
+        self._send_head(200, MESSAGE_HEADERS)
+
+    def write_line(self, line: str) -> None:
+        if not self._end_pending:
+            self._queue(line.encode())
+
+    def end_sender(self, *, drop_upload: bool) -> None:
+        if self._end_pending or self.closed:
+            return
+        self._sink = self._discard
+        self._end(reset_after=drop_upload)
+        # whatever was acknowledged or not, the client may go on sending: its window is given back
+        self._give_back()
+
+    def upload_info(self) -> UploadInfo:
+        length = self.header(b"content-length")
+        return UploadInfo.from_headers(self.headers, int(length) if length is not None and length.isdigit() else None)
+
+    def start_upload(self, pipe: Pipe) -> None:
+        pipe.begin()
+        buffered = self._buffer or []
+        self._buffer = None  # from now on the body streams
+        self._sink = self._stream
+        if not self.request_complete and not self.closed:
+            # the waiting window becomes the streaming window
+            self.conn.open_window(self.stream_id, STREAM_WINDOW - INITIAL_WINDOW)
+        for chunk in buffered:
+            pipe.feed(chunk)
+        held, self._held = self._held, 0
+        if self._upload_paused:
+            self._unacked += held
+        elif held:
+            self.conn.acknowledge(held, self.stream_id)
+        if self.request_complete:
+            pipe.upload_complete()
+
+    def pause_upload(self) -> None:
+        self._upload_paused = True
+
+    def resume_upload(self) -> None:
+        self._upload_paused = False
+        self._give_back()
+
+    def _give_back(self) -> None:
+        unacked = self._unacked + self._held
+        self._unacked = self._held = 0
+        if unacked:
+            self.conn.acknowledge(unacked, self.stream_id)
+
+    # --- endpoint: receiver ------------------------------------------------------------------------------
+
+    def start_receiving(self, headers: Headers) -> None:
+        self._send_head(200, headers)
+
+    def write_body(self, data: bytes) -> None:
+        self._bytes_out += len(data)
+        self._queue(data)
+
+    def finish_body(self) -> None:
+        self._end(reset_after=False)
+
+    def cut(self) -> None:
+        # A reset stream, never END_STREAM: the receiver sees a cut stream, never a complete one.
+        self._out.clear()
+        self._out_bytes = 0
+        self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
+
+    # --- output ----------------------------------------------------------------------------------------
+
+    def _send_head(self, status: int, headers: Headers, *, end: bool = False, final: bool = True) -> None:
+        if self.closed:
+            return
+        if final:
+            self._status = status
+            self.response_started = True
+        block = [(b":status", b"%d" % status)]
+        block += [(name, value) for name, value in headers if name not in _HOP_BY_HOP]
+        self.conn.send_headers(self.stream_id, block, end)
+        if end:
+            self._ended()
+
+    def _respond(self, status: int, headers: Headers, body: bytes, *, head_only: bool = False) -> None:
+        """A whole response at once: pages, preflights and refusals."""
+        if not self.request_complete and self.method in ("POST", "PUT"):
+            self._sink = self._discard  # the body of a refused upload is dropped
+            self._give_back()
+        has_length = any(name == b"content-length" for name, _ in headers)
+        if not has_length and status != 204:
+            headers = [*headers, (b"content-length", b"%d" % len(body))]
+        if head_only or not body:
+            self._send_head(status, headers, end=True)
+            return
+        self._send_head(status, headers)
+        self._bytes_out += len(body)
+        self._queue(body)
+        self._end(reset_after=True)
+
+    def _queue(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes > STREAM_HIGH_WATER and not self._writing_paused and self._role == "receiver" and self.pipe:
+            self._writing_paused = True
+            self.pipe.receiver_paused(self)
+        self.conn.want_flush(self)
+
+    def _end(self, *, reset_after: bool) -> None:
+        if self.closed or self._end_pending:
+            return
+        self._end_pending = True
+        self._reset_after_end = reset_after
+        self.conn.want_flush(self)
+
+    def send_pending(self, h2conn: h2.connection.H2Connection, budget: int) -> bool:
+        """Hand queued bytes to h2 as the windows allow, up to ``budget``; True when more could go now."""
+        out = self._out
+        sid = self.stream_id
+        sent = 0
+        max_frame = h2conn.max_outbound_frame_size
+        while out and sent < budget:
+            window = h2conn.local_flow_control_window(sid)
+            if window <= 0:
+                break
+            chunk = out[0]
+            size = min(window, max_frame, len(chunk))
+            if size == len(chunk):
+                out.popleft()
+                h2conn.send_data(sid, chunk)
+            else:
+                view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+                h2conn.send_data(sid, view[:size])
+                out[0] = view[size:]
+            sent += size
+        self._out_bytes -= sent
+        if self._writing_paused and self._out_bytes <= STREAM_LOW_WATER:
+            self._writing_paused = False
+            if self.pipe is not None:
+                self.pipe.receiver_resumed(self)
+        if not out and self._end_pending and not self.response_ended:
+            h2conn.end_stream(sid)
+            self._ended()
+            if self._reset_after_end and not self.request_complete:
+                # RFC 9113 section 8.1: a complete response before the whole request; stop the upload
+                self.conn.reset(self, ErrorCodes.NO_ERROR)
+            return False
+        return bool(out) and sent >= budget
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out) or (self._end_pending and not self.response_ended)
+
+    def _ended(self) -> None:
+        self.response_ended = True
+        if self._role == "receiver" and self.pipe is not None:
+            self.conn.when_drained(self._receiver_flushed)
+        self._maybe_done()
+
+    def _receiver_flushed(self) -> None:
+        relay = self.conn.relay
+        if not relay.hub.knows(self):
+            return
+        # a connection lost before its last bytes left is a receiver lost, not one that finished
+        relay.submit(PeerLost(peer=self) if self.conn.lost else ReceiverFinished(peer=self))
+
+    def _maybe_done(self) -> None:
+        if self.response_ended and (self.request_complete or self.closed):
+            self.conn.stream_done(self)
+
+    # --- lost --------------------------------------------------------------------------------------------
+
+    def lose(self) -> None:
+        """The stream was reset by the client, or the connection is gone."""
+        self.closed = True
+        self._out.clear()
+        self._out_bytes = 0
+        self.report()
+        if self.pipe is not None and self._role == "receiver":
+            self.pipe.receiver_resumed(self)
+        relay = self.conn.relay
+        if relay.hub.knows(self):
+            relay.submit(PeerLost(peer=self))
+
+
+class Http2Protocol(asyncio.Protocol):
+    """One HTTP/2 connection (h2 over TLS, or h2c)."""
+
+    def __init__(self, relay: Relay, *, is_tls: bool = False) -> None:
+        self.relay = relay
+        self.is_tls = is_tls
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self.lost = False
+        #: the operator's refusal of this whole connection (a connection limit), from ``Hooks.on_connect``
+        self.refusal: Refusal | None = None
+        self._counted = False  # on_disconnect is owed
+        self._connected = False  # on_connect already asked (by the HTTP/1 protocol, for h2c)
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+        )
+        self._h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_INBOUND_FRAME,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        self._streams: dict[int, Http2Stream] = {}
+        self._ready: dict[Http2Stream, None] = {}  # streams with output to send, in arrival order
+        self._flush_scheduled = False
+        self._receiving = False
+        self._writing_paused = False
+        self._closing = False
+        self._close_idle = False  # close (GOAWAY) once no stream is left
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio subclasses, hence the ignore
+        self.transport = tr = transport  # type: ignore[assignment]
+        tr.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
+        if not self._connected:
+            self._connected = True
+            peer = transport.get_extra_info("peername")
+            self.client = str(peer[0]) if peer else ""
+            on_connect = self.relay.hooks.on_connect
+            if on_connect is not None:
+                self.refusal = on_connect(self.client)
+            self._counted = self.refusal is None
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(CONNECTION_WINDOW - INITIAL_WINDOW)
+        self._write_out()
+
+    def data_received(self, data: bytes) -> None:
+        if self.lost:
+            return
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has queued a GOAWAY with the error's code; send it and close (no traceback: a client's fault)
+            log.info("HTTP/2 protocol error from %s: %s", self.client or "?", exc)
+            self._write_out()
+            self._close()
+            return
+        self._receiving = True
+        try:
+            for event in events:
+                self._handle(event)
+        finally:
+            self._receiving = False
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # an HTTP/2 client that stops sending has left: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        on_disconnect = self.relay.hooks.on_disconnect
+        if self._counted and on_disconnect is not None:
+            self._counted = False
+            on_disconnect(self.client)
+        streams = list(self._streams.values())
+        self._streams.clear()
+        self._ready.clear()
+        for stream in streams:
+            stream.lose()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._flush()
+
+    # --- h2 events ---------------------------------------------------------------------------------------
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self._streams.get(event.stream_id or 0)
+            length = event.flow_controlled_length or 0
+            if stream is not None:
+                stream.on_data(event.data or b"", length)
+            elif length:
+                self.acknowledge(length, event.stream_id or 0)
+        elif isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id or 0)
+            if stream is not None:
+                stream.on_end()
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None and stream.has_output:
+                    self._ready[stream] = None
+            else:
+                self._wake_all()
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self._streams.pop(event.stream_id or 0, None)
+            if stream is not None:
+                self._ready.pop(stream, None)
+                stream.lose()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._wake_all()  # a new initial window may open every stream
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._write_out()
+            self._close()
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        assert stream_id is not None
+        method = b""
+        path = b""
+        authority: bytes | None = None
+        headers: Headers = []
+        for name, value in event.headers or ():
+            name_b = bytes(name)
+            value_b = bytes(value)
+            if name_b[:1] == b":":
+                if name_b == b":method":
+                    method = value_b
+                elif name_b == b":path":
+                    path = value_b
+                elif name_b == b":authority":
+                    authority = value_b
+            else:
+                headers.append((name_b, value_b))
+        stream = Http2Stream(
+            self, stream_id, method.decode("ascii", "replace"), path.decode("latin-1"), authority, headers
+        )
+        self._streams[stream_id] = stream
+        stream.dispatch()
+
+    # --- used by the streams ---------------------------------------------------------------------------
+
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
+        if self.lost:
+            return
+        try:
+            self._h2.send_headers(stream_id, headers, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            return
+        self._schedule()
+
+    def acknowledge(self, size: int, stream_id: int) -> None:
+        if self.lost:
+            return
+        self._h2.acknowledge_received_data(size, stream_id)
+        self._schedule()
+
+    def open_window(self, stream_id: int, increment: int) -> None:
+        if self.lost:
+            return
+        try:
+            self._h2.increment_flow_control_window(increment, stream_id)
+        except (h2.exceptions.StreamClosedError, KeyError):
+            return
+        self._schedule()
+
+    def reset(self, stream: Http2Stream, code: ErrorCodes) -> None:
+        """Reset the stream (RST_STREAM) and forget it; a no-op on a stream already closed."""
+        if stream.closed:
+            return
+        stream.closed = True
+        self._ready.pop(stream, None)
+        if not self.lost:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._h2.reset_stream(stream.stream_id, code)
+            self._schedule()
+        stream.response_ended = True
+        self.stream_done(stream)
+
+    def want_flush(self, stream: Http2Stream) -> None:
+        self._ready[stream] = None
+        self._schedule()
+
+    def stream_done(self, stream: Http2Stream) -> None:
+        """The stream's request is read and its response written (or it was reset)."""
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        stream.report()
+        if self._close_idle and not self._streams:
+            asyncio.get_running_loop().call_soon(self._goaway)
+
+    def close_when_idle(self) -> None:
+        """Accept no new stream; close once the open ones are done."""
+        self._close_idle = True
+
+    def _goaway(self) -> None:
+        if self.lost or self._closing or self._streams:
+            return
+        self._flush()
+        self._h2.close_connection()
+        self._write_out()
+        self._close()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call back once everything written so far has left for the kernel (or the connection is gone)."""
+        # first let the flush under way hand its frames to the transport
+        asyncio.get_running_loop().call_soon(self._check_drained, callback)
+
+    def _check_drained(self, callback: Callable[[], None]) -> None:
+        transport = self.transport
+        if self.lost or transport is None or transport.get_write_buffer_size() == 0:
+            callback()
+            return
+        asyncio.get_running_loop().call_later(DRAIN_POLL_S, self._check_drained, callback)
+
+    # --- output ----------------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        # Within data_received, the flush at its end sends everything; otherwise one flush per loop turn.
+        if self._receiving or self._flush_scheduled or self.lost:
+            return
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _wake_all(self) -> None:
+        for stream in self._streams.values():
+            if stream.has_output:
+                self._ready[stream] = None
+
+    def _flush(self) -> None:
+        """Send what the windows and the transport allow, streams taking turns, then write once."""
+        self._flush_scheduled = False
+        if self.lost:
+            return
+        h2conn = self._h2
+        ready = self._ready
+        while ready and not self._writing_paused:
+            more = False  # some stream used its whole turn and has more it could send now
+            for stream in list(ready):
+                if not stream.closed and stream.send_pending(h2conn, FLUSH_TURN_BYTES):
+                    more = True
+                if stream.closed or not stream.has_output:
+                    ready.pop(stream, None)
+                # a stream blocked by its window stays listed; a WINDOW_UPDATE flushes it again
+            self._write_out()
+            if not more:
+                break
+        self._write_out()
+
+    def _write_out(self) -> None:
+        data = self._h2.data_to_send()
+        if data and self.transport is not None and not self.lost and not self._closing:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.close()
+
+
+def take_over(
+    transport: asyncio.BaseTransport,
+    relay: Relay,
+    first_bytes: bytes,
+    *,
+    is_tls: bool,
+    handoff: tuple[str, Refusal | None, bool] | None = None,
+) -> Http2Protocol:
+    """Serve HTTP/2 on a connection that began as HTTP/1 (h2c prior knowledge): its first bytes are the preface.
+
+    ``handoff`` is what the HTTP/1 protocol already decided about the connection (client address, the
+    operator's refusal, whether ``on_disconnect`` is owed), so that the hooks see one connection.
+    """
+    protocol = Http2Protocol(relay, is_tls=is_tls)
+    if handoff is not None:
+        protocol.client, protocol.refusal, protocol._counted = handoff
+        protocol._connected = True
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    protocol.data_received(first_bytes)
+    return protocol
