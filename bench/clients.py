@@ -103,7 +103,8 @@ def run_send(args: argparse.Namespace) -> None:
     size: int = args.size
     deadline = time.monotonic() + args.deadline
     sock = _connect(args.port, args.timeout)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    if args.sockbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.sockbuf)
     http = args.mode in ("chunked", "length")
     if args.mode in ("chunked",):
         head = f"POST {args.path} HTTP/1.1\r\nHost: {HOST}:{args.port}\r\nTransfer-Encoding: chunked\r\n"
@@ -170,7 +171,8 @@ def run_recv(args: argparse.Namespace) -> None:
     size: int = args.size
     deadline = time.monotonic() + args.deadline
     sock = _connect(args.port, args.timeout)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    if args.sockbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.sockbuf)
     buf = bytearray(RECV_BUF)
     mv = memoryview(buf)
     recv_into = sock.recv_into
@@ -430,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--path", default="/bench")
     common.add_argument("--size", type=int, default=CHUNK)
     common.add_argument("--timeout", type=float, default=30.0, help="socket inactivity timeout, seconds")
+    common.add_argument("--sockbuf", type=int, default=0, help="SO_SNDBUF/SO_RCVBUF (default: the kernel's autotuning)")
     common.add_argument("--deadline", type=float, default=600.0, help="total time bound, seconds")
     p = sub.add_parser("send", parents=[common])
     p.add_argument("--mode", choices=["chunked", "length", "raw", "rawfile"], default="chunked")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .helpers import ServerProcess, Target, start_server
+from .helpers import ServerProcess, Target, make_tls_files, start_server
 
 EXTERNAL_BASE_URL = os.environ.get("PIPING_TEST_BASE_URL")
 
@@ -32,20 +32,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[ServerProcess | None]:
-    """Our server, started once for the session (None when an external base URL is given)."""
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """A certificate for 127.0.0.1 and localhost, its key and its CA, made for this session (trustme)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def server(tls_files: tuple[str, str, str]) -> Iterator[ServerProcess | None]:
+    """Our server, HTTP and HTTPS, started once for the session (None when an external base URL is given)."""
     if EXTERNAL_BASE_URL:
         yield None
         return
-    proc = start_server()
+    proc = start_server(https=tls_files)
     try:
         yield proc
     finally:
         proc.stop()
 
 
-#: The transports every protocol scenario runs over. HTTP/2 and TLS add theirs here.
-TRANSPORTS = ["h1"]
+#: The transports every protocol scenario runs over: HTTP/1.1, cleartext HTTP/2 (prior knowledge),
+#: HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2).
+TRANSPORTS = ["h1", "h2c", "h1-tls", "h2"]
 
 
 @pytest.fixture(params=TRANSPORTS)

@@ -237,3 +237,20 @@ def fetch(target: Target, path: str, *args: str, tmp: Path, input: bytes | None 
                             tmp=tmp)
     response = exchange.finish(input=input)
     return response
+
+
+def make_tls_files(directory: Path, *, ca: object | None = None) -> tuple[str, str, str]:
+    """Write a certificate for 127.0.0.1 and localhost, its key and its CA (trustme) as PEM files.
+
+    Returns (cert, key, ca) paths. Give ``ca`` (a ``trustme.CA``) to issue from an existing CA.
+    """
+    import trustme
+
+    authority = ca if isinstance(ca, trustme.CA) else trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key, ca_path = directory / "server.crt", directory / "server.key", directory / "ca.crt"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+    ca_path.write_bytes(authority.cert_pem.bytes())
+    return str(cert), str(key), str(ca_path)

@@ -36,9 +36,14 @@ from .core import (
 
 
 class Endpoint(Protocol):
-    """One request, as the relay drives it. Every method is called on the event loop and never blocks."""
+    """One request, as the relay drives it. Every method is called on the event loop and never blocks.
+
+    Endpoints are the hub's peers: hashed by identity, one per request.
+    """
 
     pipe: Pipe | None
+
+    def __hash__(self) -> int: ...
 
     def reject(self, status: int, message: str) -> None: ...
     def accept_sender(self) -> None: ...

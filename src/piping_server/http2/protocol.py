@@ -103,7 +103,6 @@ class Http2Stream:
         "_out",
         "_out_bytes",
         "_end_pending",
-        "_reset_after_end",
         "_writing_paused",
         "_role",
         "_path",
@@ -138,7 +137,6 @@ class Http2Stream:
         self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         self._end_pending = False
-        self._reset_after_end = False
         self._writing_paused = False  # this receiver told its pipe to pause
         self._role = ""
         self._path = ""
@@ -251,6 +249,7 @@ class Http2Stream:
             self.conn.acknowledge(flow_length, self.stream_id)
         self._discarded += len(data)
         if self._discarded > DISCARD_LIMIT and self.response_ended:
+            # RFC 9113 section 8.1: the response is complete; stop the rest of the upload
             self.conn.reset(self, ErrorCodes.NO_ERROR)
 
     def view(self) -> RequestView:
@@ -310,9 +309,10 @@ class Http2Stream:
     def end_sender(self, *, drop_upload: bool) -> None:
         if self._end_pending or self.closed:
             return
+        # The rest of the upload (if any) is read and dropped, and the stream reset past DISCARD_LIMIT:
+        # curl takes an early RST_STREAM(NO_ERROR) after a complete response for a broken stream.
         self._sink = self._discard
-        self._end(reset_after=drop_upload)
-        # whatever was acknowledged or not, the client may go on sending: its window is given back
+        self._end()
         self._give_back()
 
     def upload_info(self) -> UploadInfo:
@@ -360,7 +360,7 @@ class Http2Stream:
         self._queue(data)
 
     def finish_body(self) -> None:
-        self._end(reset_after=False)
+        self._end()
 
     def cut(self) -> None:
         # A reset stream, never END_STREAM: the receiver sees a cut stream, never a complete one.
@@ -390,13 +390,13 @@ class Http2Stream:
         has_length = any(name == b"content-length" for name, _ in headers)
         if not has_length and status != 204:
             headers = [*headers, (b"content-length", b"%d" % len(body))]
-        if head_only or not body:
+        if head_only or not body or self.method == "HEAD":  # RFC 9110 9.3.2: no content for HEAD, ever
             self._send_head(status, headers, end=True)
             return
         self._send_head(status, headers)
         self._bytes_out += len(body)
         self._queue(body)
-        self._end(reset_after=True)
+        self._end()
 
     def _queue(self, data: bytes) -> None:
         if self.closed or not data:
@@ -408,11 +408,10 @@ class Http2Stream:
             self.pipe.receiver_paused(self)
         self.conn.want_flush(self)
 
-    def _end(self, *, reset_after: bool) -> None:
+    def _end(self) -> None:
         if self.closed or self._end_pending:
             return
         self._end_pending = True
-        self._reset_after_end = reset_after
         self.conn.want_flush(self)
 
     def send_pending(self, h2conn: h2.connection.H2Connection, budget: int) -> bool:
@@ -443,9 +442,6 @@ class Http2Stream:
         if not out and self._end_pending and not self.response_ended:
             h2conn.end_stream(sid)
             self._ended()
-            if self._reset_after_end and not self.request_complete:
-                # RFC 9113 section 8.1: a complete response before the whole request; stop the upload
-                self.conn.reset(self, ErrorCodes.NO_ERROR)
             return False
         return bool(out) and sent >= budget
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..flow import Relay
 from ..http1.protocol import Http1Protocol
+from ._tls import CertificateError, CertificateStore, start_https
 
 log = logging.getLogger("piping_server")
 
@@ -45,6 +46,7 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -
     for server in servers:
         for sock in server.sockets:
             log.info("listening on http://%s:%d", *sock.getsockname()[:2])
+    tls = await _start_https(options, relay, servers) if options.enable_https else None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -58,6 +60,26 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -
     finally:
         for server in servers:
             server.close()
+        if tls is not None:
+            await tls.stop_watching()
+
+
+async def _start_https(options: ServerOptions, relay: Relay, servers: list[asyncio.Server]) -> CertificateStore:
+    """The HTTPS listener beside the HTTP one (h2 and HTTP/1.1 by ALPN), its certificate watched for changes."""
+    if options.https_port is None or not options.crt_path or not options.key_path:
+        raise StartupError("--enable-https needs --https-port, --crt-path and --key-path")
+    try:
+        store = CertificateStore(options.crt_path, options.key_path)
+    except CertificateError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        server = await start_https(relay, options.host, options.https_port, store)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {options.host or '*'}:{options.https_port}: {exc.strerror}") from exc
+    servers.append(server)
+    for sock in server.sockets:
+        log.info("listening on https://%s:%d", *sock.getsockname()[:2])
+    return store
 
 
 def run(options: ServerOptions) -> None:

@@ -1,0 +1,185 @@
+"""TLS for the HTTPS listener: the context, its check at start-up, its reload, and ALPN dispatch.
+
+The certificate and key are loaded once at start-up (a bad or missing file is a one-line error)
+and then watched: when either file changes, a new context is built and handed to every later
+handshake through the listener context's SNI callback (``ssl_object.context = new``), which
+OpenSSL calls for every ClientHello, with or without a server name. Connections already open keep
+the context they began with, so no transfer is dropped. A new file that does not load (a half
+written pair, a key that does not match) keeps the old certificate and says why in the log.
+
+ALPN offers ``h2`` and ``http/1.1``; the protocol of each connection is chosen once its handshake
+is done (asyncio calls ``connection_made`` only then). A slow or stuck handshake runs on its own and
+is cut after ``HANDSHAKE_TIMEOUT_S``: it never holds up the accepting of other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+
+from ..flow import Relay
+from ..http1.protocol import Http1Protocol
+from ..http2.protocol import Http2Protocol
+
+__all__ = [
+    "ALPN_PROTOCOLS",
+    "HANDSHAKE_TIMEOUT_S",
+    "RELOAD_POLL_S",
+    "CertificateError",
+    "CertificateStore",
+    "build_context",
+    "start_https",
+]
+
+log = logging.getLogger("piping_server")
+
+#: What ALPN offers, most preferred first (RFC 7301); browsers stream uploads only over h2.
+ALPN_PROTOCOLS = ["h2", "http/1.1"]
+#: How often the certificate and key files are checked for a change.
+RELOAD_POLL_S = 2.0
+#: A TLS handshake not done by then is dropped (the default, 60 s, lets idle sockets pile up).
+HANDSHAKE_TIMEOUT_S = 10.0
+
+_Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+class CertificateError(Exception):
+    """The certificate or key cannot be used: a one-line reason."""
+
+
+def build_context(crt_path: str, key_path: str) -> ssl.SSLContext:
+    """A server context with the certificate chain and key loaded and ALPN set.
+
+    Raises:
+        CertificateError: a file is missing or unreadable, not PEM, or the key does not match.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # RFC 9113 section 9.2: HTTP/2 needs TLS 1.2 or later
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(ALPN_PROTOCOLS)
+    # RFC 9113 section 9.2.2: over TLS 1.2, h2 needs an ephemeral key exchange and an AEAD cipher
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20")
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    try:
+        ctx.load_cert_chain(crt_path, key_path)
+    except FileNotFoundError as exc:
+        raise CertificateError(f"no such file: {exc.filename or f'{crt_path} or {key_path}'}") from exc
+    except PermissionError as exc:
+        raise CertificateError(f"cannot read {exc.filename or f'{crt_path} or {key_path}'}: permission denied") from exc
+    except ssl.SSLError as exc:
+        raise CertificateError(
+            f"cannot use certificate {crt_path} with key {key_path}: {_ssl_reason(exc)}"
+        ) from exc
+    except OSError as exc:
+        raise CertificateError(f"cannot read {crt_path} or {key_path}: {exc.strerror or exc}") from exc
+    return ctx
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    reason = exc.reason or ""
+    if reason == "KEY_VALUES_MISMATCH":
+        return "the key does not match the certificate"
+    if exc.library == "PEM" or reason in ("NO_START_LINE", "PEM lib") or "PEM" in str(exc):
+        return "not a PEM certificate and key"
+    return reason.replace("_", " ").lower() or str(exc).splitlines()[0]
+
+
+class CertificateStore:
+    """The certificate in use, reloaded when its files change."""
+
+    def __init__(self, crt_path: str, key_path: str) -> None:
+        """Load the pair now. Raises CertificateError when it cannot be used."""
+        self.crt_path = crt_path
+        self.key_path = key_path
+        #: the context given to the listener; its SNI callback hands out ``current``
+        self.context = build_context(crt_path, key_path)
+        self.context.sni_callback = self._pick_context
+        #: the context new handshakes get
+        self.current = self.context
+        self._seen = self._stamp()
+        self._task: asyncio.Task[None] | None = None
+
+    def _pick_context(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        current = self.current
+        if current is not ctx:
+            ssl_object.context = current
+
+    def _stamp(self) -> _Stamp | None:
+        try:
+            crt = os.stat(self.crt_path)
+            key = os.stat(self.key_path)
+        except OSError:
+            return None  # a file being replaced: look again next time
+        return (crt.st_mtime_ns, crt.st_size, crt.st_ino), (key.st_mtime_ns, key.st_size, key.st_ino)
+
+    def reload_if_changed(self) -> bool:
+        """Build a new context if either file changed since last seen; True when a new one is in use."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return False
+        self._seen = stamp
+        try:
+            fresh = build_context(self.crt_path, self.key_path)
+        except CertificateError as exc:
+            log.warning("certificate not reloaded, keeping the previous one: %s", exc)
+            return False
+        self.current = fresh
+        log.info("certificate reloaded from %s", self.crt_path)
+        return True
+
+    def start_watching(self) -> None:
+        """Check the files every RELOAD_POLL_S on the running loop, until ``stop_watching``."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop_watching(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_POLL_S)
+            self.reload_if_changed()
+
+
+class _AlpnDispatch(asyncio.Protocol):
+    """Stands in until the handshake is done, then hands the connection to HTTP/2 or HTTP/1.x."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        # "http/1.1", or a client without ALPN, gets HTTP/1.x
+        protocol: asyncio.Protocol = (
+            Http2Protocol(self._relay, is_tls=True) if alpn == "h2" else Http1Protocol(self._relay, is_tls=True)
+        )
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
+async def start_https(relay: Relay, host: str | None, port: int, store: CertificateStore) -> asyncio.Server:
+    """Listen for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) and start watching the certificate.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _AlpnDispatch(relay),
+        host,
+        port,
+        ssl=store.context,
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+        reuse_address=True,
+        backlog=1024,
+    )
+    store.start_watching()
+    return server
