@@ -205,7 +205,8 @@ def server_command(ctx: Context, name: str, port: int, https_port: int | None) -
 def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
     port = free_port()
     https_port = free_port() if https else None
-    logf = open(ctx.workdir / f"{name}-{port}.log", "wb")  # noqa: SIM115 - closed with the process
+    log_path = ctx.workdir / f"{name}-{port}.log"
+    logf = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = spawn(server_command(ctx, name, port, https_port), stdout=logf, stderr=subprocess.STDOUT, cwd=ctx.workdir)
     logf.close()
     server = Server(name, proc, port, https_port)
@@ -219,9 +220,10 @@ def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
         # the port is ours only if our process is the one that holds it
         if not server.alive():
             raise RuntimeError("server exited")
-    except Exception:
+    except Exception as exc:
         server.stop()
-        raise
+        tail = log_path.read_bytes()[-300:].decode(errors="replace").strip().replace("\n", " | ")
+        raise RuntimeError(f"{name} server: {exc}; its log ends: {tail}") from exc
     return server
 
 
@@ -440,7 +442,11 @@ def run_stream(ctx: Context, target: str, size: int, mode: str, receivers: int) 
             server.stop()
         if relay is not None:
             stop(relay)
-    errors = [r.get("error") or "not ok" for r in [*results, sent] if not r.get("ok")]
+    errors = [
+        f"{r.get('role', '?')}: {r.get('error') or 'response ' + repr(r.get('response_tail', ''))}"
+        for r in [*results, sent]
+        if not r.get("ok")
+    ]
     if errors:
         return {"ok": False, "error": "; ".join(str(e) for e in errors)}
     t0 = sent["t_start"]

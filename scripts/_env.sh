@@ -14,11 +14,18 @@ ensure_venv() {
         }
     fi
     local stamp="$VENV/.installed-$extras"
-    # reinstall only when pyproject.toml changed since the last install
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    # The page's browser libraries, bundled from frontend/ (npm) by the package build (setup.py).
+    local vendor="$ROOT/src/piping_server/pages/static/vendor"
+    # reinstall only when pyproject.toml or the frontend changed since the last install, or the bundles are gone
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/frontend/package-lock.json" -nt "$stamp" ] \
+        || [ ! -f "$vendor/novnc.js" ] || [ ! -f "$vendor/openpgp.js" ]; then
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT$extras"
         touch "$stamp"
+    fi
+    if [ ! -f "$vendor/novnc.js" ] || [ ! -f "$vendor/openpgp.js" ]; then
+        echo "error: the install did not bundle the web page's libraries into $vendor (see frontend/ and setup.py)" >&2
+        exit 1
     fi
 }
 

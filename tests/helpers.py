@@ -239,15 +239,17 @@ def fetch(target: Target, path: str, *args: str, tmp: Path, input: bytes | None 
     return response
 
 
-def make_tls_files(directory: Path, *, ca: object | None = None) -> tuple[str, str, str]:
+def make_tls_files(directory: Path, *, ca: object | None = None, rsa: bool = False) -> tuple[str, str, str]:
     """Write a certificate for 127.0.0.1 and localhost, its key and its CA (trustme) as PEM files.
 
-    Returns (cert, key, ca) paths. Give ``ca`` (a ``trustme.CA``) to issue from an existing CA.
+    Returns (cert, key, ca) paths. Give ``ca`` (a ``trustme.CA``) to issue from an existing CA; the
+    key is ECDSA unless ``rsa``.
     """
     import trustme
 
-    authority = ca if isinstance(ca, trustme.CA) else trustme.CA()
-    issued = authority.issue_cert("127.0.0.1", "localhost")
+    key_type = trustme.KeyType.RSA if rsa else trustme.KeyType.ECDSA
+    authority = ca if isinstance(ca, trustme.CA) else trustme.CA(key_type=key_type)
+    issued = authority.issue_cert("127.0.0.1", "localhost", key_type=key_type)
     directory.mkdir(parents=True, exist_ok=True)
     cert, key, ca_path = directory / "server.crt", directory / "server.key", directory / "ca.crt"
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))

@@ -123,6 +123,11 @@ class Pipe:
         )
         self.feed = self._feed_form
 
+    @property
+    def decodes_form(self) -> bool:
+        """Whether the body is a form whose first part is being cut out (so it cannot bypass this pipe)."""
+        return self._form is not None
+
     def upload_complete(self) -> None:
         """The sender's adapter read its body to the end."""
         if self._form is not None and not self._form.done:
@@ -164,7 +169,7 @@ class Pipe:
         if form.done:
             return  # the rest of the form is discarded
         try:
-            form.feed(data)
+            form.feed(bytes(data))  # the form parser needs bytes; transports may hand memoryviews
         except ValueError:
             self.fail()
 

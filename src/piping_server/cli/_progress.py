@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -23,14 +24,22 @@ class CliReporter(Reporter):
 
     def begin(self, total: int | None, description: str) -> None:
         if self.show_bar:
+            try:
+                size = os.get_terminal_size(sys.stderr.fileno())
+                sized = size.columns > 0 and size.lines > 0
+            except (OSError, ValueError):
+                sized = False
+            # A pty with no size (script, some CI runners) reports 0x0: tqdm would then draw nothing.
             self._bar = tqdm(
+                ncols=None if sized else 80,
+                nrows=None if sized else 24,
+                dynamic_ncols=sized,
                 total=total,
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=description[:30],
                 file=sys.stderr,
-                dynamic_ncols=True,
                 mininterval=0.2,
                 leave=True,
             )

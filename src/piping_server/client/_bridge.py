@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
@@ -66,8 +67,18 @@ async def iterate_in_thread(work: Callable[[Emit], None], name: str = "piping-pr
 def read_in_thread(f: BinaryIO, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
     """Stream a blocking binary file object (``stdin``, a pipe, a file)."""
 
+    try:
+        fd: int | None = f.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+
     def work(emit: Emit) -> None:
-        # read1 returns what a pipe has now instead of waiting to fill the whole buffer (interactive input).
+        if fd is not None:
+            # os.read on the descriptor: returns what a pipe has now (interactive input), and holds no
+            # buffered-reader lock, which a daemon thread blocked at interpreter exit would make fatal.
+            while data := os.read(fd, chunk_size):
+                emit(data)
+            return
         read = getattr(f, "read1", f.read)
         while data := read(chunk_size):
             emit(data)

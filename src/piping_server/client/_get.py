@@ -118,6 +118,8 @@ async def get_async(
             stream = dest  # type: ignore[assignment]
         else:
             path = Path(dest)
+            if isinstance(dest, str) and dest.endswith(("/", os.sep)):
+                path.mkdir(parents=True, exist_ok=True)  # "-o downloads/" names a folder, even a new one
             if archive and extract:
                 unpacker = TarUnpacker(path)
             else:

@@ -71,7 +71,13 @@ class HttpConnection:
                 asyncio.open_connection(self._host, self._port, ssl=ctx, limit=1 << 20), _CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError, ssl.SSLError) as e:
-            if isinstance(e, OSError) and e.errno:
+            if isinstance(e, ssl.SSLCertVerificationError):
+                reason = f"TLS certificate not trusted ({e.verify_message}); --insecure skips the check"
+            elif isinstance(e, ssl.SSLError):
+                reason = f"TLS error: {e.reason or e}"
+            elif isinstance(e, socket.gaierror):
+                reason = (e.strerror or str(e)).lower()
+            elif isinstance(e, OSError) and e.errno:
                 reason = os.strerror(e.errno).lower()
             elif isinstance(e, TimeoutError):
                 reason = "timed out"
@@ -225,6 +231,9 @@ class HttpConnection:
 
 def error_text(body: str, response: Response) -> str:
     """The server's one-line error message for an error response."""
+    location = response.header("Location")
+    if 300 <= response.status < 400 and location:
+        return f"the server redirects to {location}: use that URL"
     for line in body.splitlines():
         if line.strip():
             return line.strip()

@@ -106,9 +106,7 @@ async def _read_file(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _counted(
-    body: AsyncIterator[bytes], reporter: Reporter | None, counter: list[int]
-) -> AsyncIterator[bytes]:
+async def _counted(body: AsyncIterator[bytes], reporter: Reporter | None, counter: list[int]) -> AsyncIterator[bytes]:
     async for chunk in body:
         counter[0] += len(chunk)
         if reporter is not None:

@@ -160,6 +160,8 @@ class TarUnpacker:
 
     def __init__(self, dest: Path) -> None:
         self._dest = dest
+        if dest.exists() and not dest.is_dir():
+            raise UsageError(f"'{dest}' exists and is not a directory: a folder is arriving")
         parent = dest.parent if not dest.is_dir() else dest
         parent.mkdir(parents=True, exist_ok=True)
         self._tmp = parent / f".{dest.name or 'piping'}.piping-partial-{secrets.token_hex(4)}"

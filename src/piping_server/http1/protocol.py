@@ -12,6 +12,7 @@ upload is slow (backpressure); a pipelined request is queued behind the current 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from http import HTTPStatus
 import httptools
 
 from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
+from ._body import BodyReader, reader_for
+from ._splice import SPLICE_AVAILABLE, SpliceRelay
 from .._hooks import AccessRecord, Refusal, RequestView
-from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
+from ..core import ProtocolError, PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
 from ..flow import Pipe, Relay, UploadInfo
 from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
@@ -44,6 +47,7 @@ DRAIN_POLL_S = 0.005
 _PAUSE_WAITING = 1
 _PAUSE_BACKPRESSURE = 2
 _PAUSE_QUEUED = 4
+_PAUSE_SPLICE = 8  # the splice relay reads the socket itself
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -81,6 +85,7 @@ class Http1Exchange:
         "_bytes_out",
         "_started_s",
         "_reported",
+        "_splice",
     )
 
     def __init__(
@@ -96,7 +101,8 @@ class Http1Exchange:
         self.request_complete = False
         self.response_ended = False
         self.lost = False
-        self._sink: Callable[[bytes], None] = self._discard
+        # held until dispatch decides: a sender keeps holding it, anything else drops it
+        self._sink: Callable[[bytes], None] = self._hold
         self._buffer: list[bytes] | None = []  # a sender's body held until its transfer starts
         self._buffered = 0
         self._chunked = False
@@ -111,6 +117,7 @@ class Http1Exchange:
         self._bytes_out = 0
         self._started_s = time.monotonic()
         self._reported = False
+        self._splice: SpliceRelay | None = None  # the kernel relay moving this upload, if any
 
     def __repr__(self) -> str:
         return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
@@ -162,6 +169,7 @@ class Http1Exchange:
             )
         elif method == "GET":
             self._role = "receiver"
+            self._drop_body()
             conn.relay.submit(
                 ReceiverArrived(
                     peer=self,
@@ -193,6 +201,14 @@ class Http1Exchange:
         if self._role == "sender" and self.pipe is not None and self.pipe.sender is self and self._buffer is None:
             self.pipe.upload_complete()
         self._maybe_done()
+
+    def _drop_body(self) -> None:
+        """This request's body (if any) is of no use: read it and let it go."""
+        self._sink = self._discard
+        if self._buffer:
+            self._buffer = []
+            self._buffered = 0
+            self.conn.resume_reading(_PAUSE_WAITING)
 
     def _hold(self, data: bytes) -> None:
         # a sender's body before its transfer starts: kept, bounded, until the pipe opens
@@ -306,9 +322,86 @@ class Http1Exchange:
         self._sink = pipe.feed
         for chunk in buffered:
             pipe.feed(chunk)
-        self.conn.resume_reading(_PAUSE_WAITING)
         if self.request_complete:
+            self.conn.resume_reading(_PAUSE_WAITING)
             pipe.upload_complete()
+            return
+        receiver = self._splice_partner(pipe)
+        if receiver is not None:
+            # The body goes kernel to kernel once what was read so far has been handed on (this may run
+            # inside the sender's own data_received, whose remaining bytes go the ordinary way first).
+            self.conn.pause_reading(_PAUSE_SPLICE)
+            asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+        self.conn.resume_reading(_PAUSE_WAITING)
+
+    def _splice_partner(self, pipe: Pipe) -> Http1Exchange | None:
+        """The one receiver this upload can be spliced to, if the transfer allows it."""
+        conn = self.conn
+        if not (SPLICE_AVAILABLE and conn.splice_enabled) or len(pipe.receivers) != 1 or pipe.decodes_form:
+            return None
+        receiver = pipe.receivers[0]
+        if not isinstance(receiver, Http1Exchange) or receiver.conn.is_tls or conn.is_tls:
+            return None
+        if conn.body_reader is None or receiver.version not in ("1.0", "1.1"):
+            return None
+        return receiver
+
+    def _begin_splice(self, pipe: Pipe, receiver: Http1Exchange) -> None:
+        conn, out = self.conn, receiver.conn
+        reader = conn.body_reader
+        in_sock = conn.socket()
+        out_sock = out.socket()
+        usable = (
+            not self.lost
+            and not receiver.lost
+            and receiver in pipe.receivers
+            and reader is not None
+            and not reader.done
+            and in_sock is not None
+            and out_sock is not None
+        )
+        if not usable or in_sock is None or out_sock is None or reader is None:
+            conn.resume_reading(_PAUSE_SPLICE)  # the ordinary path carries on
+            return
+        if out.write_buffer_size():
+            # what the ordinary path wrote must reach the socket before the kernel appends to it
+            out.when_drained(lambda: asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver))
+            return
+
+        def count(read: int, written: int) -> None:
+            self._bytes_in += read
+            receiver._bytes_out += written
+
+        def done(leftover: bytes) -> None:
+            self._splice = receiver._splice = None
+            conn.end_spliced_body(leftover)
+
+        def sender_broken() -> None:
+            self._splice = receiver._splice = None
+            conn.abort()
+
+        def receiver_broken() -> None:
+            self._splice = receiver._splice = None
+            out.abort()
+
+        relay = SpliceRelay(
+            in_fd=in_sock.fileno(),
+            out_fd=out_sock.fileno(),
+            reader=reader,
+            chunked_out=receiver._chunked,
+            on_done=done,
+            on_sender_broken=sender_broken,
+            on_receiver_broken=receiver_broken,
+            count=count,
+            cancelled=lambda: self.lost or receiver.lost or receiver not in pipe.receivers,
+        )
+        self._splice = receiver._splice = relay
+        relay.start()
+
+    def stop_splice(self) -> None:
+        if self._splice is not None:
+            self._splice.stop()
+            self._splice = None
 
     def pause_upload(self) -> None:
         self.conn.pause_reading(_PAUSE_BACKPRESSURE)
@@ -370,9 +463,9 @@ class Http1Exchange:
 
     def _respond(self, status: int, headers: Headers, body: bytes, *, head_only: bool = False) -> None:
         """A whole response at once: pages, preflights and refusals."""
-        if not self.request_complete and self.method in ("POST", "PUT"):
+        if not self.request_complete:
             # the body of a refused upload is dropped; an Expect: 100-continue client never sends it
-            self._sink = self._discard
+            self._drop_body()
             if (self.header(b"expect") or b"").lower() == b"100-continue":
                 self._close_after = True
         has_length = any(name == b"content-length" for name, _ in headers)
@@ -391,9 +484,11 @@ class Http1Exchange:
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
-    def __init__(self, relay: Relay, *, is_tls: bool = False) -> None:
+    def __init__(self, relay: Relay, *, is_tls: bool = False, splice_enabled: bool = True) -> None:
         self.relay = relay
         self.is_tls = is_tls
+        #: whether uploads may move kernel to kernel (see _splice.py); off for tests of the ordinary path
+        self.splice_enabled = splice_enabled
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._active: Http1Exchange | None = None  # the one whose response is being written
@@ -406,6 +501,8 @@ class Http1Protocol(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
+        self._head_buffer = b""  # an incomplete request head
+        self._body: BodyReader | None = None  # the framing of the body being read, if any
         self._max_head_bytes = relay.hooks.max_head_bytes or MAX_HEAD_BYTES
         #: the operator's refusal of this whole connection (a connection limit), from ``Hooks.on_connect``
         self.refusal: Refusal | None = None
@@ -442,22 +539,67 @@ class Http1Protocol(asyncio.Protocol):
                 return
             self._preface = None
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows);
-            # a fresh parser reads on after the request that asked.
-            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
-            self._parser = httptools.HttpRequestParser(self)
-            if offset < len(data):
-                self.data_received(data[offset:])
+            while data and not self._closed:
+                data = self._read_body(data) if self._body is not None else self._read_head(data)
         except _HeadTooLarge:
             self._fail_request(431, "[ERROR] Request header fields too large.\n")
+        except ProtocolError as exc:
+            self._fail_request(exc.status_hint, f"[ERROR] Bad request: {exc}.\n")
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raised: look through to our own reason
-            if isinstance(exc.__context__, _HeadTooLarge):
+            reason = exc.__context__
+            if isinstance(reason, _HeadTooLarge):
                 self._fail_request(431, "[ERROR] Request header fields too large.\n")
+            elif isinstance(reason, ProtocolError):
+                self._fail_request(reason.status_hint, f"[ERROR] Bad request: {reason}.\n")
             else:
                 self._fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
+
+    def _read_head(self, data: bytes) -> bytes:
+        """Feed httptools one request head at most; return what follows it."""
+        seen = len(self._head_buffer)
+        buffered = self._head_buffer + data if seen else data
+        end = _head_end(buffered)
+        try:
+            if end < 0:
+                # httptools checks the head as it comes, so garbage is refused without waiting for more
+                self._parser.feed_data(data)
+                if len(buffered) > self._max_head_bytes:
+                    raise _HeadTooLarge
+                self._head_buffer = buffered
+                return b""
+            self._head_buffer = b""
+            self._parser.feed_data(buffered[seen:end])
+        except httptools.HttpParserUpgrade:
+            # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows)
+            self._parser = httptools.HttpRequestParser(self)
+        if self._body is not None:
+            # httptools has done its part: the body is framed by _body, and a fresh parser reads the next head
+            self._parser = httptools.HttpRequestParser(self)
+            if self._body.done:
+                self._end_body()
+        return buffered[end:]
+
+    def _read_body(self, data: bytes) -> bytes:
+        """Give an upload's body bytes to its exchange; return what follows the body."""
+        body = self._body
+        assert body is not None
+        used = body.feed(data, self._emit_body)
+        if body.done:
+            self._end_body()
+        return data[used:] if used < len(data) else b""
+
+    def _emit_body(self, piece: memoryview) -> None:
+        incoming = self._incoming
+        if incoming is not None:
+            incoming.on_body(piece)
+
+    def _end_body(self) -> None:
+        self._body = None
+        incoming = self._incoming
+        if incoming is not None:
+            self._incoming = None
+            incoming.on_body_complete()
 
     def eof_received(self) -> bool | None:
         active = self._active
@@ -486,6 +628,7 @@ class Http1Protocol(asyncio.Protocol):
             if exchange is None:
                 continue
             exchange.lost = True
+            exchange.stop_splice()
             exchange.report()
             if exchange.pipe is not None and exchange._role == "receiver":
                 exchange.pipe.receiver_resumed(exchange)
@@ -534,6 +677,8 @@ class Http1Protocol(asyncio.Protocol):
             self._headers,
         )
         self._incoming = exchange
+        # Bodies are framed here, not by httptools (see _body.py); None: httptools ends the message.
+        self._body = reader_for(self._headers)
         if self._active is None:
             self._active = exchange
             exchange.dispatch()
@@ -541,12 +686,9 @@ class Http1Protocol(asyncio.Protocol):
             self._queue.append(exchange)
             self.pause_reading(_PAUSE_QUEUED)
 
-    def on_body(self, body: bytes) -> None:
-        incoming = self._incoming
-        if incoming is not None:
-            incoming.on_body(body)
-
     def on_message_complete(self) -> None:
+        if self._body is not None:
+            return  # the body reader, not httptools, says when a message with a body ends
         incoming = self._incoming
         if incoming is not None:
             self._incoming = None
@@ -585,6 +727,30 @@ class Http1Protocol(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection at once (a broken socket: nothing more can be written)."""
+        if self.transport is not None and not self._closed:
+            self.transport.abort()
+
+    # --- used by the splice relay ----------------------------------------------------------------------
+
+    @property
+    def body_reader(self) -> BodyReader | None:
+        return self._body
+
+    def socket(self) -> socket.socket | None:
+        return self.transport.get_extra_info("socket") if self.transport is not None and not self._closed else None
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None and not self._closed else 0
+
+    def end_spliced_body(self, leftover: bytes) -> None:
+        """The splice relay moved the whole body: end it as the ordinary path would, then read on."""
+        self._end_body()
+        self.resume_reading(_PAUSE_SPLICE)
+        if leftover:
+            self.data_received(leftover)
+
     def exchange_done(self, exchange: Http1Exchange, *, close: bool) -> None:
         """The exchange's request is read and its response written: serve the next, or close."""
         if exchange is not self._active:
@@ -617,6 +783,15 @@ class Http1Protocol(asyncio.Protocol):
             # the upload's framing broke mid-transfer: its receivers must see a cut stream
             self._incoming.pipe.fail()
         self.close()
+
+
+def _head_end(buffered: bytes) -> int:
+    """Where the request head in ``buffered`` ends (after its empty line), or -1 if not there yet."""
+    crlf = buffered.find(b"\r\n\r\n")
+    bare = buffered.find(b"\n\n")  # not valid HTTP: httptools gets it and refuses it with a clear 400
+    if bare >= 0 and (crlf < 0 or bare < crlf):
+        return bare + 2
+    return crlf + 4 if crlf >= 0 else -1
 
 
 def _parser_reason(exc: Exception) -> str:

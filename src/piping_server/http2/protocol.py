@@ -18,7 +18,11 @@ Flow control is the backpressure (PROTOCOL.md section 1):
   ``STREAM_LOW_WATER`` it resumes. A stuck stream only fills its own queue.
 
 Frames are produced in batches: events of one read are handled, then every stream with pending
-output is flushed and ``data_to_send()`` is written once.
+output is flushed (streams take turns of ``FLUSH_TURN_BYTES``) and the connection writes once.
+Window acknowledgements are batched the same way. DATA frames of a receiver's body are framed here
+rather than by ``h2.send_data`` (which costs more per 16 KiB frame than the whole rest of the
+relay), keeping h2's window accounting exactly as ``send_data`` keeps it; everything else (headers,
+END_STREAM, resets, settings, GOAWAY) goes through h2.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +40,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
+from h2.stream import StreamState
 
 from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
 from .._hooks import AccessRecord, Refusal, RequestView
@@ -61,6 +69,8 @@ INITIAL_WINDOW = 65_535
 CONNECTION_WINDOW = 2**31 - 1
 #: The largest DATA frame we accept: bigger frames mean fewer events per MiB uploaded.
 MAX_INBOUND_FRAME = 1024 * 1024
+#: The request headers of one stream may not exceed this (decoded), unless the operator says otherwise.
+MAX_HEADER_LIST_BYTES = 64 * 1024
 #: Streams one connection may have open at once.
 MAX_CONCURRENT_STREAMS = 256
 #: A receiver stream above this many queued bytes pauses its sender; it resumes at the low mark.
@@ -75,6 +85,22 @@ FLUSH_TURN_BYTES = 256 * 1024
 DISCARD_LIMIT = 1024 * 1024
 #: How often a finished receiver's connection is checked until its bytes have left for the kernel.
 DRAIN_POLL_S = 0.005
+
+
+
+def _short_data_repr(self: hyperframe.frame.DataFrame) -> str:
+    return f"<{len(self.data)} bytes: {bytes(self.data[:8]).hex()}...>"
+
+
+# h2 logs every received frame as ``repr(frame)``, built even when nothing is logged; a DATA frame's
+# repr copies and hex-encodes its whole payload, a third of the cost of receiving an upload. Only that
+# repr changes here: a summary, no copy.
+hyperframe.frame.DataFrame._body_repr = _short_data_repr  # type: ignore[method-assign,assignment]
+
+#: DATA frame header (RFC 9113 section 4.1): 24-bit length, type 0, flags, stream id.
+_DATA_FRAME_HEAD = struct.Struct(">HBBBL")
+#: Stream states in which DATA may be sent (RFC 9113 section 5.1).
+_CAN_SEND = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 
 _HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"upgrade", b"proxy-connection"})
 
@@ -103,7 +129,7 @@ class Http2Stream:
         "_out",
         "_out_bytes",
         "_end_pending",
-        "_writing_paused",
+        "_pipe_paused",
         "_role",
         "_path",
         "_query",
@@ -137,7 +163,7 @@ class Http2Stream:
         self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         self._end_pending = False
-        self._writing_paused = False  # this receiver told its pipe to pause
+        self._pipe_paused = False  # this receiver told its pipe to pause
         self._role = ""
         self._path = ""
         self._query = ""
@@ -295,6 +321,11 @@ class Http2Stream:
     # --- endpoint: sender ------------------------------------------------------------------------------
 
     def reject(self, status: int, message: str) -> None:
+        if self.response_started:
+            # a sender already answered 200 (then a wait timeout, a shutdown): the reason is its last line
+            self.write_line(message)
+            self.end_sender(drop_upload=True)
+            return
         self._respond(status, MESSAGE_HEADERS, message.encode())
 
     def accept_sender(self) -> None:
@@ -403,8 +434,8 @@ class Http2Stream:
             return
         self._out.append(data)
         self._out_bytes += len(data)
-        if self._out_bytes > STREAM_HIGH_WATER and not self._writing_paused and self._role == "receiver" and self.pipe:
-            self._writing_paused = True
+        if self._out_bytes > STREAM_HIGH_WATER and not self._pipe_paused and self._role == "receiver" and self.pipe:
+            self._pipe_paused = True
             self.pipe.receiver_paused(self)
         self.conn.want_flush(self)
 
@@ -415,32 +446,50 @@ class Http2Stream:
         self.conn.want_flush(self)
 
     def send_pending(self, h2conn: h2.connection.H2Connection, budget: int) -> bool:
-        """Hand queued bytes to h2 as the windows allow, up to ``budget``; True when more could go now."""
+        """Send queued bytes as the windows allow, up to ``budget``; True when more could go now."""
         out = self._out
         sid = self.stream_id
         sent = 0
-        max_frame = h2conn.max_outbound_frame_size
-        while out and sent < budget:
-            window = h2conn.local_flow_control_window(sid)
-            if window <= 0:
-                break
-            chunk = out[0]
-            size = min(window, max_frame, len(chunk))
-            if size == len(chunk):
-                out.popleft()
-                h2conn.send_data(sid, chunk)
-            else:
-                view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
-                h2conn.send_data(sid, view[:size])
-                out[0] = view[size:]
-            sent += size
+        h2stream = h2conn.streams.get(sid)
+        if (
+            out
+            and h2stream is not None
+            and h2stream.state_machine.state in _CAN_SEND
+            and h2conn.state_machine.state is not ConnectionState.CLOSED
+        ):
+            # DATA frames are built here, with h2's window accounting kept exactly as its send_data
+            # keeps it: h2's send_data costs more per 16 KiB frame than the rest of the relay. What
+            # h2 has queued goes out first, so the order on the wire is kept. (A stream h2 no longer
+            # lets us send on is closing: its bytes are not sent.)
+            frames = self.conn.take_h2_output()
+            window = min(h2conn.outbound_flow_control_window, h2stream.outbound_flow_control_window)
+            max_frame = h2conn.max_outbound_frame_size
+            pack = _DATA_FRAME_HEAD.pack
+            while out and sent < budget and window > 0:
+                chunk = out[0]
+                length = len(chunk)
+                size = min(window, max_frame, length)
+                if size == length:
+                    out.popleft()
+                    piece = chunk
+                else:
+                    view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+                    piece = view[:size]
+                    out[0] = view[size:]
+                frames.append(pack(size >> 8, size & 0xFF, 0, 0, sid))
+                frames.append(piece)
+                sent += size
+                window -= size
+            h2conn.outbound_flow_control_window -= sent
+            h2stream.outbound_flow_control_window -= sent
         self._out_bytes -= sent
-        if self._writing_paused and self._out_bytes <= STREAM_LOW_WATER:
-            self._writing_paused = False
+        if self._pipe_paused and self._out_bytes <= STREAM_LOW_WATER:
+            self._pipe_paused = False
             if self.pipe is not None:
                 self.pipe.receiver_resumed(self)
         if not out and self._end_pending and not self.response_ended:
-            h2conn.end_stream(sid)
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                h2conn.end_stream(sid)
             self._ended()
             return False
         return bool(out) and sent >= budget
@@ -452,15 +501,17 @@ class Http2Stream:
     def _ended(self) -> None:
         self.response_ended = True
         if self._role == "receiver" and self.pipe is not None:
-            self.conn.when_drained(self._receiver_flushed)
+            self.conn.when_drained(self, self._receiver_flushed)
         self._maybe_done()
 
     def _receiver_flushed(self) -> None:
-        relay = self.conn.relay
-        if not relay.hub.knows(self):
-            return
-        # a connection lost before its last bytes left is a receiver lost, not one that finished
-        relay.submit(PeerLost(peer=self) if self.conn.lost else ReceiverFinished(peer=self))
+        conn = self.conn
+        if self in conn._draining:
+            conn._draining.remove(self)
+        relay = conn.relay
+        if conn.lost or not relay.hub.knows(self):
+            return  # connection_lost has settled it
+        relay.submit(ReceiverFinished(peer=self))
 
     def _maybe_done(self) -> None:
         if self.response_ended and (self.request_complete or self.closed):
@@ -501,12 +552,16 @@ class Http2Protocol(asyncio.Protocol):
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: relay.hooks.max_head_bytes or MAX_HEADER_LIST_BYTES,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_INBOUND_FRAME,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             },
         )
+        # A client may send frames as large as we advertise as soon as it has read our SETTINGS (RFC 9113
+        # 6.5.3), before its ACK reaches us; and h2 checks frame sizes against the limit as it stood
+        # when a read began. So the advertised limit holds from the start.
+        self._h2.max_inbound_frame_size = MAX_INBOUND_FRAME
         self._streams: dict[int, Http2Stream] = {}
         self._ready: dict[Http2Stream, None] = {}  # streams with output to send, in arrival order
         self._flush_scheduled = False
@@ -514,6 +569,9 @@ class Http2Protocol(asyncio.Protocol):
         self._writing_paused = False
         self._closing = False
         self._close_idle = False  # close (GOAWAY) once no stream is left
+        self._draining: list[Http2Stream] = []  # receivers ended, their last bytes maybe still buffered
+        self._acks: dict[int, int] = {}  # stream id -> bytes to give back at the next write
+        self._output: list[bytes | memoryview] = []  # frames to write, in order
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -556,11 +614,20 @@ class Http2Protocol(asyncio.Protocol):
         return None  # an HTTP/2 client that stops sending has left: close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Receivers whose END_STREAM is written but not yet seen drained: a client that closed cleanly
+        # with nothing left in our buffer has read them whole (curl exits once the stream ends).
+        transport = self.transport
+        delivered = exc is None and transport is not None and transport.get_write_buffer_size() == 0
+        draining, self._draining = self._draining, []
         self.lost = True
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
             on_disconnect(self.client)
+        relay = self.relay
+        for stream in draining:
+            if relay.hub.knows(stream):
+                relay.submit(ReceiverFinished(peer=stream) if delivered else PeerLost(peer=stream))
         streams = list(self._streams.values())
         self._streams.clear()
         self._ready.clear()
@@ -645,10 +712,25 @@ class Http2Protocol(asyncio.Protocol):
         self._schedule()
 
     def acknowledge(self, size: int, stream_id: int) -> None:
+        """Give ``size`` flow-controlled bytes back to the client (batched until the next write)."""
         if self.lost:
             return
-        self._h2.acknowledge_received_data(size, stream_id)
+        acks = self._acks
+        acks[stream_id] = acks.get(stream_id, 0) + size
         self._schedule()
+
+    def take_h2_output(self) -> list[bytes | memoryview]:
+        """Move what h2 has queued to the output list, and return that list to append frames to."""
+        acks = self._acks
+        if acks:
+            h2conn = self._h2
+            for stream_id, size in acks.items():
+                h2conn.acknowledge_received_data(size, stream_id)
+            acks.clear()
+        data = self._h2.data_to_send()
+        if data:
+            self._output.append(data)
+        return self._output
 
     def open_window(self, stream_id: int, increment: int) -> None:
         if self.lost:
@@ -696,8 +778,9 @@ class Http2Protocol(asyncio.Protocol):
         self._write_out()
         self._close()
 
-    def when_drained(self, callback: Callable[[], None]) -> None:
+    def when_drained(self, stream: Http2Stream, callback: Callable[[], None]) -> None:
         """Call back once everything written so far has left for the kernel (or the connection is gone)."""
+        self._draining.append(stream)
         # first let the flush under way hand its frames to the transport
         asyncio.get_running_loop().call_soon(self._check_drained, callback)
 
@@ -743,9 +826,16 @@ class Http2Protocol(asyncio.Protocol):
         self._write_out()
 
     def _write_out(self) -> None:
-        data = self._h2.data_to_send()
-        if data and self.transport is not None and not self.lost and not self._closing:
-            self.transport.write(data)
+        output = self.take_h2_output()
+        if not output:
+            return
+        if self.transport is not None and not self.lost and not self._closing:
+            if self.is_tls:
+                # one TLS record per piece otherwise: a 9-byte frame header would be a record of its own
+                self.transport.write(b"".join(output))
+            else:
+                self.transport.writelines(output)
+        output.clear()
 
     def _close(self) -> None:
         if self.transport is not None and not self._closing:
@@ -770,6 +860,9 @@ def take_over(
     if handoff is not None:
         protocol.client, protocol.refusal, protocol._counted = handoff
         protocol._connected = True
+        if not protocol.client:
+            peer = transport.get_extra_info("peername")
+            protocol.client = str(peer[0]) if peer else ""
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     protocol.data_received(first_bytes)

@@ -354,7 +354,10 @@ class Gate:
                 return "unknown key id"
         else:
             return "algorithm not accepted"
-        options: dict[str, Any] = {"require": ["exp"] if cfg.require_exp else [], "verify_aud": cfg.audience is not None}
+        options: dict[str, Any] = {
+            "require": ["exp"] if cfg.require_exp else [],
+            "verify_aud": cfg.audience is not None,
+        }
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import sys
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__
+from ._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
+from ._logging import configure_logging
 from ._serve import ServerOptions, StartupError, run
+
+_SECONDS = click.FloatRange(min=0, min_open=True)
+_COUNT = click.IntRange(min=1)
 
 
 @click.command(context_settings={"help_option_names": ["--help", "-h"], "max_content_width": 100})
@@ -18,6 +24,35 @@ from ._serve import ServerOptions, StartupError, run
 @click.option("--https-port", type=click.IntRange(0, 65535), default=None, help="HTTPS port.")
 @click.option("--crt-path", type=click.Path(dir_okay=False), default=None, help="Certificate file (PEM).")
 @click.option("--key-path", type=click.Path(dir_okay=False), default=None, help="Private key file (PEM).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="TOML file of settings, reloaded on change or SIGHUP; flags given here override it.")
+@click.option("--check-config", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Validate a config file (and the PIPING_* environment), then exit.")
+@click.option("--hash-password", is_flag=True,
+              help="Read a password (prompt, or one line of stdin), print its hash for the config, then exit.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True, help="Log level.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="plain", show_default=True,
+              help="Log lines as text or as one JSON object each.")
+@click.option("--access-log/--no-access-log", default=False, help="Log one line per finished request.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus /metrics and /healthz on this port (off by default).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="Address of the metrics listener.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="On SIGTERM, let running transfers finish this long before cutting them.  [default: 0]")
+@click.option("--wait-timeout", type=_SECONDS, default=None, metavar="SECONDS",
+              help="Give up on a sender or receiver that waits unmatched this long.")
+@click.option("--idle-timeout", type=_SECONDS, default=None, metavar="SECONDS",
+              help="Cut a running transfer when no byte moves for this long.")
+@click.option("--max-n", type=_COUNT, default=None, help="Most receivers one transfer may have (?n=).")
+@click.option("--max-connections", type=_COUNT, default=None, help="Most client connections open at once.")
+@click.option("--max-connections-per-client", type=_COUNT, default=None, help="... from one client address.")
+@click.option("--max-waiting", type=_COUNT, default=None, help="Most senders and receivers waiting at once.")
+@click.option("--max-waiting-per-client", type=_COUNT, default=None, help="... from one client address.")
+@click.option("--max-header-bytes", type=click.IntRange(256, 1 << 20), default=None,
+              help="Most bytes of a request line plus headers (431 past it).  [default: 65536]")
+@click.option("--allow-path", multiple=True, metavar="PATTERN",
+              help='Only these paths may carry transfers: "/exact", "/prefix/*", "re:REGEX"; repeatable.')
 @click.version_option(__version__, "--version", message="%(version)s")
 def main(
     host: str | None,
@@ -26,19 +61,45 @@ def main(
     https_port: int | None,
     crt_path: str | None,
     key_path: str | None,
+    config_path: str | None,
+    check_config: str | None,
+    hash_password: bool,
+    **operator_flags: Any,
 ) -> None:
     """Piping Server: stream data between any devices over pure HTTP.
 
     A sender POSTs or PUTs a body to any path; receivers GET the same path.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if hash_password:
+        _print_hash()
+        return
+    if check_config is not None:
+        try:
+            load_config(check_config)
+        except ConfigError as exc:
+            _config_error(exc)
+        click.echo(f"{check_config}: OK")
+        return
+    overrides = _given_flags(click.get_current_context())
+    try:
+        config = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        _config_error(exc)
+    configure_logging(level=config.log.level, fmt=config.log.format)
+    server = config.server
+    if server.enable_https and (server.https_port is None or not server.crt_path or not server.key_path):
+        click.echo("piping-server: error: --enable-https needs --https-port, --crt-path and --key-path", err=True)
+        sys.exit(2)
     options = ServerOptions(
-        host=host,
-        http_port=http_port,
-        enable_https=enable_https,
-        https_port=https_port,
-        crt_path=crt_path,
-        key_path=key_path,
+        host=server.host,
+        http_port=server.http_port,
+        enable_https=server.enable_https,
+        https_port=server.https_port,
+        crt_path=server.crt_path,
+        key_path=server.key_path,
+        config=config if config.needs_hooks or config_path is not None else None,
+        config_path=config_path,
+        overrides=overrides,
     )
     try:
         run(options)
@@ -47,3 +108,34 @@ def main(
         sys.exit(1)
     except KeyboardInterrupt:
         pass
+
+
+def _given_flags(ctx: click.Context) -> dict[str, Any]:
+    """The flags typed on the command line, as config keys: they override the file, reloads included."""
+    overrides: dict[str, Any] = {}
+    for name, key in FLAG_KEYS.items():
+        if name in ctx.params and ctx.get_parameter_source(name) in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
+            value = ctx.params[name]
+            overrides[key] = list(value) if isinstance(value, tuple) else value
+    return overrides
+
+
+def _config_error(exc: ConfigError) -> NoReturn:
+    click.echo(f"piping-server: error: {exc}", err=True)
+    sys.exit(2)
+
+
+def _print_hash() -> None:
+    from ._auth import hash_password
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        click.echo("piping-server: error: empty password", err=True)
+        sys.exit(2)
+    click.echo(hash_password(password))

@@ -229,7 +229,7 @@ def load_config(
         _apply_env(table, os.environ if environ is None else environ)
         for key, value in (overrides or {}).items():
             _set_dotted(table, key, value)
-        config = _build(Config, table, "")
+        config: Config = _build(Config, table, "")
         _check_cross(config)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
@@ -372,8 +372,6 @@ def check_pattern(pattern: str, key: str) -> None:
 def _check_cross(config: Config) -> None:
     """Rules that tie several keys together."""
     server = config.server
-    if server.enable_https and (server.https_port is None or not server.crt_path or not server.key_path):
-        raise ConfigError("server.enable_https: needs server.https_port, server.crt_path and server.key_path")
     if config.metrics.port is not None and config.metrics.port != 0 and config.metrics.port == server.http_port:
         raise ConfigError("metrics.port: must differ from server.http_port (no protocol path is reserved)")
     names: set[str] = set()

@@ -101,9 +101,9 @@ class WatchedHub(Hub):
         self.limits = limits or LimitsConfig()
         #: how expiries are fed back in (set to ``relay.submit`` once the relay exists)
         self.submit: Callable[[Event], None] | None = None
-        self._waiting_since: dict[Peer, tuple[str, asyncio.TimerHandle | None]] = {}
+        self._watched_waiting: dict[Peer, tuple[str, asyncio.TimerHandle | None]] = {}
         self.waiting_by_client: Counter[str] = Counter()
-        self._transfers: dict[Peer, _Transfer] = {}  # every member -> its transfer
+        self._watched: dict[Peer, _Transfer] = {}  # every member -> its transfer
         #: called when a transfer ends, and on each expiry with its kind ("wait_timeout", "idle_timeout")
         self.on_transfer_end: Callable[[TransferEnd], None] | None = None
         self.on_expired: Callable[[str], None] | None = None
@@ -112,12 +112,12 @@ class WatchedHub(Hub):
 
     @property
     def waiting_count(self) -> int:
-        return len(self._waiting_since)
+        return len(self._watched_waiting)
 
     def live_sender_bytes(self) -> int:
         """Body bytes read so far from the senders of running transfers."""
         total = 0
-        for transfer in {id(t): t for t in self._transfers.values()}.values():
+        for transfer in {id(t): t for t in self._watched.values()}.values():
             progress = getattr(transfer.sender, "progress", None)
             if progress is not None:
                 total += int(progress()[0])
@@ -128,43 +128,43 @@ class WatchedHub(Hub):
     def handle(self, event: Event) -> list[Action]:
         actions = super().handle(event)
         peer = event.peer
-        if peer not in self._waiting_since and self.is_waiting(peer):
-            self._start_waiting(peer)
+        if peer not in self._watched_waiting and self.is_waiting(peer):
+            self._watch_waiting(peer)
         touched: list[Peer] = [peer]
         for action in actions:
             if isinstance(action, StartTransfer):
                 touched += [action.sender, *action.receivers]
-                self._start_transfer(action)
+                self._watch_transfer(action)
             elif isinstance(action, Reject | EndSender):
                 touched.append(action.peer)
         for p in touched:
-            if p in self._waiting_since and not self.is_waiting(p):
-                self._stop_waiting(p)
-        transfer = self._transfers.get(peer)
+            if p in self._watched_waiting and not self.is_waiting(p):
+                self._unwatch_waiting(p)
+        transfer = self._watched.get(peer)
         if transfer is not None and not any(self.is_transferring(m) for m in transfer.members):
-            self._end_transfer(transfer)
+            self._unwatch_transfer(transfer)
         return actions
 
     # --- waiting ---------------------------------------------------------------------------------------------
 
-    def _start_waiting(self, peer: Peer) -> None:
+    def _watch_waiting(self, peer: Peer) -> None:
         client = client_of(peer)
         timeout_s = self.limits.wait_timeout
         timer = None
         if timeout_s is not None:
-            timer = asyncio.get_running_loop().call_later(timeout_s, self._wait_expired, peer, timeout_s)
-        self._waiting_since[peer] = (client, timer)
+            timer = asyncio.get_running_loop().call_later(timeout_s, self._on_wait_timer, peer, timeout_s)
+        self._watched_waiting[peer] = (client, timer)
         self.waiting_by_client[client] += 1
 
-    def _stop_waiting(self, peer: Peer) -> None:
-        client, timer = self._waiting_since.pop(peer)
+    def _unwatch_waiting(self, peer: Peer) -> None:
+        client, timer = self._watched_waiting.pop(peer)
         if timer is not None:
             timer.cancel()
         self.waiting_by_client[client] -= 1
         if self.waiting_by_client[client] <= 0:
             del self.waiting_by_client[client]
 
-    def _wait_expired(self, peer: Peer, timeout_s: float) -> None:
+    def _on_wait_timer(self, peer: Peer, timeout_s: float) -> None:
         if self.submit is None or not self.is_waiting(peer):
             return
         if self.on_expired is not None:
@@ -173,24 +173,24 @@ class WatchedHub(Hub):
 
     # --- transfers ------------------------------------------------------------------------------------------
 
-    def _start_transfer(self, action: StartTransfer) -> None:
+    def _watch_transfer(self, action: StartTransfer) -> None:
         now = time.monotonic()
         transfer = _Transfer(action.sender, (action.sender, *action.receivers), now, moved_s=now)
         for member in transfer.members:
-            self._transfers[member] = transfer
+            self._watched[member] = transfer
         idle_s = self.limits.idle_timeout
         if idle_s is not None:
             transfer.idle_timeout_s = idle_s
-            self._arm_idle(transfer)
+            self._arm_idle_check(transfer)
 
-    def _arm_idle(self, transfer: _Transfer) -> None:
+    def _arm_idle_check(self, transfer: _Transfer) -> None:
         assert transfer.idle_timeout_s is not None
         interval = min(IDLE_CHECK_MAX_S, max(IDLE_CHECK_MIN_S, transfer.idle_timeout_s / IDLE_CHECKS_PER_TIMEOUT))
-        transfer.timer = asyncio.get_running_loop().call_later(interval, self._check_idle, transfer)
+        transfer.timer = asyncio.get_running_loop().call_later(interval, self._on_idle_check, transfer)
 
-    def _check_idle(self, transfer: _Transfer) -> None:
+    def _on_idle_check(self, transfer: _Transfer) -> None:
         transfer.timer = None
-        if self._transfers.get(transfer.sender) is not transfer:
+        if self._watched.get(transfer.sender) is not transfer:
             return
         moved = sum(progress_of(m) for m in transfer.members)
         now = time.monotonic()
@@ -203,19 +203,20 @@ class WatchedHub(Hub):
                     self.on_expired("idle_timeout")
                 self.submit(TransferExpired(peer=member, message=idle_timeout_message(transfer.idle_timeout_s)))
                 return
-        self._arm_idle(transfer)
+        self._arm_idle_check(transfer)
 
-    def _end_transfer(self, transfer: _Transfer) -> None:
+    def _unwatch_transfer(self, transfer: _Transfer) -> None:
         if transfer.timer is not None:
             transfer.timer.cancel()
             transfer.timer = None
         for member in transfer.members:
-            if self._transfers.get(member) is transfer:
-                del self._transfers[member]
+            if self._watched.get(member) is transfer:
+                del self._watched[member]
         progress = getattr(transfer.sender, "progress", None)
         sender_bytes = int(progress()[0]) if progress is not None else 0
         if self.on_transfer_end is not None:
-            self.on_transfer_end(TransferEnd(duration_s=time.monotonic() - transfer.started_s, sender_bytes=sender_bytes))
+            duration_s = time.monotonic() - transfer.started_s
+            self.on_transfer_end(TransferEnd(duration_s=duration_s, sender_bytes=sender_bytes))
 
 
 # --- connection counting (Hooks.on_connect / on_disconnect) --------------------------------------------------

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..flow import Relay
 from ..http1.protocol import Http1Protocol
+from ._config import Config
+from ._operator import Operator, on_signal
 from ._tls import CertificateError, CertificateStore, start_https
 
 log = logging.getLogger("piping_server")
@@ -24,6 +28,12 @@ class ServerOptions:
     https_port: int | None = None
     crt_path: str | None = None
     key_path: str | None = None
+    #: the operator's settings (auth, limits, logs, metrics...); None: the plain protocol
+    config: Config | None = None
+    #: the file ``config`` came from, watched for changes and reloaded on SIGHUP
+    config_path: str | None = None
+    #: the command-line flags that override the file, as dotted config keys (kept across reloads)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class StartupError(Exception):
@@ -33,7 +43,19 @@ class StartupError(Exception):
 async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -> None:
     """Listen as ``options`` says and serve until cancelled or signalled."""
     loop = asyncio.get_running_loop()
-    relay = Relay()
+    config = options.config or Config()
+    operator = Operator(config, config_path=options.config_path, overrides=options.overrides)
+    relay = Relay(hub=operator.hub)
+    operator.install(relay)
+    # the certificate is checked before anything listens: a bad one is the only line printed
+    certificates = _load_certificate(options) if options.enable_https else None
+    # metrics, JWKS keys and the config watcher are ready before the first request can come
+    try:
+        await operator.start()
+    except OSError as exc:
+        await operator.close()
+        where = f"{config.metrics.host}:{config.metrics.port}"
+        raise StartupError(f"cannot listen on {where} (metrics): {exc.strerror}") from exc
     servers: list[asyncio.Server] = []
     try:
         servers.append(
@@ -42,36 +64,51 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -
             )
         )
     except OSError as exc:
+        await operator.close()
         raise StartupError(f"cannot listen on {options.host or '*'}:{options.http_port}: {exc.strerror}") from exc
     for server in servers:
         for sock in server.sockets:
-            log.info("listening on http://%s:%d", *sock.getsockname()[:2])
-    tls = await _start_https(options, relay, servers) if options.enable_https else None
+            host, port = sock.getsockname()[:2]
+            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+    tls = await _start_https(options, relay, servers, certificates) if certificates is not None else None
     stop = asyncio.Event()
+    force = asyncio.Event()
+    signalled = on_signal(stop, force)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, signalled)
+    # no SIGHUP on Windows: the config file is still watched there
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, operator.reload, "SIGHUP")
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
+        # stop accepting first; then (on a signal, not on a cancellation) let running transfers finish
         for server in servers:
             server.close()
         if tls is not None:
             await tls.stop_watching()
+        if stop.is_set():
+            await operator.drain(operator.config.server.shutdown_grace, force)
+        await operator.close()
 
 
-async def _start_https(options: ServerOptions, relay: Relay, servers: list[asyncio.Server]) -> CertificateStore:
-    """The HTTPS listener beside the HTTP one (h2 and HTTP/1.1 by ALPN), its certificate watched for changes."""
+def _load_certificate(options: ServerOptions) -> CertificateStore:
     if options.https_port is None or not options.crt_path or not options.key_path:
         raise StartupError("--enable-https needs --https-port, --crt-path and --key-path")
     try:
-        store = CertificateStore(options.crt_path, options.key_path)
+        return CertificateStore(options.crt_path, options.key_path)
     except CertificateError as exc:
         raise StartupError(str(exc)) from exc
+
+
+async def _start_https(
+    options: ServerOptions, relay: Relay, servers: list[asyncio.Server], store: CertificateStore
+) -> CertificateStore:
+    """The HTTPS listener beside the HTTP one (h2 and HTTP/1.1 by ALPN), its certificate watched for changes."""
+    assert options.https_port is not None
     try:
         server = await start_https(relay, options.host, options.https_port, store)
     except OSError as exc:

@@ -56,6 +56,10 @@ def build_context(crt_path: str, key_path: str) -> ssl.SSLContext:
     Raises:
         CertificateError: a file is missing or unreadable, not PEM, or the key does not match.
     """
+    for path in (crt_path, key_path):
+        # OpenSSL's own error does not say which file is missing
+        if not os.path.exists(path):
+            raise CertificateError(f"no such file: {path}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # RFC 9113 section 9.2: HTTP/2 needs TLS 1.2 or later
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -65,7 +69,7 @@ def build_context(crt_path: str, key_path: str) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     try:
         ctx.load_cert_chain(crt_path, key_path)
-    except FileNotFoundError as exc:
+    except FileNotFoundError as exc:  # removed just now
         raise CertificateError(f"no such file: {exc.filename or f'{crt_path} or {key_path}'}") from exc
     except PermissionError as exc:
         raise CertificateError(f"cannot read {exc.filename or f'{crt_path} or {key_path}'}: permission denied") from exc

@@ -8,14 +8,18 @@ import shlex
 from urllib.parse import parse_qs
 
 from ._page import CONTENT_TYPE_HTML, Page
-from ._static import INDEX_CSS, INDEX_HTML, INDEX_JS, NOSCRIPT_CSS, NOSCRIPT_HTML
+from ._static import INDEX_CSS, INDEX_HTML, INDEX_JS, NOSCRIPT_CSS, NOSCRIPT_HTML, VENDOR_JS
 from ._template import Raw, Template
 from ._text import server_version
 
-__all__ = ["render_index", "render_noscript", "new_nonce", "noscript_action", "receive_command"]
+__all__ = ["render_index", "render_noscript", "new_nonce", "noscript_action", "receive_command", "requested_libs"]
 
 # The static parts are filled in once; only what depends on the request is left for render time.
-_INDEX = Template(INDEX_HTML).partial(style=Raw(INDEX_CSS), script=Raw(INDEX_JS))
+_INDEX = Template(INDEX_HTML).partial(style=Raw(INDEX_CSS), script=Raw(INDEX_JS), libs=" ".join(sorted(VENDOR_JS)))
+
+# A library rides along only when asked for (``/?lib=novnc``): "/" itself stays small. The page asks
+# with fetch() and imports the element's text from a blob: URL; the type keeps it from running here.
+_VENDOR = Template('<script type="text/x-piping-vendor" data-vendor="{{name}}">{{code}}</script>\n')
 _NOSCRIPT = Template(NOSCRIPT_HTML).partial(style=Raw(NOSCRIPT_CSS))
 
 _FILE_FIELD = Template('<input type="file" name="input_file" id="input_file" required{{disabled}}>')
@@ -35,13 +39,23 @@ def _strip_slashes(path: str) -> str:
     return path.lstrip("/\\")
 
 
-def render_index(*, base_url: str) -> Page:
-    """``/``: the self-contained sending page; scripts and styles are inline, nothing is fetched.
+def requested_libs(query: str) -> list[str]:
+    """The vendor libraries a ``lib=a,b`` query asks for, known ones only, in a stable order."""
+    asked = {name for value in parse_qs(query).get("lib", []) for name in value.split(",")}
+    return [name for name in sorted(VENDOR_JS) if name in asked]
+
+
+def render_index(*, base_url: str, query: str = "") -> Page:
+    """``/``: the self-contained app (send, receive, chat, share, VNC); nothing else is fetched.
+
+    Scripts and styles are inline. ``?lib=novnc,openpgp`` adds those bundled libraries to the page,
+    inert, for the modes that import them (the page fetches its own URL with that query).
 
     The page reads ``base_url`` from a data attribute (HTML-escaped like any value) rather than
     from a script literal, so a hostile ``Host`` header cannot break out into the script.
     """
-    body = _INDEX.render(base_url=base_url.rstrip("/"), version=server_version())
+    vendor = "".join(_VENDOR.render(name=name, code=Raw(VENDOR_JS[name])) for name in requested_libs(query))
+    body = _INDEX.render(base_url=base_url.rstrip("/"), version=server_version(), vendor=Raw(vendor))
     # No Access-Control-Allow-Origin here: the page is not meant to be read by other origins.
     return Page(status=200, headers=[CONTENT_TYPE_HTML], body=body.encode())
 

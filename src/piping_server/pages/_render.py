@@ -36,7 +36,7 @@ def _robots() -> Page:
 _Renderer = Callable[[str, str], Page]  # (base_url, query) -> Page
 
 _RENDERERS: dict[str, _Renderer] = {
-    "/": lambda base_url, query: render_index(base_url=base_url),
+    "/": lambda base_url, query: render_index(base_url=base_url, query=query),
     "/noscript": lambda base_url, query: render_noscript(base_url=base_url, query=query),
     "/version": lambda base_url, query: render_version(),
     "/help": lambda base_url, query: render_help(base_url=base_url),
@@ -53,7 +53,7 @@ def render_page(path: str, *, base_url: str, query: str = "") -> Page:
         path: the normalised path (dot segments removed, no query); ``""`` counts as ``/``.
         base_url: scheme and host as the client reached us, e.g. ``"https://example.com"``; the
             HTTP layer works it out (TLS or ``X-Forwarded-Proto``, and ``Host``).
-        query: the raw query string without ``?`` (only ``/noscript`` reads it).
+        query: the raw query string without ``?`` (``/noscript`` reads it, and ``/`` its ``lib``).
 
     Returns:
         A fresh :class:`Page`; for ``HEAD`` the caller sends its status and headers only.

@@ -10,11 +10,17 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-__all__ = ["INDEX_HTML", "INDEX_CSS", "INDEX_JS", "NOSCRIPT_HTML", "NOSCRIPT_CSS", "JS_MODULES"]
+__all__ = ["INDEX_HTML", "INDEX_CSS", "INDEX_JS", "NOSCRIPT_HTML", "NOSCRIPT_CSS", "JS_MODULES", "VENDOR_JS"]
 
-# Order matters: each file may use what the ones before it defined. A future mode (chat, receive,
-# screen share) is one more file registered here, between the core and the boot file.
-JS_MODULES: tuple[str, ...] = ("core.js", "send.js", "main.js")
+# Order matters: each file may use what the ones before it defined. Each mode of the page (send,
+# receive, chat, share, vnc) is one file registered here, between the shared ones and the boot file.
+JS_MODULES: tuple[str, ...] = (
+    "core.js", "sha256.js", "pgp.js", "send.js", "receive.js", "chat.js", "share.js", "vnc.js", "main.js",
+)
+
+# Third-party browser libraries, bundled from npm by frontend/ when the package is built (setup.py)
+# and never committed. The page asks for one only when a mode needs it (see docs/browser-apps.md).
+VENDOR_NAMES: tuple[str, ...] = ("novnc", "openpgp")
 
 # The package this module lives in (piping_server.pages), spelled without hard-coding it.
 _STATIC = resources.files(__name__.rpartition(".")[0]).joinpath("static")
@@ -32,6 +38,17 @@ def _inlinable(text: str, *, tag: str, name: str) -> str:
     return text
 
 
+def _read_vendor() -> dict[str, str]:
+    found: dict[str, str] = {}
+    vendor = _STATIC.joinpath("vendor")
+    for name in VENDOR_NAMES:
+        entry = vendor.joinpath(f"{name}.js")
+        # A checkout that never ran the frontend build still serves every mode that needs no library.
+        if entry.is_file():
+            found[name] = _inlinable(entry.read_text(encoding="utf-8"), tag="script", name=f"vendor/{name}.js")
+    return found
+
+
 INDEX_HTML: str = _read("index.html")
 NOSCRIPT_HTML: str = _read("noscript.html")
 INDEX_CSS: str = _inlinable(_read("index.css"), tag="style", name="index.css")
@@ -41,3 +58,5 @@ NOSCRIPT_CSS: str = _inlinable(_read("noscript.css"), tag="style", name="noscrip
 INDEX_JS: str = "\n".join(
     f"// ---- {name} ----\n" + _inlinable(_read(f"js/{name}"), tag="script", name=f"js/{name}") for name in JS_MODULES
 )
+#: name -> the ES module text of that library, for the libraries this installation has.
+VENDOR_JS: dict[str, str] = _read_vendor()

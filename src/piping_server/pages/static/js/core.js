@@ -1,8 +1,9 @@
 /*
  * core.js: what every mode of the top page shares. It defines the page's one global, `Piping`:
- * the server's values, DOM and formatting helpers, paths and URLs, and the mode registry.
- * A mode (send.js today; receive, chat, screen share later) is a file that calls
- * Piping.registerMode({ name, start }) and keeps everything else to itself.
+ * the server's values, DOM and formatting helpers, paths and URLs, the bundled libraries, and the
+ * mode registry. A mode (send, receive, chat, share, vnc) is a file that calls
+ * Piping.registerMode({ name, start }) and keeps everything else to itself; the fragment of the
+ * URL (#send, #receive, ...) picks the mode shown, and its start() runs the first time it is.
  */
 const Piping = (() => {
   "use strict";
@@ -71,20 +72,210 @@ const Piping = (() => {
     return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
   }
 
-  const modes = [];
+  /** Show `text` in a status element; `kind` is "", "ok" or "error". */
+  function setStatus(element, text, kind) {
+    element.textContent = text;
+    element.className = "status" + (kind ? " " + kind : "");
+  }
 
-  /** Add a mode; `mode.start()` is called once the whole page is there. */
+  /** The file name a Content-Disposition header gives (RFC 6266: filename* wins), or "". */
+  function dispositionFilename(header) {
+    if (!header) return "";
+    const extended = /filename\*\s*=\s*([^']*)'[^']*'([^;]+)/i.exec(header);
+    if (extended) {
+      try {
+        return decodeURIComponent(extended[2].trim());
+      } catch {
+        // a malformed escape: fall through to the plain parameter
+      }
+    }
+    const plain = /filename\s*=\s*("((?:[^"\\]|\\.)*)"|[^;]+)/i.exec(header);
+    if (!plain) return "";
+    return plain[2] !== undefined ? plain[2].replace(/\\(.)/g, "$1") : plain[1].trim();
+  }
+
+  /** A name safe to offer as a download: no directories, no control characters. */
+  function safeFilename(name, fallback) {
+    const base = String(name).split(/[/\\]/).pop().replace(/[\u0000-\u001f\u007f]/g, "").trim();
+    return base && base !== "." && base !== ".." ? base : fallback;
+  }
+
+  // ---- streaming uploads ----
+
+  /**
+   * Whether this browser can stream a request body (fetch with a ReadableStream, duplex "half").
+   * Even then, browsers do it only over HTTP/2 or HTTP/3, so never over plain HTTP (HTTP/1.1).
+   */
+  function browserStreamsUploads() {
+    let duplexAsked = false;
+    try {
+      const hasContentType = new Request(location.href, {
+        body: new ReadableStream(),
+        method: "POST",
+        get duplex() {
+          duplexAsked = true;
+          return "half";
+        },
+      }).headers.has("Content-Type");
+      return duplexAsked && !hasContentType;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Why uploads cannot stream here, in words for the user, or "" when they can (as far as we know). */
+  function uploadStreamingProblem() {
+    if (!browserStreamsUploads()) {
+      return "This browser cannot stream uploads (fetch() with a ReadableStream body): use a recent " +
+        "Chromium-based browser (Chrome, Edge) for this mode.";
+    }
+    if (location.protocol !== "https:") {
+      return "This connection cannot stream uploads: browsers stream a request body only over HTTP/2, and " +
+        "this page came over plain HTTP (HTTP/1.1). Open it with an HTTPS address of a server " +
+        "started with --enable-https.";
+    }
+    return "";
+  }
+
+  /** What a failed streaming fetch most likely means, for the user. */
+  function explainStreamingFailure(error) {
+    const problem = uploadStreamingProblem();
+    if (problem) return problem;
+    return `The streaming upload failed (${error && error.message ? error.message : error}). This connection ` +
+      "cannot stream uploads if it is not HTTP/2 (a proxy in between may speak HTTP/1.1).";
+  }
+
+  /**
+   * A streaming POST: returns { write(bytes|string), close(), abort(), done } where `done` settles
+   * when the server has taken the whole body (or the request failed).
+   */
+  function streamingPost(url, { contentType = "application/octet-stream", headers = {}, signal } = {}) {
+    let controller;
+    const encoder = new TextEncoder();
+    const body = new ReadableStream({
+      start(c) {
+        controller = c;
+      },
+    });
+    const done = fetch(url, {
+      method: "POST",
+      body,
+      duplex: "half",
+      headers: { "Content-Type": contentType, ...headers },
+      signal,
+    });
+    let closed = false;
+    return {
+      write(chunk) {
+        if (closed) return;
+        // Copy: callers (noVNC) reuse their buffers once this returns.
+        controller.enqueue(typeof chunk === "string" ? encoder.encode(chunk) : new Uint8Array(chunk));
+      },
+      close() {
+        if (closed) return;
+        closed = true;
+        controller.close();
+      },
+      abort(reason) {
+        if (closed) return;
+        closed = true;
+        controller.error(reason || new Error("aborted"));
+      },
+      done,
+    };
+  }
+
+  // ---- bundled libraries (noVNC, OpenPGP.js) ----
+
+  const libs = new Set(((root && root.dataset.libs) || "").split(" ").filter(Boolean));
+  const loaded = new Map();
+
+  /**
+   * Import a bundled library. "/" does not carry them (it stays small); "/?lib=NAME" is the same
+   * page with that library inlined as inert text, which is fetched, parsed and imported from a
+   * blob: URL. So every byte still comes from this server and from "/", and nothing else is asked.
+   */
+  function loadLibrary(name) {
+    if (!loaded.has(name)) {
+      loaded.set(name, importLibrary(name).catch((error) => {
+        loaded.delete(name);
+        throw error;
+      }));
+    }
+    return loaded.get(name);
+  }
+
+  async function importLibrary(name) {
+    if (!libs.has(name)) {
+      throw new Error(`this server was installed without the ${name} library (its frontend build did not run)`);
+    }
+    let element = document.querySelector(`script[data-vendor="${name}"]`);
+    if (element === null) {
+      const url = new URL("./", document.baseURI);
+      url.search = "?lib=" + encodeURIComponent(name);
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(`loading ${name}: HTTP ${response.status}`);
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      element = page.querySelector(`script[data-vendor="${name}"]`);
+      if (element === null) throw new Error(`the server did not include the ${name} library`);
+    }
+    const blobUrl = URL.createObjectURL(new Blob([element.textContent], { type: "text/javascript" }));
+    try {
+      return await import(blobUrl);
+    } finally {
+      URL.revokeObjectURL(blobUrl);
+    }
+  }
+
+  function hasLibrary(name) {
+    return libs.has(name);
+  }
+
+  // ---- modes ----
+
+  const modes = new Map();
+  const started = new Set();
+  const DEFAULT_MODE = "send";
+
+  /** Add a mode; `mode.start()` runs the first time the mode is shown, `mode.show()` every time. */
   function registerMode(mode) {
     if (typeof mode.start !== "function") throw new Error(`mode ${mode.name} has no start()`);
-    modes.push(mode);
+    if (modes.has(mode.name)) throw new Error(`mode ${mode.name} is registered twice`);
+    modes.set(mode.name, mode);
+  }
+
+  function currentModeName() {
+    const name = decodeURIComponent(location.hash.replace(/^#/, "")).split(/[/?]/)[0];
+    return modes.has(name) ? name : DEFAULT_MODE;
+  }
+
+  function showMode() {
+    const name = currentModeName();
+    for (const element of document.querySelectorAll("[data-mode]")) element.hidden = element.dataset.mode !== name;
+    for (const link of document.querySelectorAll("[data-mode-link]")) {
+      if (link.dataset.modeLink === name) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    const mode = modes.get(name);
+    if (root) root.classList.toggle("wide-mode", Boolean(mode && mode.wide));
+    if (!mode) return;
+    if (!started.has(name)) {
+      started.add(name);
+      mode.start();
+    }
+    if (typeof mode.show === "function") mode.show();
+    document.body.dataset.mode = name;
   }
 
   function start() {
-    for (const mode of modes) mode.start();
+    window.addEventListener("hashchange", showMode);
+    showMode();
   }
 
   return Object.freeze({
     config, byId, randomPath, normalizePath, pathUrl, shellQuote, curlCommand, formatBytes,
-    registerMode, start,
+    setStatus, dispositionFilename, safeFilename,
+    browserStreamsUploads, uploadStreamingProblem, explainStreamingFailure, streamingPost,
+    loadLibrary, hasLibrary, registerMode, start,
   });
 })();

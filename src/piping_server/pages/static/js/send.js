@@ -2,6 +2,8 @@
  * send.js: the "send" mode. POSTs a file or a text to /<path> with XMLHttpRequest, because only
  * XHR reports upload progress; shows that progress and the server's own lines as they arrive
  * ("[INFO] Waiting for 1 receiver(s)...", then the rest), and the command a receiver runs.
+ * With a passphrase the data goes encrypted (pgp.js): a file then streams with fetch() where the
+ * connection can stream uploads (HTTP/2), and is encrypted into a Blob first where it cannot.
  */
 (() => {
   "use strict";
@@ -16,7 +18,7 @@
       modeFile: $("mode-file"), modeText: $("mode-text"),
       filePane: $("file-pane"), file: $("file"), fileInfo: $("file-info"),
       textPane: $("text-pane"), text: $("text"),
-      send: $("send"), cancel: $("cancel"),
+      send: $("send"), cancel: $("cancel"), pass: $("send-pass"),
       progress: $("progress"), progressText: $("progress-text"), status: $("status"),
       curl: $("curl"), copy: $("copy"), receiveLink: $("receive-link"),
     };
@@ -91,7 +93,7 @@
     function setBusy(busy) {
       ui.send.disabled = busy;
       ui.cancel.hidden = !busy;
-      for (const input of [ui.path, ui.newPath, ui.modeFile, ui.modeText]) input.disabled = busy;
+      for (const input of [ui.path, ui.newPath, ui.modeFile, ui.modeText, ui.pass]) input.disabled = busy;
     }
 
     function showProgress(loaded, total) {
@@ -119,7 +121,57 @@
       return { body: file, size: file.size, headers };
     }
 
-    function send() {
+    /** Above this, encrypting into page memory first gets a warning (no streaming upload here). */
+    const LARGE_IN_MEMORY_BYTES = 256 * 1000 * 1000;
+
+    /** The input, encrypted: a Blob to XHR, or a stream to fetch() when uploads can stream. */
+    async function encryptInput(input, passphrase) {
+      // Like `piping send --pass`: the name travels inside the encrypted data, not in a header.
+      const headers = { "Content-Type": "application/octet-stream" };
+      if (ui.modeText.checked) {
+        const encrypted = await PipingPgp.encrypt(new TextEncoder().encode(input.body), passphrase);
+        return { body: new Blob([encrypted]), size: encrypted.length, headers };
+      }
+      const file = input.body;
+      let read = 0;
+      const counted = file.stream().pipeThrough(new TransformStream({
+        transform(chunk, controller) {
+          read += chunk.length;
+          showProgress(read, file.size);
+          controller.enqueue(chunk);
+        },
+      }));
+      const encrypted = await PipingPgp.encrypt(counted, passphrase, file.name);
+      if (Piping.uploadStreamingProblem() === "") return { stream: encrypted, size: file.size, headers };
+      if (file.size > LARGE_IN_MEMORY_BYTES) {
+        setStatus(`Encrypting ${Piping.formatBytes(file.size)} in page memory first: this connection cannot ` +
+          "stream uploads (HTTP/2 over HTTPS can).", "");
+      } else {
+        setStatus("Encrypting...", "");
+      }
+      const blob = await new Response(encrypted).blob();
+      return { body: blob, size: blob.size, headers };
+    }
+
+    /** Send an encrypted stream with fetch(); the server's lines come once the upload is done. */
+    function sendStream(url, input) {
+      const controller = new AbortController();
+      request = { abort: () => controller.abort() };
+      setStatus("Sending (encrypted, streaming)...", "");
+      fetch(url, { method: "POST", body: input.stream, duplex: "half", headers: input.headers, signal: controller.signal })
+        .then(async (response) => {
+          const text = await response.text();
+          const failed = response.status !== 200 || /\[ERROR\]|aborted halfway/.test(text);
+          if (!failed) showProgress(input.size, input.size);
+          finish(text || `HTTP ${response.status}`, failed ? "error" : "ok");
+        })
+        .catch((error) => {
+          if (controller.signal.aborted) finish("Cancelled.", "error");
+          else finish(Piping.explainStreamingFailure(error), "error");
+        });
+    }
+
+    async function send() {
       if (request !== null) return;
       const path = Piping.normalizePath(ui.path.value);
       if (path === "") {
@@ -127,16 +179,33 @@
         ui.path.focus();
         return;
       }
-      const input = readBody();
+      let input = readBody();
       if (input.error) {
         setStatus(input.error, "error");
         input.focus.focus();
         return;
       }
+      const url = Piping.pathUrl(path).href;
+      const passphrase = ui.pass.value;
+      if (passphrase !== "") {
+        request = { abort() {} }; // busy while encrypting
+        setBusy(true);
+        setStatus("Encrypting...", "");
+        try {
+          input = await encryptInput(input, passphrase);
+        } catch (error) {
+          finish(`Encryption failed: ${error.message}`, "error");
+          return;
+        }
+        if (input.stream) {
+          sendStream(url, input);
+          return;
+        }
+      }
 
       const xhr = new XMLHttpRequest();
       request = xhr;
-      xhr.open("POST", Piping.pathUrl(path).href);
+      xhr.open("POST", url);
       for (const [name, value] of Object.entries(input.headers)) xhr.setRequestHeader(name, value);
       // Upload listeners must be in place before send(), or the browser may not report progress.
       xhr.upload.addEventListener("progress", (event) => {

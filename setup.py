@@ -1,0 +1,74 @@
+"""Packaging hook: bundle the browser libraries of the ``/`` page before the package is built.
+
+Everything else is in pyproject.toml. ``/`` needs noVNC and OpenPGP.js from npm (see
+docs/browser-apps.md); they are bundled by ``frontend/`` into
+``src/piping_server/pages/static/vendor/``, which is not committed. Any build of the package, an
+editable install (``pip install -e .``) included, runs ``npm ci && npm run build`` in ``frontend/``
+when those files are missing or older than their sources, and fails with a clear message when npm
+is not there. ``PIPING_SKIP_FRONTEND=1`` skips the step (the page then says its VNC and encryption
+are unavailable).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+FRONTEND = ROOT / "frontend"
+VENDOR = ROOT / "src" / "piping_server" / "pages" / "static" / "vendor"
+BUNDLES = ("novnc.js", "openpgp.js")
+
+
+def _newest_source_mtime() -> float:
+    sources = [FRONTEND / "package.json", FRONTEND / "package-lock.json", FRONTEND / "build.mjs"]
+    sources += sorted((FRONTEND / "src").glob("*.js"))
+    return max(p.stat().st_mtime for p in sources if p.exists())
+
+
+def _vendor_is_fresh() -> bool:
+    outputs = [VENDOR / name for name in BUNDLES]
+    if not all(p.exists() for p in outputs):
+        return False
+    if not FRONTEND.is_dir():  # a wheel build from an sdist that shipped the bundles
+        return True
+    return min(p.stat().st_mtime for p in outputs) >= _newest_source_mtime()
+
+
+def build_frontend() -> None:
+    """Run ``npm ci && npm run build`` in frontend/ unless the bundles are there and up to date."""
+    if os.environ.get("PIPING_SKIP_FRONTEND") == "1" or _vendor_is_fresh():
+        return
+    if not FRONTEND.is_dir():
+        raise SystemExit(f"error: {VENDOR} is missing and there is no frontend/ folder to build it from")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit(
+            "error: building piping-server needs npm (Node.js 18 or later) to bundle the web page's "
+            "libraries (noVNC, OpenPGP.js) from frontend/. Install Node.js and npm "
+            "(e.g. apt-get install -y nodejs npm), or set PIPING_SKIP_FRONTEND=1 to build without them."
+        )
+    for args in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
+        print(f"frontend: npm {' '.join(args)}", flush=True)
+        result = subprocess.run([npm, *args], cwd=FRONTEND, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"error: 'npm {' '.join(args)}' failed in {FRONTEND} (exit {result.returncode})")
+    missing = [name for name in BUNDLES if not (VENDOR / name).exists()]
+    if missing:
+        raise SystemExit(f"error: the frontend build did not write {', '.join(missing)} into {VENDOR}")
+
+
+class BuildPyWithFrontend(build_py):
+    """``build_py`` that bundles the frontend first (also run by editable installs)."""
+
+    def run(self) -> None:
+        build_frontend()
+        super().run()
+
+
+setup(cmdclass={"build_py": BuildPyWithFrontend})

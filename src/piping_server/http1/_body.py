@@ -1,0 +1,187 @@
+"""Request body framing for HTTP/1.1 (RFC 9112 sections 6 and 7), sans-IO.
+
+httptools parses the request head; the body of an upload is framed here instead, for two reasons:
+the body bytes can then go to the receivers as zero-copy slices of what the socket gave (httptools
+copies every piece into a new ``bytes``), and the connection always knows exactly where a body
+ends and how much of the current chunk is left, which is what lets a transfer move to the
+kernel's ``splice`` (see ``_splice.py``).
+
+A reader is fed what the connection received and returns how many of those bytes belong to the
+body (framing included); what is left over is the next request. Body bytes are handed to ``emit``
+as ``memoryview`` slices of the input, never copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..core import ProtocolError
+
+#: A chunk-size line or a trailer line longer than this is refused (nobody needs more).
+MAX_CHUNK_LINE_BYTES = 4096
+#: So are more trailer bytes than this, in all.
+MAX_TRAILER_BYTES = 64 * 1024
+
+Emit = Callable[[memoryview], None]
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+# chunked states
+_SIZE = 0  # reading a chunk-size line
+_DATA = 1  # inside chunk data, ``remaining`` bytes to go
+_DATA_END = 2  # expecting the CRLF after chunk data
+_TRAILER = 3  # reading trailer lines until an empty one
+_DONE = 4
+
+
+class BodyReader:
+    """The framing of one request body; ``done`` once it has been read to its end."""
+
+    __slots__ = ()
+
+    done: bool
+
+    def feed(self, data: bytes, emit: Emit) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def remaining_in_frame(self) -> int:
+        """Body bytes that may follow with no framing to parse in between (0: framing comes next)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def consumed_raw(self, count: int) -> None:
+        """``count`` body bytes of the current frame went past this reader (spliced in the kernel)."""
+        raise NotImplementedError  # pragma: no cover
+
+
+class LengthReader(BodyReader):
+    """A body of a known ``Content-Length``."""
+
+    __slots__ = ("remaining", "done")
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+        self.done = length == 0
+
+    def feed(self, data: bytes, emit: Emit) -> int:
+        take = min(self.remaining, len(data))
+        if take:
+            emit(memoryview(data)[:take])
+            self.remaining -= take
+        self.done = self.remaining == 0
+        return take
+
+    @property
+    def remaining_in_frame(self) -> int:
+        return self.remaining
+
+    def consumed_raw(self, count: int) -> None:
+        self.remaining -= count
+        self.done = self.remaining == 0
+
+
+class ChunkedReader(BodyReader):
+    """A ``Transfer-Encoding: chunked`` body; chunk extensions and trailers are read and dropped."""
+
+    __slots__ = ("_state", "_remaining", "_line", "_trailer_bytes", "done")
+
+    def __init__(self) -> None:
+        self._state = _SIZE
+        self._remaining = 0
+        self._line = b""
+        self._trailer_bytes = 0
+        self.done = False
+
+    @property
+    def remaining_in_frame(self) -> int:
+        return self._remaining if self._state == _DATA else 0
+
+    def consumed_raw(self, count: int) -> None:
+        self._remaining -= count
+        if self._remaining == 0:
+            self._state = _DATA_END
+
+    def feed(self, data: bytes, emit: Emit) -> int:
+        pos = 0
+        end = len(data)
+        view = memoryview(data)
+        while pos < end:
+            state = self._state
+            if state == _DATA:
+                take = min(self._remaining, end - pos)
+                emit(view[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _DATA_END
+                continue
+            if state == _DONE:
+                break
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                self._line += data[pos:]
+                pos = end
+                if len(self._line) > MAX_CHUNK_LINE_BYTES:
+                    raise ProtocolError("chunk line too long")
+                break
+            line = self._line + data[pos : newline + 1] if self._line else data[pos : newline + 1]
+            self._line = b""
+            pos = newline + 1
+            if len(line) > MAX_CHUNK_LINE_BYTES:
+                raise ProtocolError("chunk line too long")
+            if not line.endswith(b"\r\n"):
+                raise ProtocolError("chunk line must end with CRLF")
+            if state == _SIZE:
+                self._chunk_size(line)
+            elif state == _DATA_END:
+                if line != b"\r\n":
+                    raise ProtocolError("chunk data longer than its size")
+                self._state = _SIZE
+            else:  # trailers
+                if line == b"\r\n":
+                    self._state = _DONE
+                    self.done = True
+                    break
+                self._trailer_bytes += len(line)
+                if self._trailer_bytes > MAX_TRAILER_BYTES:
+                    raise ProtocolError("trailers too large")
+        return pos
+
+    def _chunk_size(self, line: bytes) -> None:
+        digits = line[:-2].split(b";", 1)[0].rstrip(b" \t")
+        if not digits or len(digits) > 16 or not _HEX.issuperset(digits):
+            raise ProtocolError("bad chunk size")
+        size = int(digits, 16)
+        if size == 0:
+            self._state = _TRAILER
+        else:
+            self._remaining = size
+            self._state = _DATA
+
+
+def reader_for(headers: list[tuple[bytes, bytes]]) -> BodyReader | None:
+    """The body framing that a request head declares; None when it has no body.
+
+    Raises:
+        ProtocolError: a framing the server cannot read (other transfer codings, a bad length).
+    """
+    length: bytes | None = None
+    coding: bytes | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None and length != value.strip():
+                raise ProtocolError("conflicting Content-Length headers")
+            length = value.strip()
+        elif name == b"transfer-encoding":
+            coding = value.strip().lower() if coding is None else coding + b"," + value.strip().lower()
+    if coding is not None:
+        if length is not None:
+            raise ProtocolError("both Content-Length and Transfer-Encoding")
+        if coding != b"chunked":
+            raise ProtocolError("unsupported Transfer-Encoding", status_hint=501)
+        return ChunkedReader()
+    if length is not None:
+        if not length.isdigit() or len(length) > 18:
+            raise ProtocolError("bad Content-Length")
+        return LengthReader(int(length))
+    return None

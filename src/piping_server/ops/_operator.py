@@ -1,0 +1,248 @@
+"""The operator's layer of one server process: hooks, timers, metrics, config reloads and shutdown.
+
+``Operator`` turns a ``Config`` into the transports' ``Hooks`` and keeps them current across
+reloads. When nothing is configured (no file, no operator flag), it installs nothing at all and uses
+the plain ``Hub``: the server is then exactly the protocol of PROTOCOL.md. ``drain`` (graceful
+shutdown) works in both cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._hooks import AccessRecord, Refusal, RequestView
+from ..core import Action, Hub, Reject, TransferExpired, WaitExpired
+from ..flow import Relay
+from ._auth import Gate, JwksKeys
+from ._config import Config, load_config
+from ._limits import ConnectionCounter, RequestLimits, WatchedHub, describe
+from ._logging import configure_logging, log_access
+from ._metrics import Metrics
+from ._reload import ConfigReloader, keep_restart_only
+
+log = logging.getLogger("piping_server")
+
+SHUTDOWN_MESSAGE = "[ERROR] The server is shutting down.\n"
+#: How often the drain checks whether the running transfers are over (seconds).
+DRAIN_POLL_S = 0.05
+#: Time given to the last lines and cut connections to leave before the loop stops (seconds).
+FLUSH_S = 0.2
+#: Extra headers of Access-Control-Allow-Headers when credentials are asked for (PROTOCOL.md section 7 + auth).
+PREFLIGHT_WITH_AUTH = b"Content-Type, Content-Disposition, X-Piping, Authorization"
+
+
+class Operator:
+    """Builds and owns everything the operator configured."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
+        self.environ = environ
+        #: with nothing to enforce or observe, no hook is set at all (the plain protocol)
+        self.active = config.needs_hooks or config_path is not None
+        self.hub: Hub = WatchedHub(config.limits) if self.active else Hub()
+        self.counter = ConnectionCounter(config.limits)
+        self.metrics: Metrics | None = None
+        self.jwks: JwksKeys | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.gate = Gate(config, jwks=self._jwks_for(config))
+        self.limits = RequestLimits(config.limits, self.hub)
+        self.relay: Relay | None = None
+        self.reloader: ConfigReloader | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self.draining = False
+
+    # --- wiring ----------------------------------------------------------------------------------------------
+
+    def install(self, relay: Relay) -> None:
+        """Set the relay's hooks (when anything is configured) and observe its actions."""
+        self.relay = relay
+        if not self.active:
+            return
+        hub = self.hub
+        assert isinstance(hub, WatchedHub)
+        hub.submit = relay.submit
+        if self.config.metrics.port is not None:
+            self.metrics = Metrics(hub, connections=lambda: self.counter.total)
+            hub.on_transfer_end = self.metrics.transfer_ended
+            hub.on_expired = self.metrics.rejected
+            self.counter.on_refused = self.metrics.rejected
+            relay.observers.append(self._observe)
+        hooks = relay.hooks
+        hooks.admit = self._admit
+        hooks.on_access = self._on_access
+        hooks.on_connect = self.counter.connect
+        hooks.on_disconnect = self.counter.disconnect
+        self._set_static_hooks(self.config)
+
+    def _set_static_hooks(self, config: Config) -> None:
+        assert self.relay is not None
+        hooks = self.relay.hooks
+        hooks.max_head_bytes = config.limits.max_header_bytes
+        hooks.preflight_allow_headers = PREFLIGHT_WITH_AUTH if config.auth.enabled else None
+
+    async def start(self) -> None:
+        """Start the metrics listener, the JWKS refresher and the config watcher."""
+        if self.jwks is not None:
+            await asyncio.to_thread(self.jwks.fetch)
+        self._tasks.append(asyncio.create_task(self._refresh_jwks()))
+        if self.metrics is not None and self.config.metrics.port is not None:
+            host, port = self.config.metrics.host, self.config.metrics.port
+            self._metrics_server = await self.metrics.start(host, port)
+            for sock in self._metrics_server.sockets:
+                log.info("metrics on http://%s:%d/metrics (and /healthz)", *sock.getsockname()[:2])
+        if self.config_path is not None:
+            self.reloader = ConfigReloader(self.config_path, self._load, self.apply)
+            self._tasks.append(asyncio.create_task(self.reloader.watch()))
+        if self.active:
+            auth = self.config.auth
+            schemes = [name for name, on in (("basic", auth.basic_enabled), ("jwt", auth.jwt_enabled)) if on]
+            log.info(
+                "operator settings: auth=%s allow_paths=%s access_log=%s limits=%s",
+                ",".join(schemes) or "off",
+                "on" if self.config.access.allow_paths is not None else "off",
+                "on" if self.config.log.access else "off",
+                describe(self.config.limits) or "none",
+            )
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+
+    # --- reload ------------------------------------------------------------------------------------------------
+
+    def _load(self) -> Config:
+        return load_config(self.config_path, overrides=self.overrides, environ=self.environ)
+
+    def reload(self, why: str) -> bool:
+        if self.reloader is None:
+            log.warning("config reload (%s) ignored: the server was started without --config", why)
+            return False
+        return self.reloader.reload(why)
+
+    def apply(self, new: Config) -> None:
+        """Put ``new`` in force for new requests; running transfers are untouched. May raise ValueError."""
+        config = keep_restart_only(self.config, new)
+        gate = Gate(config, jwks=self._jwks_for(config))  # raises before anything changes
+        self.config = config
+        self.gate = gate
+        self.limits = RequestLimits(config.limits, self.hub)
+        self.counter.limits = config.limits
+        if isinstance(self.hub, WatchedHub):
+            self.hub.limits = config.limits
+        configure_logging(level=config.log.level, fmt=config.log.format)
+        if self.relay is not None and self.active:
+            self._set_static_hooks(config)
+
+    def _jwks_for(self, config: Config) -> JwksKeys | None:
+        url = config.auth.jwt.jwks_url
+        if url is None:
+            self.jwks = None
+        elif self.jwks is None or self.jwks.url != url:
+            self.jwks = JwksKeys(url, config.auth.jwt.jwks_refresh)
+            if self._tasks:  # already running: fetch now, in the background
+                asyncio.get_running_loop().create_task(asyncio.to_thread(self.jwks.fetch))
+        else:
+            self.jwks.refresh_s = config.auth.jwt.jwks_refresh
+        return self.jwks
+
+    async def _refresh_jwks(self) -> None:
+        elapsed = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            jwks = self.jwks
+            if jwks is None:
+                continue
+            elapsed += 1.0
+            if elapsed >= jwks.refresh_s or jwks.wanted.is_set():
+                elapsed = 0.0
+                await asyncio.to_thread(jwks.fetch)
+
+    # --- hooks ---------------------------------------------------------------------------------------------------
+
+    def _admit(self, view: RequestView) -> Refusal | None:
+        if self.draining:
+            return Refusal(status=503, message=SHUTDOWN_MESSAGE)
+        gate = self.gate
+        refusal = gate.check(view)
+        if refusal is None:
+            limits = self.limits
+            refusal = limits.check(view)
+            if refusal is not None and self.metrics is not None:
+                self.metrics.rejected(limits.last_reason)
+        elif self.metrics is not None:
+            self.metrics.rejected(gate.last_reason)
+        return refusal
+
+    def _on_access(self, record: AccessRecord) -> None:
+        if self.config.log.access:
+            log_access(record)
+        if self.metrics is not None:
+            self.metrics.on_access(record)
+
+    def _observe(self, action: Action) -> None:
+        if isinstance(action, Reject) and action.status == 400 and self.metrics is not None:
+            self.metrics.rejected("protocol")
+
+    # --- graceful shutdown -----------------------------------------------------------------------------------------
+
+    async def drain(self, grace_s: float, force: asyncio.Event) -> None:
+        """Refuse new requests, let running transfers finish for ``grace_s``, then cut what is left."""
+        relay = self.relay
+        if relay is None:
+            return
+        self.draining = True
+        if self.metrics is not None:
+            self.metrics.healthy = False
+        hub = relay.hub
+        if relay.hooks.admit is None:
+            relay.hooks.admit = self._admit  # only now: requests on kept-alive connections get a clear 503
+        for peer in hub.waiting_peers():
+            relay.submit(WaitExpired(peer=peer, message=SHUTDOWN_MESSAGE, status=503))
+        running = hub.running_transfers
+        if running:
+            log.info("shutting down: waiting up to %gs for %d running transfer(s)", grace_s, running)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while hub.running_transfers and not force.is_set() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(force.wait(), min(DRAIN_POLL_S, max(0.0, deadline - loop.time())))
+        cut = 0
+        for sender, receivers in hub.transfers():
+            member = next((p for p in (sender, *receivers) if hub.is_transferring(p)), None)
+            if member is not None:
+                relay.submit(TransferExpired(peer=member, message=SHUTDOWN_MESSAGE))
+                cut += 1
+        if cut:
+            log.warning("shutdown: cut %d transfer(s) still running after the grace period", cut)
+        await asyncio.sleep(FLUSH_S)
+
+
+def on_signal(stop: asyncio.Event, force: asyncio.Event) -> Callable[[], None]:
+    """The first SIGTERM/SIGINT starts a graceful shutdown; a second one cuts at once."""
+
+    def handler() -> None:
+        if stop.is_set():
+            force.set()
+        stop.set()
+
+    return handler
