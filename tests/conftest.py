@@ -50,9 +50,23 @@ def server(tls_files: tuple[str, str, str]) -> Iterator[ServerProcess | None]:
         proc.stop()
 
 
-#: The transports every protocol scenario runs over: HTTP/1.1, cleartext HTTP/2 (prior knowledge),
+@pytest.fixture(scope="session")
+def copying_server() -> Iterator[ServerProcess | None]:
+    """Our server with the splice fast path off (PIPING_SPLICE=0): HTTP/1 bodies through user space."""
+    if EXTERNAL_BASE_URL:
+        yield None
+        return
+    proc = start_server(env={"PIPING_SPLICE": "0"})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+#: The transports every protocol scenario runs over: HTTP/1.1 (where one-to-one uploads are spliced
+#: kernel to kernel), HTTP/1.1 with splicing off ("h1-copy"), cleartext HTTP/2 (prior knowledge),
 #: HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2).
-TRANSPORTS = ["h1", "h2c", "h1-tls", "h2"]
+TRANSPORTS = ["h1", "h1-copy", "h2c", "h1-tls", "h2"]
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -63,4 +77,7 @@ def target(request: pytest.FixtureRequest, server: ServerProcess | None) -> Targ
         if request.param != "h1":
             pytest.skip("external servers are tested over HTTP/1.1 only")
         return Target(name="external", base_url=EXTERNAL_BASE_URL.rstrip("/"), curl_args=[])
+    if request.param == "h1-copy":
+        copying = request.getfixturevalue("copying_server")
+        return Target(name="h1-copy", base_url=copying.target("h1").base_url)
     return server.target(request.param)

@@ -34,6 +34,9 @@ from .core import (
     WriteLine,
 )
 
+#: A piece of a body: transports hand on slices of what their socket gave, without copying.
+Chunk = bytes | memoryview
+
 
 class Endpoint(Protocol):
     """One request, as the relay drives it. Every method is called on the event loop and never blocks.
@@ -54,7 +57,7 @@ class Endpoint(Protocol):
     def pause_upload(self) -> None: ...
     def resume_upload(self) -> None: ...
     def start_receiving(self, headers: Headers) -> None: ...
-    def write_body(self, data: bytes) -> None: ...
+    def write_body(self, data: Chunk) -> None: ...
     def finish_body(self) -> None: ...
     def cut(self) -> None: ...
 
@@ -109,7 +112,7 @@ class Pipe:
         self._form: FirstPart | None = None
         self._ended = False
         #: the sender's adapter calls this with each piece of its body, in order
-        self.feed: Callable[[bytes], None] = self._broadcast
+        self.feed: Callable[[Chunk], None] = self._broadcast
 
     def begin(self) -> None:
         """Start the receivers' responses (for a form: once its first part's headers are read)."""
@@ -159,11 +162,11 @@ class Pipe:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, data: Chunk) -> None:
         for receiver in self.receivers:
             receiver.write_body(data)
 
-    def _feed_form(self, data: bytes) -> None:
+    def _feed_form(self, data: Chunk) -> None:
         form = self._form
         assert form is not None
         if form.done:

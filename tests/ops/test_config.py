@@ -190,3 +190,27 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     config = load_config(path, environ={})
     assert config.needs_hooks and config.auth.jwt_enabled and len(config.auth.basic.users) == 2
+
+
+def test_every_flag_has_a_config_key() -> None:
+    from piping_server.ops._cli import main
+    from piping_server.ops._config import FLAG_KEYS
+
+    meta = {"config_path", "check_config", "hash_password", "version", "help"}
+    flags = {p.name for p in main.params} - meta
+    assert flags == set(FLAG_KEYS), flags ^ set(FLAG_KEYS)
+
+
+def test_no_config_installs_no_hook() -> None:
+    from piping_server.core import Hub
+    from piping_server.flow import Relay
+    from piping_server.ops._limits import WatchedHub
+    from piping_server.ops._operator import Operator
+
+    operator = Operator(load_config(None, environ={}))
+    relay = Relay(hub=operator.hub)
+    operator.install(relay)
+    hooks = relay.hooks
+    assert type(operator.hub) is Hub and not isinstance(operator.hub, WatchedHub)
+    assert hooks.admit is hooks.on_access is hooks.on_connect is hooks.on_disconnect is None
+    assert hooks.max_head_bytes is None and hooks.preflight_allow_headers is None and relay.observers == []

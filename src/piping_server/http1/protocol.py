@@ -12,23 +12,33 @@ upload is slow (backpressure); a pipelined request is queued behind the current 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 import httptools
 
 from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
-from ._body import BodyReader, reader_for
-from ._splice import SPLICE_AVAILABLE, SpliceRelay
 from .._hooks import AccessRecord, Refusal, RequestView
-from ..core import ProtocolError, PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
-from ..flow import Pipe, Relay, UploadInfo
+from ..core import (
+    PeerLost,
+    ProtocolError,
+    ReceiverArrived,
+    ReceiverFinished,
+    SenderArrived,
+    is_reserved,
+    query_param,
+    split_target,
+)
+from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
 from ..pages import render_page
+from ._body import BodyReader, reader_for
+from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
 #: lets the server see a sender leave while it waits; past this, the body stays in the kernel.
@@ -43,6 +53,8 @@ MAX_HEAD_BYTES = 64 * 1024
 DISCARD_LIMIT = 1024 * 1024
 #: How often a finished receiver's buffer is checked until it is flushed to the kernel.
 DRAIN_POLL_S = 0.005
+
+SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
 
 _PAUSE_WAITING = 1
 _PAUSE_BACKPRESSURE = 2
@@ -86,6 +98,7 @@ class Http1Exchange:
         "_started_s",
         "_reported",
         "_splice",
+        "_finishing",
     )
 
     def __init__(
@@ -102,8 +115,8 @@ class Http1Exchange:
         self.response_ended = False
         self.lost = False
         # held until dispatch decides: a sender keeps holding it, anything else drops it
-        self._sink: Callable[[bytes], None] = self._hold
-        self._buffer: list[bytes] | None = []  # a sender's body held until its transfer starts
+        self._sink: Callable[[Chunk], None] = self._hold
+        self._buffer: list[Chunk] | None = []  # a sender's body held until its transfer starts
         self._buffered = 0
         self._chunked = False
         self._close_after = not self.keep_alive
@@ -118,6 +131,7 @@ class Http1Exchange:
         self._started_s = time.monotonic()
         self._reported = False
         self._splice: SpliceRelay | None = None  # the kernel relay moving this upload, if any
+        self._finishing = False  # a receiver whose last bytes wait in the transport's buffer
 
     def __repr__(self) -> str:
         return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
@@ -192,7 +206,7 @@ class Http1Exchange:
                 f"[ERROR] Unsupported method: {method}.\n".encode(),
             )
 
-    def on_body(self, data: bytes) -> None:
+    def on_body(self, data: Chunk) -> None:
         self._bytes_in += len(data)
         self._sink(data)
 
@@ -210,7 +224,7 @@ class Http1Exchange:
             self._buffered = 0
             self.conn.resume_reading(_PAUSE_WAITING)
 
-    def _hold(self, data: bytes) -> None:
+    def _hold(self, data: Chunk) -> None:
         # a sender's body before its transfer starts: kept, bounded, until the pipe opens
         assert self._buffer is not None
         self._buffer.append(data)
@@ -218,7 +232,7 @@ class Http1Exchange:
         if self._buffered > WAITING_BODY_LIMIT:
             self.conn.pause_reading(_PAUSE_WAITING)
 
-    def _discard(self, data: bytes) -> None:
+    def _discard(self, data: Chunk) -> None:
         self._discarded += len(data)
         if self._discarded > DISCARD_LIMIT:
             self._close_after = True
@@ -365,7 +379,10 @@ class Http1Exchange:
             return
         if out.write_buffer_size():
             # what the ordinary path wrote must reach the socket before the kernel appends to it
-            out.when_drained(lambda: asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver))
+            def retry() -> None:
+                asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+
+            out.when_drained(retry)
             return
 
         def count(read: int, written: int) -> None:
@@ -420,7 +437,7 @@ class Http1Exchange:
                 self._chunked = True
         self.conn.write(self._head(200, headers, chunked=self._chunked))
 
-    def write_body(self, data: bytes) -> None:
+    def write_body(self, data: Chunk) -> None:
         self._bytes_out += len(data)
         if self._chunked:
             self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
@@ -430,10 +447,17 @@ class Http1Exchange:
     def finish_body(self) -> None:
         if self._chunked:
             self.conn.write(b"0\r\n\r\n")
-        self.conn.when_drained(self._receiver_flushed)
+        if self.conn.write_buffer_size() == 0:
+            self._receiver_flushed()
+            return
+        # Finished means in the kernel's hands: ask the transport to say when its buffer is empty
+        # (a client may close the very moment it has the last byte, so no polling here).
+        self._finishing = True
+        self.conn.notify_when_empty()
 
     def _receiver_flushed(self) -> None:
-        if self.lost:
+        self._finishing = False
+        if self.lost or self.response_ended:
             return
         self.response_ended = True
         self.conn.relay.submit(ReceiverFinished(peer=self))
@@ -484,11 +508,12 @@ class Http1Exchange:
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
-    def __init__(self, relay: Relay, *, is_tls: bool = False, splice_enabled: bool = True) -> None:
+    def __init__(self, relay: Relay, *, is_tls: bool = False, splice_enabled: bool | None = None) -> None:
         self.relay = relay
         self.is_tls = is_tls
-        #: whether uploads may move kernel to kernel (see _splice.py); off for tests of the ordinary path
-        self.splice_enabled = splice_enabled
+        #: whether uploads may move kernel to kernel (see _splice.py); PIPING_SPLICE=0 turns it off,
+        #: so that the ordinary path can be tested and measured on its own
+        self.splice_enabled = SPLICE_BY_DEFAULT if splice_enabled is None else splice_enabled
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._active: Http1Exchange | None = None  # the one whose response is being written
@@ -638,14 +663,27 @@ class Http1Protocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._writing_paused = True
         active = self._active
-        if active is not None and active.pipe is not None and active._role == "receiver":
+        if active is not None and active.pipe is not None and active._role == "receiver" and not active._finishing:
             active.pipe.receiver_paused(active)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
         active = self._active
-        if active is not None and active.pipe is not None and active._role == "receiver":
+        if active is None or active._role != "receiver":
+            return
+        if active._finishing:
+            if self.transport is not None:
+                self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+            if active.pipe is not None:
+                active.pipe.receiver_resumed(active)
+            active._receiver_flushed()
+        elif active.pipe is not None:
             active.pipe.receiver_resumed(active)
+
+    def notify_when_empty(self) -> None:
+        """Have resume_writing called once the write buffer is empty (limits 0/0 pause at once, resume at 0)."""
+        if self.transport is not None and not self._closed:
+            self.transport.set_write_buffer_limits(high=0, low=0)
 
     # --- httptools callbacks -------------------------------------------------------------------------
 
@@ -696,11 +734,11 @@ class Http1Protocol(asyncio.Protocol):
 
     # --- used by the exchanges -------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         if not self._closed and self.transport is not None:
             self.transport.write(data)
 
-    def write_many(self, parts: list[bytes]) -> None:
+    def write_many(self, parts: Sequence[Chunk]) -> None:
         if not self._closed and self.transport is not None:
             self.transport.writelines(parts)
 

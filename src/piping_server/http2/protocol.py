@@ -48,7 +48,7 @@ from h2.stream import StreamState
 from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
 from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
-from ..flow import Pipe, Relay, UploadInfo
+from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ..pages import render_page
 
 __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
@@ -160,7 +160,7 @@ class Http2Stream:
         self._upload_paused = False
         self._unacked = 0  # flow-controlled bytes received while paused
         self._discarded = 0
-        self._out: deque[bytes | memoryview] = deque()
+        self._out: deque[Chunk] = deque()
         self._out_bytes = 0
         self._end_pending = False
         self._pipe_paused = False  # this receiver told its pipe to pause
@@ -386,7 +386,7 @@ class Http2Stream:
     def start_receiving(self, headers: Headers) -> None:
         self._send_head(200, headers)
 
-    def write_body(self, data: bytes) -> None:
+    def write_body(self, data: Chunk) -> None:
         self._bytes_out += len(data)
         self._queue(data)
 
@@ -429,7 +429,7 @@ class Http2Stream:
         self._queue(body)
         self._end()
 
-    def _queue(self, data: bytes) -> None:
+    def _queue(self, data: Chunk) -> None:
         if self.closed or not data:
             return
         self._out.append(data)
