@@ -59,8 +59,10 @@ def http_base(tls_server: ServerProcess) -> str:
     return f"http://127.0.0.1:{tls_server.http_port}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, which would break later tests that call asyncio.run().
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -1,0 +1,199 @@
+"""What every transport's request does the same way: routing, the operator's view, the access record.
+
+``Http1Exchange`` (one HTTP/1 request) and ``Http2Stream`` (one HTTP/2 stream) both derive from
+``Exchange``. The routing of a request (an operator's refusal, a page, a sender, a receiver, a
+preflight, an unsupported method) is the protocol's, not the transport's, so it lives here once;
+each transport supplies how a whole response is written (``_respond``) and the few facts only it
+knows (the client's address, the authority, what is still buffered).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ._headers import MESSAGE_HEADERS, Headers, preflight_headers
+from ._hooks import AccessRecord, Refusal, RequestView
+from .core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
+from .pages import render_page
+
+if TYPE_CHECKING:
+    from .flow import Pipe, Relay
+
+#: What the 405 answer and the preflight advertise (PROTOCOL.md sections 3 and 7).
+ALLOW = b"GET, HEAD, POST, PUT, OPTIONS"
+
+
+class Exchange:
+    """One request and its response, as the relay's endpoint; subclassed by each transport."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "headers",
+        "pipe",
+        "request_complete",
+        "response_ended",
+        "_role",
+        "_path",
+        "_query",
+        "_status",
+        "_bytes_in",
+        "_bytes_out",
+        "_started_s",
+        "_reported",
+    )
+
+    #: "h1" or "h2", for the operator's hooks
+    transport_name = ""
+
+    def __init__(self, method: str, target: str, headers: Headers) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.pipe: Pipe | None = None
+        self.request_complete = False
+        self.response_ended = False
+        self._role = ""  # "sender", "receiver", "page", "preflight", "refused"... once dispatched
+        self._path = ""
+        self._query = ""
+        self._status = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._started_s = time.monotonic()
+        self._reported = False
+
+    # --- what the transport supplies -------------------------------------------------------------------
+
+    @property
+    def relay(self) -> Relay:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> str:
+        """The client's address, "" when unknown."""
+        raise NotImplementedError
+
+    @property
+    def is_tls(self) -> bool:
+        raise NotImplementedError
+
+    def authority(self) -> bytes | None:
+        """The host the client asked for (Host, or HTTP/2's :authority)."""
+        return self.header(b"host")
+
+    def connection_refusal(self) -> Refusal | None:
+        """The operator's refusal of this whole connection (a connection limit), if any."""
+        return None
+
+    def refused_connection(self) -> None:
+        """The connection's refusal was answered: close it once it is."""
+
+    def on_receiver(self) -> None:
+        """Routed as a receiver, before the hub hears of it (a receiver's request body is of no use)."""
+
+    def _respond(self, status: int, headers: Headers, body: bytes, *, head_only: bool = False) -> None:
+        """Write a whole response at once: pages, preflights and refusals."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def dispatch(self) -> None:
+        """Route the request: an operator's refusal, a page, a sender, a receiver, a preflight, or a 405."""
+        path, query = split_target(self.target)
+        self._path, self._query = path, query
+        method = self.method
+        hooks = self.relay.hooks
+        closing = self.connection_refusal()
+        if closing is not None:
+            # the operator's connection limit: every request on it gets the refusal, then it closes
+            self._role = "refused"
+            self.refused_connection()
+            self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
+            return
+        if hooks.admit is not None:
+            refusal = hooks.admit(self.view())
+            if refusal is not None:
+                self._role = "refused"
+                self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
+                return
+        if method in ("GET", "HEAD") and is_reserved(path):
+            self._role = "page"
+            page = render_page(path, base_url=self._base_url(), query=query)
+            self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
+        elif method in ("POST", "PUT"):
+            self._role = "sender"
+            self.relay.submit(
+                SenderArrived(
+                    peer=self,
+                    path=path,
+                    method=method,
+                    n=query_param(query, "n"),
+                    has_content_range=self.header(b"content-range") is not None,
+                )
+            )
+        elif method == "GET":
+            self._role = "receiver"
+            self.on_receiver()
+            self.relay.submit(
+                ReceiverArrived(
+                    peer=self,
+                    path=path,
+                    n=query_param(query, "n"),
+                    is_service_worker=self.header(b"service-worker") == b"script",
+                )
+            )
+        elif method == "OPTIONS":
+            self._role = "preflight"
+            headers = preflight_headers(self.headers)
+            allow = hooks.preflight_allow_headers
+            if allow is not None:
+                headers = [(k, allow if k == b"access-control-allow-headers" else v) for k, v in headers]
+            self._respond(200, headers, b"")
+        else:
+            self._respond(
+                405, [*MESSAGE_HEADERS, (b"allow", ALLOW)], f"[ERROR] Unsupported method: {method}.\n".encode()
+            )
+
+    def view(self) -> RequestView:
+        """This request as the operator's hooks see it."""
+        return RequestView(
+            method=self.method,
+            path=self._path,
+            query=self._query,
+            headers=self.headers,
+            client=self.client,
+            transport=self.transport_name,
+            is_tls=self.is_tls,
+        )
+
+    def report(self) -> None:
+        """Tell the access hook that this request is over (once)."""
+        if self._reported:
+            return
+        self._reported = True
+        on_access = self.relay.hooks.on_access
+        if on_access is not None:
+            on_access(
+                AccessRecord(
+                    request=self.view(),
+                    status=self._status,
+                    bytes_in=self._bytes_in,
+                    bytes_out=self._bytes_out,
+                    duration_s=time.monotonic() - self._started_s,
+                    role=self._role or "other",
+                )
+            )
+
+    def _base_url(self) -> str:
+        """Scheme and host as the client reached us, for /help (PROTOCOL.md section 2)."""
+        proto = self.header(b"x-forwarded-proto") or b""
+        scheme = "https" if self.is_tls or b"https" in proto else "http"
+        host = (self.authority() or b"hostname").decode("latin-1")
+        return f"{scheme}://{host}"
