@@ -89,6 +89,9 @@ class Exchange:
     def refused_connection(self) -> None:
         """The connection's refusal was answered: close it once it is."""
 
+    def on_sender(self) -> None:
+        """Routed as a sender, before the hub hears of it: its body is to be held until the transfer starts."""
+
     def on_receiver(self) -> None:
         """Routed as a receiver, before the hub hears of it (a receiver's request body is of no use)."""
 
@@ -129,6 +132,7 @@ class Exchange:
             self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
         elif method in ("POST", "PUT"):
             self._role = "sender"
+            self.on_sender()
             self.relay.submit(
                 SenderArrived(
                     peer=self,

@@ -14,29 +14,23 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 import httptools
 
-from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
-from .._hooks import AccessRecord, Refusal, RequestView
+from .._exchange import Exchange
+from .._headers import MESSAGE_HEADERS, Headers
+from .._hooks import Refusal
 from ..core import (
     PeerLost,
     ProtocolError,
-    ReceiverArrived,
     ReceiverFinished,
-    SenderArrived,
-    is_reserved,
-    query_param,
-    split_target,
 )
 from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
-from ..pages import render_page
 from ._body import BodyReader, reader_for
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
@@ -68,19 +62,13 @@ class _HeadTooLarge(Exception):
     pass
 
 
-class Http1Exchange:
-    """One request and its response: an endpoint of the relay."""
+class Http1Exchange(Exchange):
+    """One HTTP/1 request and its response: an endpoint of the relay."""
 
     __slots__ = (
         "conn",
-        "method",
         "version",
         "keep_alive",
-        "target",
-        "headers",
-        "pipe",
-        "request_complete",
-        "response_ended",
         "lost",
         "_sink",
         "_buffer",
@@ -89,14 +77,6 @@ class Http1Exchange:
         "_close_after",
         "_sender_lines",
         "_discarded",
-        "_role",
-        "_path",
-        "_query",
-        "_status",
-        "_bytes_in",
-        "_bytes_out",
-        "_started_s",
-        "_reported",
         "_splice",
         "_finishing",
     )
@@ -104,15 +84,10 @@ class Http1Exchange:
     def __init__(
         self, conn: Http1Protocol, method: str, version: str, keep_alive: bool, target: bytes, headers: Headers
     ) -> None:
+        super().__init__(method, target.decode("latin-1"), headers)
         self.conn = conn
-        self.method = method
         self.version = version
         self.keep_alive = keep_alive and version != "1.0"
-        self.target = target
-        self.headers = headers
-        self.pipe: Pipe | None = None
-        self.request_complete = False
-        self.response_ended = False
         self.lost = False
         # held until dispatch decides: a sender keeps holding it, anything else drops it
         self._sink: Callable[[Chunk], None] = self._hold
@@ -122,89 +97,38 @@ class Http1Exchange:
         self._close_after = not self.keep_alive
         self._sender_lines: list[bytes] | None = None  # HTTP/1.0 sender: lines kept for the end
         self._discarded = 0
-        self._role = ""
-        self._path = ""
-        self._query = ""
-        self._status = 0
-        self._bytes_in = 0
-        self._bytes_out = 0
-        self._started_s = time.monotonic()
-        self._reported = False
         self._splice: SpliceRelay | None = None  # the kernel relay moving this upload, if any
         self._finishing = False  # a receiver whose last bytes wait in the transport's buffer
 
     def __repr__(self) -> str:
         return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
 
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+    # --- what Exchange asks of a transport ----------------------------------------------------------------
+
+    transport_name = "h1"
+
+    @property
+    def relay(self) -> Relay:
+        return self.conn.relay
+
+    @property
+    def client(self) -> str:
+        return self.conn.client or self.conn.peer_address()
+
+    @property
+    def is_tls(self) -> bool:
+        return self.conn.is_tls
+
+    def connection_refusal(self) -> Refusal | None:
+        return self.conn.refusal
+
+    def refused_connection(self) -> None:
+        self._close_after = True
+
+    def on_receiver(self) -> None:
+        self._drop_body()
 
     # --- request side --------------------------------------------------------------------------------
-
-    def dispatch(self) -> None:
-        """Route the request: a page, a preflight, a sender, a receiver, or a refusal."""
-        conn = self.conn
-        path, query = split_target(self.target.decode("latin-1"))
-        self._path, self._query = path, query
-        method = self.method
-        if conn.refusal is not None:
-            # the operator's connection limit: every request on this connection gets the refusal, then it closes
-            self._role = "refused"
-            self._close_after = True
-            closing = conn.refusal
-            self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
-            return
-        admit = conn.relay.hooks.admit
-        if admit is not None:
-            refusal = admit(self.view())
-            if refusal is not None:
-                self._role = "refused"
-                self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
-                return
-        if method in ("GET", "HEAD") and is_reserved(path):
-            self._role = "page"
-            page = render_page(path, base_url=self._base_url(), query=query)
-            self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
-            return
-        if method in ("POST", "PUT"):
-            self._role = "sender"
-            self._sink = self._hold
-            conn.relay.submit(
-                SenderArrived(
-                    peer=self,
-                    path=path,
-                    method=method,
-                    n=query_param(query, "n"),
-                    has_content_range=self.header(b"content-range") is not None,
-                )
-            )
-        elif method == "GET":
-            self._role = "receiver"
-            self._drop_body()
-            conn.relay.submit(
-                ReceiverArrived(
-                    peer=self,
-                    path=path,
-                    n=query_param(query, "n"),
-                    is_service_worker=self.header(b"service-worker") == b"script",
-                )
-            )
-        elif method == "OPTIONS":
-            self._role = "preflight"
-            headers = preflight_headers(self.headers)
-            allow = conn.relay.hooks.preflight_allow_headers
-            if allow is not None:
-                headers = [(k, allow if k == b"access-control-allow-headers" else v) for k, v in headers]
-            self._respond(200, headers, b"")
-        else:
-            self._respond(
-                405,
-                [*MESSAGE_HEADERS, (b"allow", b"GET, HEAD, POST, PUT, OPTIONS")],
-                f"[ERROR] Unsupported method: {method}.\n".encode(),
-            )
 
     def on_body(self, data: Chunk) -> None:
         self._bytes_in += len(data)
@@ -238,49 +162,11 @@ class Http1Exchange:
             self._close_after = True
             self.conn.close()
 
-    def view(self) -> RequestView:
-        """This request as the operator's hooks see it."""
-        transport = self.conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        return RequestView(
-            method=self.method,
-            path=self._path,
-            query=self._query,
-            headers=self.headers,
-            client=str(peer[0]) if peer else "",
-            transport="h1",
-            is_tls=self.conn.is_tls,
-        )
-
     def progress(self) -> tuple[int, int]:
         """(request body bytes read, response bytes handed to the kernel): for idle timeouts and metrics."""
         transport = self.conn.transport
         pending = transport.get_write_buffer_size() if transport is not None and not self.conn._closed else 0
         return self._bytes_in, max(0, self._bytes_out - pending)
-
-    def report(self) -> None:
-        """Tell the access hook that this request is over (once)."""
-        if self._reported:
-            return
-        self._reported = True
-        on_access = self.conn.relay.hooks.on_access
-        if on_access is not None:
-            on_access(
-                AccessRecord(
-                    request=self.view(),
-                    status=self._status,
-                    bytes_in=self._bytes_in,
-                    bytes_out=self._bytes_out,
-                    duration_s=time.monotonic() - self._started_s,
-                    role=self._role or "other",
-                )
-            )
-
-    def _base_url(self) -> str:
-        proto = self.header(b"x-forwarded-proto") or b""
-        scheme = "https" if self.conn.is_tls or b"https" in proto else "http"
-        host = (self.header(b"host") or b"hostname").decode("latin-1")
-        return f"{scheme}://{host}"
 
     # --- endpoint: sender ------------------------------------------------------------------------------
 
@@ -531,7 +417,7 @@ class Http1Protocol(asyncio.Protocol):
         self._max_head_bytes = relay.hooks.max_head_bytes or MAX_HEAD_BYTES
         #: the operator's refusal of this whole connection (a connection limit), from ``Hooks.on_connect``
         self.refusal: Refusal | None = None
-        self._client = ""
+        self.client = ""
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
 
@@ -543,9 +429,9 @@ class Http1Protocol(asyncio.Protocol):
         hooks = self.relay.hooks
         if hooks.on_connect is not None or hooks.on_disconnect is not None:
             peer = transport.get_extra_info("peername")
-            self._client = str(peer[0]) if peer else ""
+            self.client = str(peer[0]) if peer else ""
             if hooks.on_connect is not None:
-                self.refusal = hooks.on_connect(self._client)
+                self.refusal = hooks.on_connect(self.client)
             self._counted = self.refusal is None
 
     def data_received(self, data: bytes) -> None:
@@ -559,7 +445,7 @@ class Http1Protocol(asyncio.Protocol):
                 self._preface = None
                 self._closed = True  # the transport is the HTTP/2 protocol's from now on
                 h2c_take_over(self.transport, self.relay, data, is_tls=self.is_tls,  # type: ignore[arg-type]
-                              handoff=(self._client, self.refusal, self._counted))
+                              handoff=(self.client, self.refusal, self._counted))
                 self.transport = None
                 return
             self._preface = None
@@ -643,7 +529,7 @@ class Http1Protocol(asyncio.Protocol):
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
-            on_disconnect(self._client)
+            on_disconnect(self.client)
         exchanges = [self._active, *self._queue]
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
@@ -769,6 +655,11 @@ class Http1Protocol(asyncio.Protocol):
         """Drop the connection at once (a broken socket: nothing more can be written)."""
         if self.transport is not None and not self._closed:
             self.transport.abort()
+
+    def peer_address(self) -> str:
+        """The client's address (asked of the transport only when someone wants it)."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if peer else ""
 
     # --- used by the splice relay ----------------------------------------------------------------------
 

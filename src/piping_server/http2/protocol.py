@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -45,11 +44,11 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
 
-from .._headers import MESSAGE_HEADERS, Headers, preflight_headers
-from .._hooks import AccessRecord, Refusal, RequestView
-from ..core import PeerLost, ReceiverArrived, ReceiverFinished, SenderArrived, is_reserved, query_param, split_target
+from .._exchange import Exchange
+from .._headers import MESSAGE_HEADERS, Headers
+from .._hooks import Refusal
+from ..core import PeerLost, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
-from ..pages import render_page
 
 __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
 
@@ -105,20 +104,14 @@ _CAN_SEND = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 _HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"upgrade", b"proxy-connection"})
 
 
-class Http2Stream:
-    """One request stream and its response: an endpoint of the relay."""
+class Http2Stream(Exchange):
+    """One HTTP/2 request stream and its response: an endpoint of the relay."""
 
     __slots__ = (
         "conn",
         "stream_id",
-        "method",
-        "target",
-        "authority",
-        "headers",
-        "pipe",
-        "request_complete",
+        "_authority",
         "response_started",
-        "response_ended",
         "closed",
         "_sink",
         "_buffer",
@@ -130,29 +123,16 @@ class Http2Stream:
         "_out_bytes",
         "_end_pending",
         "_pipe_paused",
-        "_role",
-        "_path",
-        "_query",
-        "_status",
-        "_bytes_in",
-        "_bytes_out",
-        "_started_s",
-        "_reported",
     )
 
     def __init__(
         self, conn: Http2Protocol, stream_id: int, method: str, target: str, authority: bytes | None, headers: Headers
     ) -> None:
+        super().__init__(method, target, headers)
         self.conn = conn
         self.stream_id = stream_id
-        self.method = method
-        self.target = target
-        self.authority = authority
-        self.headers = headers
-        self.pipe: Pipe | None = None
-        self.request_complete = False
+        self._authority = authority
         self.response_started = False
-        self.response_ended = False  # END_STREAM sent, or the stream reset
         self.closed = False  # reset (by either side) or the connection gone: nothing more is written
         self._sink: Callable[[bytes, int], None] = self._discard
         self._buffer: list[bytes] | None = []  # a sender's body held until its transfer starts
@@ -164,86 +144,39 @@ class Http2Stream:
         self._out_bytes = 0
         self._end_pending = False
         self._pipe_paused = False  # this receiver told its pipe to pause
-        self._role = ""
-        self._path = ""
-        self._query = ""
-        self._status = 0
-        self._bytes_in = 0
-        self._bytes_out = 0
-        self._started_s = time.monotonic()
-        self._reported = False
 
     def __repr__(self) -> str:
         return f"<Http2Stream {self.stream_id} {self.method} {self.target!r} {self._role or 'new'}>"
 
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+    # --- what Exchange asks of a transport ----------------------------------------------------------------
+
+    transport_name = "h2"
+
+    @property
+    def relay(self) -> Relay:
+        return self.conn.relay
+
+    @property
+    def client(self) -> str:
+        return self.conn.client
+
+    @property
+    def is_tls(self) -> bool:
+        return self.conn.is_tls
+
+    def authority(self) -> bytes | None:
+        return self._authority or self.header(b"host")
+
+    def connection_refusal(self) -> Refusal | None:
+        return self.conn.refusal
+
+    def refused_connection(self) -> None:
+        self.conn.close_when_idle()
+
+    def on_sender(self) -> None:
+        self._sink = self._hold
 
     # --- request side ------------------------------------------------------------------------------
-
-    def dispatch(self) -> None:
-        """Route the request: a page, a preflight, a sender, a receiver, or a refusal."""
-        conn = self.conn
-        path, query = split_target(self.target)
-        self._path, self._query = path, query
-        method = self.method
-        if conn.refusal is not None:
-            # the operator's connection limit: every request gets the refusal, then the connection closes
-            self._role = "refused"
-            closing = conn.refusal
-            self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
-            conn.close_when_idle()
-            return
-        admit = conn.relay.hooks.admit
-        if admit is not None:
-            refusal = admit(self.view())
-            if refusal is not None:
-                self._role = "refused"
-                self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
-                return
-        if method in ("GET", "HEAD") and is_reserved(path):
-            self._role = "page"
-            page = render_page(path, base_url=self._base_url(), query=query)
-            self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
-            return
-        if method in ("POST", "PUT"):
-            self._role = "sender"
-            self._sink = self._hold
-            conn.relay.submit(
-                SenderArrived(
-                    peer=self,
-                    path=path,
-                    method=method,
-                    n=query_param(query, "n"),
-                    has_content_range=self.header(b"content-range") is not None,
-                )
-            )
-        elif method == "GET":
-            self._role = "receiver"
-            conn.relay.submit(
-                ReceiverArrived(
-                    peer=self,
-                    path=path,
-                    n=query_param(query, "n"),
-                    is_service_worker=self.header(b"service-worker") == b"script",
-                )
-            )
-        elif method == "OPTIONS":
-            self._role = "preflight"
-            headers = preflight_headers(self.headers)
-            allow = conn.relay.hooks.preflight_allow_headers
-            if allow is not None:
-                headers = [(k, allow if k == b"access-control-allow-headers" else v) for k, v in headers]
-            self._respond(200, headers, b"")
-        else:
-            self._respond(
-                405,
-                [*MESSAGE_HEADERS, (b"allow", b"GET, HEAD, POST, PUT, OPTIONS")],
-                f"[ERROR] Unsupported method: {method}.\n".encode(),
-            )
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         self._bytes_in += len(data)
@@ -278,45 +211,9 @@ class Http2Stream:
             # RFC 9113 section 8.1: the response is complete; stop the rest of the upload
             self.conn.reset(self, ErrorCodes.NO_ERROR)
 
-    def view(self) -> RequestView:
-        """This request as the operator's hooks see it."""
-        return RequestView(
-            method=self.method,
-            path=self._path,
-            query=self._query,
-            headers=self.headers,
-            client=self.conn.client,
-            transport="h2",
-            is_tls=self.conn.is_tls,
-        )
-
     def progress(self) -> tuple[int, int]:
         """(request body bytes read, response body bytes handed to h2): for idle timeouts and metrics."""
         return self._bytes_in, max(0, self._bytes_out - self._out_bytes)
-
-    def report(self) -> None:
-        """Tell the access hook that this request is over (once)."""
-        if self._reported:
-            return
-        self._reported = True
-        on_access = self.conn.relay.hooks.on_access
-        if on_access is not None:
-            on_access(
-                AccessRecord(
-                    request=self.view(),
-                    status=self._status,
-                    bytes_in=self._bytes_in,
-                    bytes_out=self._bytes_out,
-                    duration_s=time.monotonic() - self._started_s,
-                    role=self._role or "other",
-                )
-            )
-
-    def _base_url(self) -> str:
-        proto = self.header(b"x-forwarded-proto") or b""
-        scheme = "https" if self.conn.is_tls or b"https" in proto else "http"
-        host = (self.authority or self.header(b"host") or b"hostname").decode("latin-1")
-        return f"{scheme}://{host}"
 
     # --- endpoint: sender ------------------------------------------------------------------------------
 
