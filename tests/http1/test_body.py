@@ -101,3 +101,46 @@ def test_framing_headers() -> None:
     assert reader_for([]) is None
     assert isinstance(reader_for([(b"content-length", b"5"), (b"content-length", b"5")]), LengthReader)
     assert isinstance(reader_for([(b"transfer-encoding", b"Chunked")]), ChunkedReader)
+
+
+def test_peek_framing_measures_without_consuming() -> None:
+    reader = ChunkedReader()
+    assert reader.peek_framing(b"10") is None  # the size line is not all there
+    assert reader.peek_framing(b"10\r\nabc") == (4, 16)
+    assert reader.peek_framing(b"10;ext=1\r\n") is None  # extensions: feed() reads them
+    assert reader.peek_framing(b"0\r\n\r\n") is None  # the last chunk: feed() reads it
+    reader.enter_chunk(3)
+    assert reader.remaining_in_frame == 3
+    reader.consumed_raw(3)
+    assert reader.at_chunk_end
+    assert reader.peek_framing(b"\r\n5\r\nhello") == (5, 5)
+    assert reader.peek_framing(b"xx5\r\n") is None  # not the CRLF a chunk must end with
+    body = bytearray()
+    reader.feed(b"\r\n0\r\n\r\n", body.extend)
+    assert reader.done and body == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=6), peek=st.integers(1, 40))
+def test_peek_then_raw_equals_feed(pieces: list[bytes], peek: int) -> None:
+    """Walking a body by peek_framing + consumed_raw (the splice path) yields what feed() yields."""
+    wire = chunked(pieces)
+    reader = ChunkedReader()
+    pos = 0
+    body = bytearray()
+    while not reader.done:
+        if reader.remaining_in_frame:
+            take = reader.remaining_in_frame
+            body += wire[pos : pos + take]
+            reader.consumed_raw(take)
+            pos += take
+            continue
+        measured = reader.peek_framing(wire[pos : pos + peek])
+        if measured is not None:
+            length, size = measured
+            pos += length
+            reader.enter_chunk(size)
+        else:
+            pos += reader.feed(wire[pos : pos + peek], body.extend)
+    assert bytes(body) == b"".join(pieces)
+    assert pos == len(wire)

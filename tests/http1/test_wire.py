@@ -30,10 +30,13 @@ def h1(server: ServerProcess | None) -> Target:
     return server.target("h1")
 
 
-def request(method: str, path: str, headers: dict[str, str] | None = None, version: str = "1.1") -> bytes:
+def request_head(method: str, path: str, headers: dict[str, str] | None = None, version: str = "1.1") -> bytes:
     lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+request = request_head
 
 
 def chunk(data: bytes) -> bytes:
@@ -341,3 +344,37 @@ def test_clients_vanishing_at_every_stage(h1: Target, server: ServerProcess) -> 
     subprocess.run(h1.curl("-T", "-", h1.url(path)), input=b"after the storm", capture_output=True, timeout=WAIT_S)
     assert receiver.communicate(timeout=WAIT_S)[0] == b"after the storm"
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.ours
+@pytest.mark.parametrize("copying", [False, True], ids=["spliced", "copied"])
+def test_odd_chunking_arrives_intact(request: pytest.FixtureRequest, copying: bool) -> None:
+    """Chunks of every size, extensions, a trailer and writes split anywhere: the body arrives whole.
+
+    One-to-one uploads go kernel to kernel (splice) on our server; the copying server is the ordinary
+    path. Both must hand the receiver exactly the body, in valid chunked framing.
+    """
+    import random
+
+    proc = request.getfixturevalue("copying_server" if copying else "server")
+    target = proc.target("h1")
+    rng = random.Random(1234)
+    pieces = [rng.randbytes(rng.choice([1, 2, 7, 100, 4095, 4096, 65536, 70000, 300_000])) for _ in range(40)]
+    wire = b""
+    for i, piece in enumerate(pieces):
+        extension = b";name=v%d" % i if i % 7 == 3 else b""
+        wire += b"%x%s\r\n%s\r\n" % (len(piece), extension, piece)
+    wire += b"0\r\nX-Trailer: yes\r\n\r\n"
+    path = unique_path("odd")
+    receiver = open_receiver(target, path)
+    time.sleep(0.3)
+    sender = raw_connect(target)
+    sender.sendall(request_head("POST", path, {"Transfer-Encoding": "chunked"}))
+    pos = 0
+    while pos < len(wire):
+        step = rng.choice([1, 3, 10, 1000, 65536, 200_000])
+        sender.sendall(wire[pos : pos + step])
+        pos += step
+    body = recv_until(receiver, b"\r\n0\r\n\r\n", timeout=60, limit=1 << 26)
+    assert dechunk(split_response(body)[2]) == (b"".join(pieces), True)
+    assert b"received successfully" in recv_until(sender, b"received successfully")

@@ -101,6 +101,39 @@ class ChunkedReader(BodyReader):
         if self._remaining == 0:
             self._state = _DATA_END
 
+    @property
+    def at_chunk_end(self) -> bool:
+        """Whether the CRLF that closes a chunk's data comes next."""
+        return self._state == _DATA_END
+
+    def peek_framing(self, data: bytes) -> tuple[int, int] | None:
+        """Measure, in bytes seen but not consumed, the framing before the next chunk's data.
+
+        Returns (length, size): ``length`` bytes of framing (the CRLF closing the previous chunk if
+        it is due, then a size line of plain hex digits) announcing a chunk of ``size`` bytes; or
+        None when ``feed`` must read what comes (too few bytes seen, chunk extensions, the last
+        chunk, or anything malformed, which ``feed`` then refuses). Nothing changes until
+        ``enter_chunk`` says the framing went by.
+        """
+        pos = 0
+        if self._state == _DATA_END:
+            if data[:2] != b"\r\n":
+                return None
+            pos = 2
+        elif self._state != _SIZE or self._line:
+            return None
+        end = data.find(b"\r\n", pos)
+        digits = data[pos:end]
+        if end < 0 or not digits or len(digits) > 16 or not _HEX.issuperset(digits):
+            return None
+        size = int(digits, 16)
+        return (end + 2, size) if size else None
+
+    def enter_chunk(self, size: int) -> None:
+        """The framing measured by ``peek_framing`` went by: the next ``size`` bytes are chunk data."""
+        self._state = _DATA
+        self._remaining = size
+
     def feed(self, data: bytes, emit: Emit) -> int:
         pos = 0
         end = len(data)

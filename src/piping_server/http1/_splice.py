@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import socket
 import sys
 from collections.abc import Callable
 
-from ._body import BodyReader
+from ._body import BodyReader, ChunkedReader
 
 #: Whether this platform can splice sockets at all.
 SPLICE_AVAILABLE = sys.platform.startswith("linux") and hasattr(os, "splice")
@@ -32,8 +33,11 @@ SPLICE_AVAILABLE = sys.platform.startswith("linux") and hasattr(os, "splice")
 PIPE_BYTES = 1024 * 1024
 #: How much is read at once where chunk framing comes next (a size line, and what data follows it).
 FRAMING_READ_BYTES = 8192
+#: How much is looked at (MSG_PEEK) to find a chunk's size line without taking it from the socket.
+FRAMING_PEEK_BYTES = 64
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
 
 
 class SpliceRelay:
@@ -48,13 +52,18 @@ class SpliceRelay:
     __slots__ = (
         "_loop",
         "_in",
+        "_in_sock",
         "_out",
         "_pipe_r",
         "_pipe_w",
         "_reader",
         "_chunked_out",
         "_in_pipe",
+        "_pipe_size",
         "_pending",
+        "_open",
+        "_framing_in_socket",
+        "_close_run",
         "_waiting_on",
         "_stopped",
         "_on_done",
@@ -80,14 +89,20 @@ class SpliceRelay:
         self._loop = asyncio.get_running_loop()
         # Our own descriptors: the transports keep theirs registered with the loop.
         self._in = os.dup(in_fd)
+        self._in_sock = socket.socket(fileno=self._in)  # for recv(MSG_PEEK); owns self._in
         self._out = os.dup(out_fd)
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # a smaller pipe only means more system calls
             fcntl.fcntl(self._pipe_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._pipe_size = fcntl.fcntl(self._pipe_w, fcntl.F_GETPIPE_SZ)
         self._reader = reader
         self._chunked_out = chunked_out
         self._in_pipe = 0  # bytes in the kernel pipe, not yet in the receiver's socket
         self._pending = b""  # framing (and small data) to write to the receiver before the pipe's bytes
+        # chunked to chunked: the sender's own chunk heads go through the pipe once checked (see _step_chunked)
+        self._open = False  # the receiver's current chunk is one of the sender's, its data still coming
+        self._framing_in_socket = 0  # checked framing bytes at the head of the socket, to splice through
+        self._close_run = False  # a chunk we framed ourselves ends when the pipe is empty
         self._waiting_on = ""  # "read", "write" or ""
         self._stopped = False
         self._on_done = on_done
@@ -97,7 +112,7 @@ class SpliceRelay:
         self._cancelled = cancelled
 
     def start(self) -> None:
-        self._step()
+        self._step_chunked() if self._chunked_out and isinstance(self._reader, ChunkedReader) else self._step()
 
     def stop(self) -> None:
         """Unregister and close everything; idempotent. The transports' own descriptors stay open."""
@@ -105,7 +120,9 @@ class SpliceRelay:
             return
         self._stopped = True
         self._wait(None)
-        for fd in (self._in, self._out, self._pipe_r, self._pipe_w):
+        with contextlib.suppress(OSError):
+            self._in_sock.close()  # closes self._in
+        for fd in (self._out, self._pipe_r, self._pipe_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -140,7 +157,7 @@ class SpliceRelay:
 
     def _splice_in(self, limit: int) -> bool:
         try:
-            moved = os.splice(self._in, self._pipe_w, min(limit, PIPE_BYTES), flags=_SPLICE_FLAGS)
+            moved = os.splice(self._in, self._pipe_w, min(limit, self._pipe_size), flags=_SPLICE_FLAGS)
         except BlockingIOError:
             self._wait("read")
             return False
@@ -168,8 +185,8 @@ class SpliceRelay:
             return False
         self._in_pipe -= moved
         self._count(0, moved)
-        if self._in_pipe == 0 and self._chunked_out:
-            self._pending += b"\r\n"  # the end of this run's chunk
+        if self._in_pipe == 0 and self._chunked_out and not isinstance(self._reader, ChunkedReader):
+            self._pending += b"\r\n"  # the end of this run's chunk (the chunked stepper ends its own runs)
         return True
 
     def _write_pending(self) -> bool:
@@ -231,6 +248,133 @@ class SpliceRelay:
 
         self._on_done = finish
 
+    # --- chunked to chunked --------------------------------------------------------------------------
+
+    def _step_chunked(self) -> None:
+        """Chunked upload to a chunked response: chunks go through as the sender framed them.
+
+        Each chunk head is looked at in the socket (MSG_PEEK) and checked before it is spliced on
+        with its data, so a receiver never gets bytes the server has not validated as framing (no
+        response splitting), yet the framing costs no copy and no write of its own. Several chunks
+        gather in the pipe before it is emptied. What does not fit this path (chunk extensions,
+        the last chunk and its trailers, a chunk already half read when splicing began) is read
+        by ``feed`` and framed anew, each piece as a whole chunk.
+        """
+        if self._stopped:
+            return
+        if self._cancelled():
+            self.stop()
+            return
+        reader = self._reader
+        assert isinstance(reader, ChunkedReader)
+        while True:
+            if self._pending:  # only ever pending while the pipe is empty: order is kept
+                if not self._write_pending():
+                    return
+                continue
+            room = self._pipe_size - self._in_pipe
+            # a chunk framed anew must be closed (its CRLF written once the pipe is empty) before more goes in
+            if not reader.done and room > 0 and not self._close_run:
+                through = self._framing_in_socket + (reader.remaining_in_frame if self._open else 0)
+                if through:
+                    moved = self._splice_chunk_in(min(through, room))
+                    if moved < 0:
+                        return
+                    if moved:
+                        continue
+                elif reader.remaining_in_frame:  # a chunk begun before this relay: framed anew, alone
+                    if not self._in_pipe:
+                        if not self._splice_in(reader.remaining_in_frame):
+                            return
+                        self._close_run = True
+                        continue
+                else:
+                    verdict = self._next_chunk_head()
+                    if verdict < 0:
+                        return
+                    if verdict:
+                        continue
+                    if not self._in_pipe:
+                        if self._open and reader.at_chunk_end:
+                            self._pending += b"\r\n"  # close the sender's chunk: feed() takes its CRLF
+                        self._open = False
+                        if not self._read_framing():
+                            return
+                        continue
+            if self._in_pipe:
+                if not self._splice_out():
+                    return
+                if not self._in_pipe and self._close_run:
+                    self._close_run = False
+                    self._pending += b"\r\n"
+                continue
+            if reader.done:
+                self.stop()
+                self._on_done(b"")
+                return
+            self._wait("read")  # nothing to move: wait for the sender
+            return
+
+    def _splice_chunk_in(self, limit: int) -> int:
+        """Splice checked framing and open-chunk data on; -1: wait (or broken), else bytes moved."""
+        try:
+            moved = os.splice(self._in, self._pipe_w, limit, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            if self._in_pipe:
+                return 0  # maybe the pipe is full: empty it first
+            self._wait("read")
+            return -1
+        except OSError:
+            self._sender_broken()
+            return -1
+        if moved == 0:
+            self._sender_broken()
+            return -1
+        framing = min(moved, self._framing_in_socket)
+        self._framing_in_socket -= framing
+        data = moved - framing
+        if data:
+            self._reader.consumed_raw(data)
+        self._in_pipe += moved
+        self._count(data, 0)
+        return moved
+
+    def _next_chunk_head(self) -> int:
+        """Look for a plain chunk head at the socket; 1: found (framing_in_socket set), 0: not one, -1: wait."""
+        reader = self._reader
+        assert isinstance(reader, ChunkedReader)
+        try:
+            seen = self._in_sock.recv(FRAMING_PEEK_BYTES, socket.MSG_PEEK)
+        except BlockingIOError:
+            if self._in_pipe:
+                return 0
+            self._wait("read")
+            return -1
+        except OSError:
+            self._sender_broken()
+            return -1
+        if not seen:
+            if self._in_pipe:
+                return 0
+            self._sender_broken()
+            return -1
+        measured = reader.peek_framing(seen)
+        if measured is None:
+            return 0
+        length, size = measured
+        if reader.at_chunk_end and not self._open:
+            # the receiver's chunk was closed already (framed anew): take the sender's CRLF out
+            try:
+                os.read(self._in, 2)
+            except OSError:
+                self._sender_broken()
+                return -1
+            length -= 2
+        reader.enter_chunk(size)
+        self._framing_in_socket = length
+        self._open = True
+        return 1
+
     # --- registration and failures ------------------------------------------------------------------
 
     def _wait(self, what: str | None) -> None:
@@ -241,10 +385,11 @@ class SpliceRelay:
         elif self._waiting_on == "write":
             self._loop.remove_writer(self._out)
         self._waiting_on = what or ""
+        step = self._step_chunked if self._chunked_out and isinstance(self._reader, ChunkedReader) else self._step
         if what == "read":
-            self._loop.add_reader(self._in, self._step)
+            self._loop.add_reader(self._in, step)
         elif what == "write":
-            self._loop.add_writer(self._out, self._step)
+            self._loop.add_writer(self._out, step)
 
     def _sender_broken(self) -> None:
         self.stop()
