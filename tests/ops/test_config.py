@@ -193,11 +193,11 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
 
 
 def test_every_flag_has_a_config_key() -> None:
-    from piping_server.ops._cli import main
+    from piping_server.ops._cli import command
     from piping_server.ops._config import FLAG_KEYS
 
     meta = {"config_path", "check_config", "hash_password", "version", "help"}
-    flags = {p.name for p in main.params} - meta
+    flags = {p.name for p in command.params} - meta
     assert flags == set(FLAG_KEYS), flags ^ set(FLAG_KEYS)
 
 
@@ -214,3 +214,21 @@ def test_no_config_installs_no_hook() -> None:
     assert type(operator.hub) is Hub and not isinstance(operator.hub, WatchedHub)
     assert hooks.admit is hooks.on_access is hooks.on_connect is hooks.on_disconnect is None
     assert hooks.max_head_bytes is None and hooks.preflight_allow_headers is None and relay.observers == []
+
+
+def test_usage_errors_are_one_line() -> None:
+    """A bad flag or value is one `prog: error:` line and exit code 2, for both commands."""
+    import subprocess
+    import sys
+
+    for args, prog in (
+        (["-m", "piping_server", "--http-port", "abc"], "piping-server"),
+        (["-m", "piping_server", "--no-such-flag"], "piping-server"),
+        (["-m", "piping_server.cli", "get"], "piping"),
+        (["-m", "piping_server.cli", "no-such-command"], "piping"),
+    ):
+        result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), result.stderr
+        assert "Traceback" not in result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import getpass
 import os
 import sys
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .._clitools import run_click
 from ..client import PipingError, get_async, send_async
 from ..client._tunnel import run_tunnel_client, run_tunnel_server, tunnel_paths
 from ..client._url import SERVER_ENV
@@ -302,7 +302,6 @@ def completion(shell: str) -> None:
     click.echo(cls(cli, {}, "piping", "_PIPING_COMPLETE").source())
 
 
-@functools.wraps(cli.main)
 def main() -> None:
     """Entry point of the ``piping`` script."""
-    cli.main(prog_name="piping")
+    run_click(cli, "piping")

@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from .. import __version__
+from .._clitools import run_click
 from ._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
 from ._logging import configure_logging
 from ._serve import ServerOptions, StartupError, run
@@ -54,7 +55,7 @@ _COUNT = click.IntRange(min=1)
 @click.option("--allow-path", multiple=True, metavar="PATTERN",
               help='Only these paths may carry transfers: "/exact", "/prefix/*", "re:REGEX"; repeatable.')
 @click.version_option(__version__, "--version", message="%(version)s")
-def main(
+def command(
     host: str | None,
     http_port: int,
     enable_https: bool,
@@ -139,3 +140,8 @@ def _print_hash() -> None:
         click.echo("piping-server: error: empty password", err=True)
         sys.exit(2)
     click.echo(hash_password(password))
+
+
+def main() -> None:
+    """Entry point of the ``piping-server`` script."""
+    run_click(command, "piping-server")
