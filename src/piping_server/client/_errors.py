@@ -1,6 +1,14 @@
-"""Exceptions raised by the Piping client; each carries a one-line, user-facing message."""
+"""Exceptions raised by the Piping client; each carries a one-line, user-facing message.
+
+    piping_server.core.PipingError     the package's one root
+    └── client.PipingError             what the client raises; ``exit_code`` for the CLI
+        ├── UsageError (2), ServerUnreachableError (3), ServerRejectedError (4),
+        └── TransferInterruptedError, DecryptionError, IntegrityError, ArchiveError ...
+"""
 
 from __future__ import annotations
+
+from ..core import PipingError as _PackageError
 
 __all__ = [
     "ArchiveError",
@@ -15,7 +23,7 @@ __all__ = [
 ]
 
 
-class PipingError(Exception):
+class PipingError(_PackageError):
     """Base class: the CLI prints ``str(exc)`` as one line and exits with :attr:`exit_code`."""
 
     exit_code = 1
