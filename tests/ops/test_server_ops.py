@@ -36,7 +36,13 @@ def test_metrics_after_a_known_sequence(tmp_path: Path) -> None:
         # 3. two refusals: a path outside the allow-list, and a bad n
         assert request(port, "GET", "/elsewhere")[0] == 403
         assert request(port, "GET", "/m/three?n=0")[0] == 400
-        # 4. a receiver left waiting
+        # 4. a request the HTTP parser refuses (no route, no exchange: still counted)
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as garbage:
+            garbage.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert garbage.recv(100).startswith(b"HTTP/1.1 400 ")
+        # 5. a receiver left waiting
         waiting = Receiver(port, "/m/four")
         expected = {
             "piping_transfers_finished_total": 1.0,
@@ -45,6 +51,8 @@ def test_metrics_after_a_known_sequence(tmp_path: Path) -> None:
             "piping_transfer_duration_seconds_count": 2.0,
             'piping_rejections_total{reason="forbidden"}': 1.0,
             'piping_rejections_total{reason="protocol"}': 1.0,
+            'piping_rejections_total{reason="malformed"}': 1.0,
+            'piping_requests_total{role="malformed"}': 1.0,
             "piping_waiting_receivers": 1.0,
             "piping_waiting_senders": 0.0,
             "piping_active_transfers": 0.0,

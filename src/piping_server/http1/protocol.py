@@ -22,7 +22,7 @@ import httptools
 
 from .._exchange import Exchange
 from .._headers import MESSAGE_HEADERS, Headers
-from .._hooks import Refusal
+from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import (
     PeerLost,
     ProtocolError,
@@ -697,6 +697,18 @@ class Http1Protocol(asyncio.Protocol):
         else:
             self.resume_reading(_PAUSE_QUEUED)
 
+    def _report_malformed(self, status: int) -> None:
+        """A request too broken to become an exchange still reaches the access log and the metrics."""
+        on_access = self.relay.hooks.on_access
+        if on_access is None:
+            return
+        request = RequestView(
+            method="-", path="-", query="", headers=[], client=self.client or self.peer_address(), transport="h1",
+            is_tls=self.is_tls,
+        )
+        on_access(AccessRecord(request=request, status=status, bytes_in=0, bytes_out=0, duration_s=0.0,
+                               role="malformed"))
+
     def _fail_request(self, status: int, message: str) -> None:
         """The bytes on this connection cannot be parsed: answer if nothing is being answered, then close."""
         incoming = self._incoming
@@ -708,6 +720,7 @@ class Http1Protocol(asyncio.Protocol):
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, _REASONS[status], len(message))
             )
             self.write(head + message.encode())
+            self._report_malformed(status)
         elif self._incoming is not None and self._incoming.pipe is not None and self._incoming._role == "sender":
             # the upload's framing broke mid-transfer: its receivers must see a cut stream
             self._incoming.pipe.fail()

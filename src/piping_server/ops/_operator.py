@@ -198,6 +198,8 @@ class Operator:
             log_access(record)
         if self.metrics is not None:
             self.metrics.on_access(record)
+            if record.role == "malformed":  # refused by the HTTP parser (400, 431) before any routing
+                self.metrics.rejected("malformed")
 
     def _observe(self, action: Action) -> None:
         if isinstance(action, Reject) and action.status == 400 and self.metrics is not None:
