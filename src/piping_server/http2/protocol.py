@@ -232,7 +232,9 @@ class Http2Stream(Exchange):
 
     def write_line(self, line: str) -> None:
         if not self._end_pending:
-            self._queue(line.encode())
+            data = line.encode()
+            self._bytes_out += len(data)  # progress lines are the sender's response body, as on HTTP/1
+            self._queue(data)
 
     def end_sender(self, *, drop_upload: bool) -> None:
         if self._end_pending or self.closed:
