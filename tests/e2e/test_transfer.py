@@ -267,3 +267,39 @@ def test_large_transfer_sha256(target: Target, tmp_path: Path) -> None:
     assert received == size
     assert got.hexdigest() == expected.hexdigest()
     assert sent_out.decode().endswith(ALL_OK)
+
+
+@pytest.mark.ours
+@pytest.mark.parametrize("transport", ["h1", "h1-copy", "h2c"])
+def test_memory_stays_flat_during_a_large_stream(request: pytest.FixtureRequest, transport: str) -> None:
+    """1 GiB through the server (spliced, copied, HTTP/2) grows its RSS by a bounded window only."""
+    import threading
+
+    proc = request.getfixturevalue("copying_server" if transport == "h1-copy" else "server")
+    target = proc.target("h2c" if transport == "h2c" else "h1")
+    size = 1 << 30
+    path = unique_path("flat")
+    baseline = proc.rss_kib()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], proc.rss_kib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        recv = subprocess.Popen(target.curl("-o", "/dev/null", "-w", "%{size_download}", target.url(path)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        source = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
+        sent = subprocess.run(target.curl("-T", "-", target.url(path)), stdin=source.stdout, capture_output=True,
+                              timeout=300)
+        out, _ = recv.communicate(timeout=300)
+    finally:
+        done.set()
+        sampler.join(timeout=WAIT_S)
+    assert sent.stdout.decode().endswith(ALL_OK)
+    assert int(out) == size
+    growth_mib = (peak[0] - baseline) / 1024
+    assert growth_mib < 48, f"RSS grew by {growth_mib:.1f} MiB during a 1 GiB stream"
