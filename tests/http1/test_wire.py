@@ -321,6 +321,7 @@ def test_bad_chunk_mid_transfer_cuts_receivers_only(h1: Target, server: ServerPr
     sender.sendall(b"zz-not-hex\r\n")
     body = split_response(first + recv_all(receiver))[2]
     assert dechunk(body) == (b"good", False)
+    assert b"[ERROR] Failed to send.\n" in recv_all(sender)  # spliced or not, the sender is told
     assert "Traceback" not in server.log()
     _assert_other_transfer_unharmed(h1)
 

@@ -25,6 +25,7 @@ import socket
 import sys
 from collections.abc import Callable
 
+from ..core import ProtocolError
 from ._body import BodyReader, ChunkedReader
 
 #: Whether this platform can splice sockets at all.
@@ -43,10 +44,11 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK
 class SpliceRelay:
     """Moves one request body from ``in_fd`` to ``out_fd`` until its reader says it is done.
 
-    Callbacks: ``on_done(leftover)`` once the whole body is out (``leftover``: bytes read past it,
-    the start of the next request); ``on_sender_broken()`` / ``on_receiver_broken()`` when a
-    socket fails; ``count(read, written)`` as payload bytes move; ``cancelled()`` is asked before
-    every step, so that a transfer ended elsewhere stops the relay.
+    Callbacks: ``on_done(leftover)`` once the whole body is out (``leftover``: bytes read past
+    it, the start of the next request); ``on_sender_broken()`` / ``on_receiver_broken()`` when a
+    socket fails; ``on_bad_framing(reason)`` when the chunked framing is malformed;
+    ``count(read, written)`` as payload bytes move; ``cancelled()`` is asked before every step,
+    so that a transfer ended elsewhere stops the relay.
     """
 
     __slots__ = (
@@ -69,6 +71,7 @@ class SpliceRelay:
         "_on_done",
         "_on_sender_broken",
         "_on_receiver_broken",
+        "_on_bad_framing",
         "_count",
         "_cancelled",
     )
@@ -83,6 +86,7 @@ class SpliceRelay:
         on_done: Callable[[bytes], None],
         on_sender_broken: Callable[[], None],
         on_receiver_broken: Callable[[], None],
+        on_bad_framing: Callable[[str], None],
         count: Callable[[int, int], None],
         cancelled: Callable[[], bool],
     ) -> None:
@@ -108,6 +112,7 @@ class SpliceRelay:
         self._on_done = on_done
         self._on_sender_broken = on_sender_broken
         self._on_receiver_broken = on_receiver_broken
+        self._on_bad_framing = on_bad_framing
         self._count = count
         self._cancelled = cancelled
 
@@ -219,8 +224,10 @@ class SpliceRelay:
         self._count(len(data), 0)
         try:
             used = self._reader.feed(data, self._emit)
-        except Exception:
-            self._sender_broken()  # a bad chunk: the upload is broken, its receiver must see a cut
+        except ProtocolError as exc:
+            # a bad chunk: the upload is broken; the sender is told, its receiver sees a cut
+            self.stop()
+            self._on_bad_framing(str(exc))
             return False
         if self._reader.done:
             if self._pending and not self._write_pending():

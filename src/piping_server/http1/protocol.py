@@ -287,6 +287,10 @@ class Http1Exchange(Exchange):
             self._splice = receiver._splice = None
             out.abort()
 
+        def bad_framing(reason: str) -> None:
+            self._splice = receiver._splice = None
+            conn.fail_request(400, f"[ERROR] Bad request: {reason}.\n")  # as the ordinary path does
+
         relay = SpliceRelay(
             in_fd=in_sock.fileno(),
             out_fd=out_sock.fileno(),
@@ -295,6 +299,7 @@ class Http1Exchange(Exchange):
             on_done=done,
             on_sender_broken=sender_broken,
             on_receiver_broken=receiver_broken,
+            on_bad_framing=bad_framing,
             count=count,
             cancelled=lambda: self.lost or receiver.lost or receiver not in pipe.receivers,
         )
@@ -453,18 +458,18 @@ class Http1Protocol(asyncio.Protocol):
             while data and not self._closed:
                 data = self._read_body(data) if self._body is not None else self._read_head(data)
         except _HeadTooLarge:
-            self._fail_request(431, "[ERROR] Request header fields too large.\n")
+            self.fail_request(431, "[ERROR] Request header fields too large.\n")
         except ProtocolError as exc:
-            self._fail_request(exc.status_hint, f"[ERROR] Bad request: {exc}.\n")
+            self.fail_request(exc.status_hint, f"[ERROR] Bad request: {exc}.\n")
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raised: look through to our own reason
             reason = exc.__context__
             if isinstance(reason, _HeadTooLarge):
-                self._fail_request(431, "[ERROR] Request header fields too large.\n")
+                self.fail_request(431, "[ERROR] Request header fields too large.\n")
             elif isinstance(reason, ProtocolError):
-                self._fail_request(reason.status_hint, f"[ERROR] Bad request: {reason}.\n")
+                self.fail_request(reason.status_hint, f"[ERROR] Bad request: {reason}.\n")
             else:
-                self._fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
+                self.fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
 
     def _read_head(self, data: bytes) -> bytes:
         """Feed httptools one request head at most; return what follows it."""
@@ -709,7 +714,7 @@ class Http1Protocol(asyncio.Protocol):
         on_access(AccessRecord(request=request, status=status, bytes_in=0, bytes_out=0, duration_s=0.0,
                                role="malformed"))
 
-    def _fail_request(self, status: int, message: str) -> None:
+    def fail_request(self, status: int, message: str) -> None:
         """The bytes on this connection cannot be parsed: answer if nothing is being answered, then close."""
         incoming = self._incoming
         if incoming is not None and incoming is not self._active:
