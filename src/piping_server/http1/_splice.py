@@ -40,7 +40,6 @@ FRAMING_PEEK_BYTES = 64
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
-
 class SpliceRelay:
     """Moves one request body from ``in_fd`` to ``out_fd`` until its reader says it is done.
 
