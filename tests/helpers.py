@@ -148,11 +148,11 @@ def raw_connect(target: Target, timeout: float = WAIT_S) -> socket.socket:
     return sock
 
 
-def recv_until(sock: socket.socket, marker: bytes, timeout: float = WAIT_S, limit: int = 1 << 24) -> bytes:
-    """Read until ``marker`` has been seen (or the peer closes); bounded in time and size."""
+def recv_until(sock: socket.socket, marker: bytes | None, timeout: float = WAIT_S, limit: int = 1 << 24) -> bytes:
+    """Read until ``marker`` has been seen, or the peer closes (``marker=None``: only that); bounded."""
     deadline = time.monotonic() + timeout
     data = b""
-    while marker not in data and len(data) < limit:
+    while (marker is None or marker not in data) and len(data) < limit and time.monotonic() < deadline:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             chunk = sock.recv(65536)
@@ -166,18 +166,7 @@ def recv_until(sock: socket.socket, marker: bytes, timeout: float = WAIT_S, limi
 
 def recv_all(sock: socket.socket, timeout: float = WAIT_S) -> bytes:
     """Read until the peer closes, bounded in time."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return recv_until(sock, None, timeout=timeout)
 
 
 def wait_until(predicate: object, timeout: float = WAIT_S, interval: float = 0.02) -> bool:

@@ -13,7 +13,7 @@ import click
 
 from .._clitools import run_click
 from ..client import PipingError, get_async, send_async
-from ..client._tunnel import run_tunnel_client, run_tunnel_server, tunnel_paths
+from ..client._tunnel import TunnelPaths, run_tunnel_client, run_tunnel_server, tunnel_paths
 from ..client._url import SERVER_ENV
 from ._progress import CliReporter
 
@@ -253,16 +253,21 @@ def _logger(quiet: bool) -> Callable[[str], None]:
     return log
 
 
+def _tunnel_paths(paths: tuple[str, ...], server: str | None) -> TunnelPaths:
+    """The tunnel's two URLs; a bad path or a missing server is a usage error."""
+    try:
+        return tunnel_paths(paths, server)
+    except PipingError as e:
+        raise click.UsageError(str(e)) from None
+
+
 @tunnel.command("server", epilog=_EPILOG_TUNNEL)
 @_tunnel_options("localhost", "Port of the service to expose (e.g. 22).")
 def tunnel_server(
     paths: tuple[str, ...], port: int, host: str, multiplex: bool, server: str | None, quiet: bool, insecure: bool
 ) -> None:
     """Server host: GET PATH1 into the service at --host:--port, its answers POSTed to PATH2."""
-    try:
-        tp = tunnel_paths(paths, server)
-    except PipingError as e:
-        raise click.UsageError(str(e)) from None
+    tp = _tunnel_paths(paths, server)
     if not multiplex and not quiet:
         click.echo(
             f"[INFO] Client host (curl + nc): curl -sSN {tp.server_to_client} | nc -l 2222 | "
@@ -278,10 +283,7 @@ def tunnel_client(
     paths: tuple[str, ...], port: int, host: str, multiplex: bool, server: str | None, quiet: bool, insecure: bool
 ) -> None:
     """Client host: listen on --host:--port; POST what arrives to PATH1, answer with GET PATH2."""
-    try:
-        tp = tunnel_paths(paths, server)
-    except PipingError as e:
-        raise click.UsageError(str(e)) from None
+    tp = _tunnel_paths(paths, server)
     _run(run_tunnel_client(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
 
 
