@@ -272,3 +272,40 @@ def test_index_page_sends_a_file_and_a_text(page: Any, https: Target, server: Se
     page.wait_for_function(
         "() => document.querySelector('#status').textContent.includes('received successfully')"
     )
+
+
+@pytest.mark.parametrize("mode", ["text", "file"])
+def test_noscript_page_sends_with_scripts_off(
+    browser: Any, server: ServerProcess, tmp_path: Path, mode: str
+) -> None:
+    """/noscript with JavaScript disabled: apply a path and a mode, fill the form, send; curl receives."""
+    h1 = server.target("h1")
+    path = unique_path("noscript").lstrip("/")
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        tab = context.new_page()
+        tab.goto(h1.url("/noscript"))
+        tab.fill("#path", path)
+        tab.check(f"input[name=mode][value={mode}]")
+        tab.click("form[method=GET] button[type=submit]")
+        tab.wait_for_url(f"**/noscript?path={path}&mode={mode}")
+        recv = h1.popen_curl("-D", "-", h1.url("/" + path))
+        time.sleep(0.3)
+        if mode == "text":
+            tab.fill("textarea[name=input_text]", "typed with scripts off")
+            expected = b"typed with scripts off"
+        else:
+            upload = tmp_path / "scripts-off.bin"
+            upload.write_bytes(os.urandom(300_000))
+            tab.set_input_files("input[name=input_file]", str(upload))
+            expected = upload.read_bytes()
+        tab.click("form[method=POST] button[type=submit]")
+        out, _ = recv.communicate(timeout=WAIT_S)
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert body == expected
+        if mode == "file":
+            assert b'filename="scripts-off.bin"' in head
+        tab.wait_for_load_state()
+        assert ALL_OK in tab.content()
+    finally:
+        context.close()
