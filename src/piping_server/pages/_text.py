@@ -67,10 +67,20 @@ piping send --server {url} mypath myfile
 echo 'hello!' | piping send --server {url} mypath
 ## Get to standard output
 piping get --server {url} mypath > myfile
+## A folder (streamed as tar, unpacked on arrival), end-to-end encrypted with a passphrase
+piping send --server {url} -e mypath ./mydir          # -e asks for the passphrase
+piping get --server {url} -e mypath -o ./here/
+## Forward a TCP port (e.g. SSH): on the machine with the service, then on yours
+piping tunnel server --server {url} --port 22 mypath/in mypath/out
+piping tunnel client --server {url} --port 2222 mypath/in mypath/out    # ssh -p 2222 localhost
 
 ======= In a browser =======
 {url}/          send a file or a text
-{url}/noscript  the same, without JavaScript
+{url}/#receive  receive a file, with its name and progress
+{url}/#chat     live text chat (over HTTPS: browsers stream uploads only over HTTP/2)
+{url}/#share    share a screen or a camera
+{url}/#vnc      a remote desktop through `piping tunnel server --port 5900`
+{url}/noscript  send without JavaScript
 """
 
 
