@@ -4,9 +4,13 @@ One ``Http1Protocol`` per connection; one ``Http1Exchange`` per request on it. R
 answered strictly in order: a pipelined request waits (and reading pauses) until the one before it
 has its whole response written. Parser callbacks never await; the relay is called synchronously.
 
-Reading is paused for three independent reasons, kept as bits so that one never resumes what
+httptools parses request heads; an upload's body is framed by ``_body.py`` (zero-copy slices),
+and a one-to-one plain upload may move kernel to kernel (``_splice.py``).
+
+Reading is paused for four independent reasons, kept as bits so that one never resumes what
 another paused: a waiting sender's buffered body passed ``WAITING_BODY_LIMIT``; a receiver of the
-upload is slow (backpressure); a pipelined request is queued behind the current one.
+upload is slow (backpressure); a pipelined request is queued behind the current one; the splice
+relay reads the socket itself.
 """
 
 from __future__ import annotations
@@ -23,11 +27,7 @@ import httptools
 from .._exchange import Exchange
 from .._headers import MESSAGE_HEADERS, Headers
 from .._hooks import AccessRecord, Refusal, RequestView
-from ..core import (
-    PeerLost,
-    ProtocolError,
-    ReceiverFinished,
-)
+from ..core import PeerLost, ProtocolError, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
@@ -45,7 +45,7 @@ WRITE_LOW_WATER = 256 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 #: The body of a refused request is read and dropped up to this much, to keep the connection; past it, close.
 DISCARD_LIMIT = 1024 * 1024
-#: How often a finished receiver's buffer is checked until it is flushed to the kernel.
+#: How often a receiver's buffer is checked, before an upload can start splicing after it.
 DRAIN_POLL_S = 0.005
 
 SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
