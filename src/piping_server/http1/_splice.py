@@ -73,6 +73,7 @@ class SpliceRelay:
         "_on_bad_framing",
         "_count",
         "_cancelled",
+        "_stepper",
     )
 
     def __init__(
@@ -100,6 +101,8 @@ class SpliceRelay:
         self._pipe_size = fcntl.fcntl(self._pipe_w, fcntl.F_GETPIPE_SZ)
         self._reader = reader
         self._chunked_out = chunked_out
+        # chunked to chunked passes the sender's checked framing through; anything else moves raw data
+        self._stepper = self._step_chunked if chunked_out and isinstance(reader, ChunkedReader) else self._step
         self._in_pipe = 0  # bytes in the kernel pipe, not yet in the receiver's socket
         self._pending = b""  # framing (and small data) to write to the receiver before the pipe's bytes
         # chunked to chunked: the sender's own chunk heads go through the pipe once checked (see _step_chunked)
@@ -116,7 +119,7 @@ class SpliceRelay:
         self._cancelled = cancelled
 
     def start(self) -> None:
-        self._step_chunked() if self._chunked_out and isinstance(self._reader, ChunkedReader) else self._step()
+        self._stepper()
 
     def stop(self) -> None:
         """Unregister and close everything; idempotent. The transports' own descriptors stay open."""
@@ -391,11 +394,10 @@ class SpliceRelay:
         elif self._waiting_on == "write":
             self._loop.remove_writer(self._out)
         self._waiting_on = what or ""
-        step = self._step_chunked if self._chunked_out and isinstance(self._reader, ChunkedReader) else self._step
         if what == "read":
-            self._loop.add_reader(self._in, step)
+            self._loop.add_reader(self._in, self._stepper)
         elif what == "write":
-            self._loop.add_writer(self._out, step)
+            self._loop.add_writer(self._out, self._stepper)
 
     def _sender_broken(self) -> None:
         self.stop()
