@@ -6,6 +6,7 @@ import piping_server
 import piping_server.client
 import piping_server.core
 import piping_server.pages
+import piping_server.server
 
 
 def test_core_exports() -> None:
@@ -37,6 +38,6 @@ def test_one_root_exception() -> None:
 
 
 def test_every_exported_name_exists() -> None:
-    for module in (piping_server, piping_server.core, piping_server.pages, piping_server.client):
+    for module in (piping_server, piping_server.core, piping_server.pages, piping_server.client, piping_server.server):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)

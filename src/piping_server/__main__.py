@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ops._cli import main
+from .server import main
 
 if __name__ == "__main__":
     main()

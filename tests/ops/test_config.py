@@ -193,8 +193,8 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
 
 
 def test_every_flag_has_a_config_key() -> None:
-    from piping_server.ops._cli import command
     from piping_server.ops._config import FLAG_KEYS
+    from piping_server.server._cli import command
 
     meta = {"config_path", "check_config", "hash_password", "version", "help"}
     flags = {p.name for p in command.params} - meta

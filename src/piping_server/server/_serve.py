@@ -11,8 +11,8 @@ from typing import Any
 
 from ..flow import Relay
 from ..http1.protocol import Http1Protocol
-from ._config import Config
-from ._operator import Operator, on_signal
+from ..ops._config import Config
+from ..ops._operator import Operator, on_signal
 from ._tls import CertificateError, CertificateStore, start_https
 
 log = logging.getLogger("piping_server")

@@ -10,8 +10,8 @@ from click.core import ParameterSource
 
 from .. import __version__
 from .._clitools import run_click
-from ._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
-from ._logging import configure_logging
+from ..ops._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
+from ..ops._logging import configure_logging
 from ._serve import ServerOptions, StartupError, run
 
 _SECONDS = click.FloatRange(min=0, min_open=True)
@@ -130,7 +130,7 @@ def _config_error(exc: ConfigError) -> NoReturn:
 
 
 def _print_hash() -> None:
-    from ._auth import hash_password
+    from ..ops._auth import hash_password
 
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
