@@ -111,10 +111,15 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                # transfers left running wait out the shutdown grace (30 s by default): a second signal cuts them
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
 
 
 def start_server(*extra_args: str, https: tuple[str, str, str] | None = None, env: dict[str, str] | None = None,

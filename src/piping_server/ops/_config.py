@@ -52,8 +52,8 @@ class ServerConfig:
     https_port: int | None = field(default=None, metadata=_meta(min=0, max=65535))
     crt_path: str | None = None
     key_path: str | None = None
-    #: seconds that running transfers may go on after SIGTERM before they are cut
-    shutdown_grace: float = field(default=0.0, metadata=_meta(min=0))
+    #: seconds that running transfers may go on after SIGTERM before they are cut (gunicorn's 30 s)
+    shutdown_grace: float = field(default=30.0, metadata=_meta(min=0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -208,7 +208,10 @@ class Operator:
     # --- graceful shutdown -----------------------------------------------------------------------------------------
 
     async def drain(self, grace_s: float, force: asyncio.Event) -> None:
-        """Refuse new requests, let running transfers finish for ``grace_s``, then cut what is left."""
+        """Refuse new requests, let running transfers finish for ``grace_s``, then cut what is left.
+
+        Ends with one log line: how many of the transfers running at the signal finished, and how many were cut.
+        """
         relay = self.relay
         if relay is None:
             return
@@ -221,8 +224,13 @@ class Operator:
         for peer in hub.waiting_peers():
             relay.submit(WaitExpired(peer=peer, message=SHUTDOWN_MESSAGE, status=503))
         running = hub.running_transfers
-        if running:
-            log.info("shutting down: waiting up to %gs for %d running transfer(s)", grace_s, running)
+        finished_before = hub.transfers_finished
+        if running and grace_s > 0:
+            log.info(
+                "shutting down: waiting up to %gs for %d running transfer(s); signal again to cut them now",
+                grace_s,
+                running,
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while hub.running_transfers and not force.is_set() and loop.time() < deadline:
@@ -234,9 +242,15 @@ class Operator:
             if member is not None:
                 relay.submit(TransferExpired(peer=member, message=SHUTDOWN_MESSAGE))
                 cut += 1
-        if cut:
-            log.warning("shutdown: cut %d transfer(s) still running after the grace period", cut)
         await asyncio.sleep(FLUSH_S)
+        finished = hub.transfers_finished - finished_before
+        others = max(0, running - finished - cut)  # ended by their own peers meanwhile (a sender gone...)
+        log.info(
+            "stopped: %d running transfer(s) finished, %d cut%s",
+            finished,
+            cut,
+            f", {others} ended by their peers" if others else "",
+        )
 
 
 def on_signal(stop: asyncio.Event, force: asyncio.Event) -> Callable[[], None]:

@@ -39,8 +39,9 @@ _COUNT = click.IntRange(min=1)
               help="Serve Prometheus /metrics and /healthz on this port (off by default).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
               help="Address of the metrics listener.")
-@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
-              help="On SIGTERM, let running transfers finish this long before cutting them.  [default: 0]")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, metavar="SECONDS",
+              help="On SIGTERM or SIGINT, let running transfers finish this long before cutting them; a second "
+              "signal cuts them at once; 0: cut at once.  [default: 30]")
 @click.option("--wait-timeout", type=_SECONDS, default=None, metavar="SECONDS",
               help="Give up on a sender or receiver that waits unmatched this long.")
 @click.option("--idle-timeout", type=_SECONDS, default=None, metavar="SECONDS",
@@ -98,7 +99,8 @@ def command(
         https_port=server.https_port,
         crt_path=server.crt_path,
         key_path=server.key_path,
-        config=config if config.needs_hooks or config_path is not None else None,
+        # always the whole config: a flag that installs no hook (--shutdown-grace) still takes effect
+        config=config,
         config_path=config_path,
         overrides=overrides,
     )
