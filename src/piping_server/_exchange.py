@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ._forwarded import forwarded_origin
 from ._headers import MESSAGE_HEADERS, Headers, preflight_headers
 from ._hooks import AccessRecord, Refusal, RequestView
 from .core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
@@ -42,6 +43,7 @@ class Exchange:
         "_bytes_out",
         "_started_s",
         "_reported",
+        "_origin",
     )
 
     #: "h1" or "h2", for the operator's hooks
@@ -62,6 +64,7 @@ class Exchange:
         self._bytes_out = 0
         self._started_s = time.monotonic()
         self._reported = False
+        self._origin: tuple[str, bool] | None = None  # (client, is_tls) once worked out
 
     # --- what the transport supplies -------------------------------------------------------------------
 
@@ -71,7 +74,7 @@ class Exchange:
 
     @property
     def client(self) -> str:
-        """The client's address, "" when unknown."""
+        """The connection's peer address, "" when unknown (``view()`` sees through a trusted proxy)."""
         raise NotImplementedError
 
     @property
@@ -167,15 +170,27 @@ class Exchange:
 
     def view(self) -> RequestView:
         """This request as the operator's hooks see it."""
+        client, is_tls = self.origin()
         return RequestView(
             method=self.method,
             path=self._path,
             query=self._query,
             headers=self.headers,
-            client=self.client,
+            client=client,
             transport=self.transport_name,
-            is_tls=self.is_tls,
+            is_tls=is_tls,
         )
+
+    def origin(self) -> tuple[str, bool]:
+        """The client's address and whether it used TLS: the connection's, or a trusted proxy's word for them."""
+        origin = self._origin
+        if origin is None:
+            trusted = self.relay.hooks.trusted_proxies
+            origin = (self.client, self.is_tls)
+            if trusted:
+                origin = forwarded_origin(origin[0], origin[1], self.headers, trusted)
+            self._origin = origin
+        return origin
 
     def report(self) -> None:
         """Tell the access hook that this request is over (once)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ._forwarded import TrustedProxies
 from ._headers import Headers
 
 
@@ -22,9 +23,9 @@ class RequestView:
     path: str  # normalised, without the query string
     query: str  # raw, without '?'
     headers: Headers  # lowercase names
-    client: str  # the peer's address, "" when unknown
+    client: str  # the client's address ("" when unknown): the peer's, or as a trusted proxy names it
     transport: str  # "h1", "h2"
-    is_tls: bool
+    is_tls: bool  # the client used TLS: to us, or to a trusted proxy that says so (X-Forwarded-Proto)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +66,8 @@ class Hooks:
     max_head_bytes: int | None = None
     #: when set, the whole value of the preflight's ``Access-Control-Allow-Headers`` (auth adds Authorization)
     preflight_allow_headers: bytes | None = None
+    #: the proxies whose X-Forwarded-For / X-Forwarded-Proto / Forwarded name the client (--forwarded-allow-ips)
+    trusted_proxies: TrustedProxies | None = None
 
 
 class Progress(Protocol):

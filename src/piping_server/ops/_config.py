@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._forwarded import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
+
 #: Environment variable holding the HS256 secret of JWT bearer tokens.
 ENV_JWT_SECRET = "PIPING_JWT_SECRET"
 #: ``PIPING_BASIC_AUTH_ALICE=<password or hash>`` adds (or overrides) the basic-auth user ``alice``.
@@ -52,6 +54,9 @@ class ServerConfig:
     https_port: int | None = field(default=None, metadata=_meta(min=0, max=65535))
     crt_path: str | None = None
     key_path: str | None = None
+    #: peers whose X-Forwarded-For / X-Forwarded-Proto / Forwarded headers name the client: comma-separated
+    #: IP addresses and networks, "*" for any, "" for none (uvicorn's and gunicorn's flag and default)
+    forwarded_allow_ips: str = field(default=DEFAULT_FORWARDED_ALLOW_IPS, metadata=_meta(networks=True))
     #: seconds that running transfers may go on after SIGTERM before they are cut (gunicorn's 30 s)
     shutdown_grace: float = field(default=30.0, metadata=_meta(min=0))
 
@@ -182,6 +187,7 @@ FLAG_KEYS: dict[str, str] = {
     "https_port": "server.https_port",
     "crt_path": "server.crt_path",
     "key_path": "server.key_path",
+    "forwarded_allow_ips": "server.forwarded_allow_ips",
     "shutdown_grace": "server.shutdown_grace",
     "log_level": "log.level",
     "log_format": "log.format",
@@ -336,6 +342,11 @@ def _scalar(hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(f"{key}: must be more than {meta['gt']}, got {value}")
     if meta.get("nonempty") and not value:
         raise ConfigError(f"{key}: must not be empty")
+    if meta.get("networks"):
+        try:
+            TrustedProxies(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     return value
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._forwarded import TrustedProxies
 from .._hooks import Refusal, RequestView
 from ..core import (
     Action,
@@ -231,13 +232,16 @@ class ConnectionCounter:
     by_client: Counter[str] = field(default_factory=Counter)
     #: called with the reason of each refusal (for the metrics)
     on_refused: Callable[[str], None] | None = None
+    #: proxies (--forwarded-allow-ips) whose connections carry many clients: exempt from the per-client count
+    trusted: TrustedProxies | None = None
 
     def connect(self, client: str) -> Refusal | None:
         limits = self.limits
         if limits.max_connections is not None and self.total >= limits.max_connections:
             return self._refuse("connections", 503, "[ERROR] Too many connections to this server; try again later.\n")
         per_client = limits.max_connections_per_client
-        if per_client is not None and self.by_client[client] >= per_client:
+        exempt = self.trusted is not None and self.trusted.trusts(client)
+        if per_client is not None and not exempt and self.by_client[client] >= per_client:
             return self._refuse("connections_per_client", 429, "[ERROR] Too many connections from your address.\n")
         self.total += 1
         self.by_client[client] += 1

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._forwarded import TrustedProxies
 from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import Action, Hub, Reject, TransferExpired, WaitExpired
 from ..flow import Relay
@@ -92,6 +93,8 @@ class Operator:
         hooks = self.relay.hooks
         hooks.max_head_bytes = config.limits.max_header_bytes
         hooks.preflight_allow_headers = PREFLIGHT_WITH_AUTH if config.auth.enabled else None
+        # behind a trusted proxy, requests name their client; its connections are the proxy's, not counted per client
+        hooks.trusted_proxies = self.counter.trusted = TrustedProxies(config.server.forwarded_allow_ips) or None
 
     async def start(self) -> None:
         """Start the metrics listener, the JWKS refresher and the config watcher."""

@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from .. import __version__
 from .._clitools import run_click
+from .._forwarded import DEFAULT_FORWARDED_ALLOW_IPS
 from ..ops._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
 from ..ops._logging import configure_logging
 from ._serve import ServerOptions, StartupError, run
@@ -25,6 +26,10 @@ _COUNT = click.IntRange(min=1)
 @click.option("--https-port", type=click.IntRange(0, 65535), default=None, help="HTTPS port.")
 @click.option("--crt-path", type=click.Path(dir_okay=False), default=None, help="Certificate file (PEM).")
 @click.option("--key-path", type=click.Path(dir_okay=False), default=None, help="Private key file (PEM).")
+@click.option("--forwarded-allow-ips", default=DEFAULT_FORWARDED_ALLOW_IPS, show_default=True, metavar="IPS",
+              envvar="FORWARDED_ALLOW_IPS",
+              help="Proxies (comma-separated IPs or networks, '*' for any, '' for none) whose X-Forwarded-For, "
+              "X-Forwarded-Proto or Forwarded headers name the client for logs, limits and access rules.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="TOML file of settings, reloaded on change or SIGHUP; flags given here override it.")
 @click.option("--check-config", type=click.Path(dir_okay=False), default=None, metavar="FILE",
