@@ -71,4 +71,8 @@ class BuildPyWithFrontend(build_py):
         super().run()
 
 
+# The bundles' folder must exist before setup() discovers the packages (pyproject.toml's find, with
+# namespaces): created only later by build_py, it would be missed, and setuptools warns (~40 lines)
+# that package data lies in a folder absent from `packages`.
+VENDOR.mkdir(parents=True, exist_ok=True)
 setup(cmdclass={"build_py": BuildPyWithFrontend})

@@ -1,13 +1,14 @@
 """Fixtures: the real server as a process on 127.0.0.1, and the targets the protocol tests run on.
 
 ``PIPING_TEST_BASE_URL=http://127.0.0.1:8181`` points every protocol scenario at another server
-(the reference, say) instead of ours; tests of behaviour marked **(beyond)** in PROTOCOL.md carry
+(the reference, say) instead of ours; tests of behaviour marked **(beyond)** in docs/protocol.md carry
 ``@pytest.mark.beyond`` and are skipped there, as are tests that need our own process.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ EXTERNAL_BASE_URL = os.environ.get("PIPING_TEST_BASE_URL")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "beyond: behaviour PROTOCOL.md marks (beyond): ours only")
+    config.addinivalue_line("markers", "beyond: behaviour docs/protocol.md marks (beyond): ours only")
     config.addinivalue_line("markers", "ours: needs our own server process (RSS, logs, flags)")
 
 
@@ -29,6 +30,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "beyond" in item.keywords or "ours" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """On an external server, say why tests were skipped: the count of each reason, not one line per test."""
+    if not EXTERNAL_BASE_URL:
+        return
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:
+            reasons[str(longrepr[2]).removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("skipped on the external server, by reason")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:6d}  {reason}")
 
 
 @pytest.fixture(scope="session")

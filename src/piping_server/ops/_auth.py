@@ -1,7 +1,7 @@
 """Access control: path allow-lists, HTTP basic auth with hashed passwords, JWT bearer tokens, path scopes.
 
 ``Gate.check(view)`` runs in the ``admit`` hook, on the event loop, for every request but a CORS
-preflight (which stays open, PROTOCOL.md section 7). Its refusals are 401 with ``WWW-Authenticate``
+preflight (which stays open, docs/protocol.md section 7). Its refusals are 401 with ``WWW-Authenticate``
 challenges (RFC 7617 for Basic, RFC 6750 for Bearer) or 403 when the credentials are good but the
 path is not theirs. Nothing here logs or echoes a password or a token.
 
@@ -158,7 +158,7 @@ class PathRules:
                 self._exact.add(pattern)
 
     def allows(self, path: str) -> bool:
-        """``path`` is normalised and has no query string (PROTOCOL.md section 1)."""
+        """``path`` is normalised and has no query string (docs/protocol.md section 1)."""
         return (
             path in self._exact
             or any(path.startswith(p) for p in self._prefixes)

@@ -1,6 +1,6 @@
 """Prometheus metrics and a health check, served on their own port (``--metrics-port``).
 
-No path of the protocol is reserved for them (PROTOCOL.md section 2 lists the only reserved ones):
+No path of the protocol is reserved for them (docs/protocol.md section 2 lists the only reserved ones):
 ``/metrics`` and ``/healthz`` live on a separate listener, usually bound to localhost. The registry
 is our own ``CollectorRegistry``, so nothing of the process's default registry leaks in. Gauges and
 hub counters are read at scrape time; nothing here runs per chunk of a transfer.

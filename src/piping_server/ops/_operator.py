@@ -2,7 +2,7 @@
 
 ``Operator`` turns a ``Config`` into the transports' ``Hooks`` and keeps them current across
 reloads. When nothing is configured (no file, no operator flag), it installs nothing at all and uses
-the plain ``Hub``: the server is then exactly the protocol of PROTOCOL.md. ``drain`` (graceful
+the plain ``Hub``: the server is then exactly the protocol of docs/protocol.md. ``drain`` (graceful
 shutdown) works in both cases.
 """
 
@@ -32,7 +32,7 @@ SHUTDOWN_MESSAGE = "[ERROR] The server is shutting down.\n"
 DRAIN_POLL_S = 0.05
 #: Time given to the last lines and cut connections to leave before the loop stops (seconds).
 FLUSH_S = 0.2
-#: Extra headers of Access-Control-Allow-Headers when credentials are asked for (PROTOCOL.md section 7 + auth).
+#: Extra headers of Access-Control-Allow-Headers when credentials are asked for (docs/protocol.md section 7 + auth).
 PREFLIGHT_WITH_AUTH = b"Content-Type, Content-Disposition, X-Piping, Authorization"
 
 
