@@ -11,10 +11,11 @@ import piping_server.server
 
 def test_core_exports() -> None:
     assert sorted(piping_server.core.__all__) == [
-        "AcceptSender", "Action", "CoreMisuse", "CutReceivers", "DetachReceiver", "EndSender", "Event", "Hub",
-        "Peer", "PeerLost", "PipingError", "ProtocolError", "RESERVED_PATHS", "ReceiverArrived",
-        "ReceiverFinished", "Reject", "SenderArrived", "StartTransfer", "TransferExpired", "UploadEnded",
-        "UploadFailed", "WaitExpired", "WriteLine", "is_reserved", "parse_n", "query_param",
+        "AcceptSender", "Action", "CoreMisuse", "CutReceivers", "DetachReceiver", "DropReceiver", "EndSender",
+        "Event", "Hub", "JoinLive", "LIVE_ACCEPTED", "Peer", "PeerLost", "PipingError", "ProtocolError",
+        "RESERVED_PATHS", "ReceiverArrived", "ReceiverFinished", "ReceiverLagged", "Reject", "SenderArrived",
+        "StartLive", "StartTransfer", "TransferExpired", "UploadEnded", "UploadFailed", "WaitExpired", "WriteLine",
+        "is_reserved", "live_joined", "live_lagged", "live_left", "live_summary", "parse_n", "query_param",
         "remove_dot_segments", "split_target",
     ]  # fmt: skip
 

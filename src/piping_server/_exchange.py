@@ -143,6 +143,7 @@ class Exchange:
                     method=method,
                     n=query_param(query, "n"),
                     has_content_range=self.header(b"content-range") is not None,
+                    live=query_param(query, "live"),
                 )
             )
         elif method == "GET":
@@ -154,6 +155,7 @@ class Exchange:
                     path=path,
                     n=query_param(query, "n"),
                     is_service_worker=self.header(b"service-worker") == b"script",
+                    live=query_param(query, "live"),
                 )
             )
         elif method == "OPTIONS":

@@ -8,6 +8,9 @@ switch and no copy per chunk through the core.
 Backpressure is one explicit chain: a receiver whose transport buffer passes its high-water mark
 calls ``Pipe.receiver_paused``; the first such call pauses the sender's upload, and the sender
 resumes only when every paused receiver has drained.
+
+A live transfer (PROTOCOL.md section 11) has a ``LivePipe``: the same chunk objects go to a set
+of receivers that changes at any time, with the pacing and backlog rules written on that class.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from .core import (
     Action,
     CutReceivers,
     DetachReceiver,
+    DropReceiver,
     EndSender,
     Event,
     Hub,
+    JoinLive,
+    ReceiverLagged,
     Reject,
+    StartLive,
     StartTransfer,
     UploadEnded,
     UploadFailed,
@@ -36,6 +43,12 @@ from .core import (
 
 #: A piece of a body: transports hand on slices of what their socket gave, without copying.
 Chunk = bytes | memoryview
+
+#: A live receiver whose backlog (bytes handed to it that its client has not taken) passes this is
+#: cut (PROTOCOL.md section 11): one stalled listener costs at most this much memory and never stalls
+#: the others for long. Operator-settable (``--live-max-lag``). Checked once a receiver's transport
+#: reports itself full, so the transport's own high-water mark (1 MiB) is the least it can be.
+LIVE_MAX_LAG_BYTES = 8 * 1024 * 1024
 
 
 class Endpoint(Protocol):
@@ -60,6 +73,8 @@ class Endpoint(Protocol):
     def write_body(self, data: Chunk) -> None: ...
     def finish_body(self) -> None: ...
     def cut(self) -> None: ...
+    def drop(self) -> None: ...
+    def backlog(self) -> int: ...
 
 
 class UploadInfo:
@@ -101,6 +116,9 @@ class UploadInfo:
 
 class Pipe:
     """Carries one sender's body to its receivers, with backpressure."""
+
+    #: a live pipe's receivers change (never spliced: the kernel path is for one fixed receiver)
+    is_live = False
 
     __slots__ = ("relay", "sender", "receivers", "feed", "_paused", "_form", "_ended")
 
@@ -209,12 +227,149 @@ class Pipe:
             receiver.finish_body()
 
 
+class LivePipe(Pipe):
+    """One live sender's body, fanned out to whoever listens now (PROTOCOL.md section 11).
+
+    * Fan-out: each chunk object goes to every present receiver as it is (no copy per receiver);
+      a receiver joining gets the stream from the next chunk on, its offset in the
+      ``Piping-Live-Offset`` header.
+    * Nobody listening: the sender is paused. What was read before the pause took effect (a read
+      already under way, or an HTTP/2 window) is held and goes to the next receiver, whose offset
+      says where it starts: nothing read is lost.
+    * Pacing: the sender is paused while every present receiver is full (its transport above its
+      high-water mark), so the stream never runs ahead of all of them; one receiver alone sets the
+      pace. A receiver slower than the others falls behind instead of holding them back: once its
+      backlog passes ``max_lag`` it is cut, and the others keep their speed.
+    * End: the upload's end ends every present receiver normally; a break cuts them (via the hub).
+    """
+
+    __slots__ = ("max_lag", "position", "_held", "_held_bytes", "_full", "_sender_paused", "_head", "_over", "_done")
+
+    is_live = True
+
+    def __init__(self, relay: Relay, sender: Endpoint, receivers: tuple[Endpoint, ...], max_lag: int) -> None:
+        super().__init__(relay, sender, receivers)
+        self.feed = self._fan_out
+        self.max_lag = max_lag
+        #: bytes of the stream read so far
+        self.position = 0
+        self._held: list[Chunk] = []  # read while nobody listened, for the next receiver
+        self._held_bytes = 0
+        self._full: set[int] = set()  # ids of receivers whose transport is above its high-water mark
+        self._sender_paused = False
+        self._head: Headers = []
+        self._over = False  # the upload ended or broke: the sender is no longer paced
+        self._done = False  # the upload ended while bytes were held: it ends once a receiver takes them
+
+    def begin(self) -> None:
+        info = self.sender.upload_info()
+        # joins happen at any time, so there is no length to announce; a form goes as it is
+        self._head = receiver_headers(
+            content_type=info.content_type,
+            content_length=None,
+            content_disposition=info.content_disposition,
+            x_piping=info.x_piping,
+        )
+        for receiver in self.receivers:
+            receiver.start_receiving(self._live_head(0))
+        self._pace()
+
+    def join(self, receiver: Endpoint) -> None:
+        """A receiver joins mid-stream: its response starts now, at the next byte it will be given."""
+        receiver.pipe = self
+        self.receivers.append(receiver)
+        held, self._held, offset = self._held, [], self.position - self._held_bytes
+        self._held_bytes = 0
+        receiver.start_receiving(self._live_head(offset))
+        for chunk in held:
+            receiver.write_body(chunk)
+        if self._done:
+            self._end()
+        else:
+            self._pace()
+
+    def upload_complete(self) -> None:
+        if self._held_bytes and not self.receivers:
+            self._done = True  # what was read still goes to someone: the end waits for a receiver
+            return
+        if not self._over:
+            self._end()
+
+    def fail(self) -> None:
+        self._over = True
+        self.relay.submit(UploadFailed(peer=self.sender, size=self.position))
+
+    def receiver_paused(self, receiver: Endpoint) -> None:
+        self._full.add(id(receiver))
+        self._pace()
+
+    def receiver_resumed(self, receiver: Endpoint) -> None:
+        if id(receiver) in self._full:
+            self._full.discard(id(receiver))
+            self._pace()
+
+    def detach(self, receiver: Endpoint) -> None:
+        if receiver in self.receivers:
+            self.receivers.remove(receiver)
+        self._full.discard(id(receiver))
+        self._pace()
+
+    def _fan_out(self, data: Chunk) -> None:
+        self.position += len(data)
+        receivers = self.receivers
+        if not receivers:
+            self._held.append(data)  # bounded: the sender is paused
+            self._held_bytes += len(data)
+            return
+        for receiver in receivers:
+            receiver.write_body(data)
+        if self._full:
+            # only a full receiver can be far behind: its transport says how far
+            max_lag = self.max_lag
+            for receiver in [r for r in receivers if id(r) in self._full and r.backlog() > max_lag]:
+                self.relay.submit(ReceiverLagged(peer=receiver))
+
+    def _pace(self) -> None:
+        if self._over:
+            return
+        full = self._full
+        stop = not self.receivers or all(id(r) in full for r in self.receivers)
+        if stop != self._sender_paused:
+            self._sender_paused = stop
+            if stop:
+                self.sender.pause_upload()
+            else:
+                self.sender.resume_upload()
+
+    def _live_head(self, offset: int) -> Headers:
+        head: Headers = []
+        exposed = False
+        for name, value in self._head:
+            if name == b"access-control-expose-headers":
+                value, exposed = value + b", Piping-Live-Offset", True
+            head.append((name, value))
+        head.append((b"piping-live-offset", b"%d" % offset))
+        if not exposed:
+            head.append((b"access-control-expose-headers", b"Piping-Live-Offset"))
+        return head
+
+    def _end(self) -> None:
+        self._over = self._ended = True
+        self.relay.submit(UploadEnded(peer=self.sender, size=self.position))
+        for receiver in list(self.receivers):
+            receiver.finish_body()
+
+
 class Relay:
     """The hub of one server plus the dispatch of its actions to endpoints."""
 
     def __init__(self, hub: Hub | None = None, hooks: Hooks | None = None) -> None:
         self.hub = hub if hub is not None else Hub()
         self.hooks = hooks if hooks is not None else Hooks()
+        #: the HTTPS listener's port, if any: "/" reached over plain HTTP links there
+        self.https_port: int | None = None
+        #: the backlog past which a live receiver is cut (``--live-max-lag``)
+        self.live_max_lag = LIVE_MAX_LAG_BYTES
         self._pending: deque[Event] = deque()
         self._dispatching = False
         #: observers of every action (metrics, logs); called after the action is carried out
@@ -259,6 +414,20 @@ class Relay:
         elif isinstance(action, CutReceivers):
             for peer in action.receivers:
                 _endpoint(peer).cut()
+        elif isinstance(action, StartLive):
+            sender = _endpoint(action.sender)
+            receivers = tuple(_endpoint(r) for r in action.receivers)
+            live = LivePipe(self, sender, receivers, self.live_max_lag)
+            for receiver in receivers:
+                receiver.pipe = live
+            sender.pipe = live
+            sender.start_upload(live)
+        elif isinstance(action, JoinLive):
+            live_pipe = _endpoint(action.sender).pipe
+            if isinstance(live_pipe, LivePipe):
+                live_pipe.join(_endpoint(action.receiver))
+        elif isinstance(action, DropReceiver):
+            _endpoint(action.peer).drop()
 
 
 def _endpoint(peer: object) -> Endpoint:

@@ -24,6 +24,8 @@ class SenderArrived:
     method: str
     n: str | None
     has_content_range: bool = False
+    #: the raw ``live`` query parameter ("" for a bare ``?live``), None when absent (PROTOCOL.md section 11)
+    live: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +36,8 @@ class ReceiverArrived:
     path: str
     n: str | None
     is_service_worker: bool = False
+    #: the raw ``live`` query parameter ("" for a bare ``?live``), None when absent (PROTOCOL.md section 11)
+    live: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +45,8 @@ class UploadEnded:
     """The sender's body has been read to its end (and handed to the receivers)."""
 
     peer: Peer
+    #: bytes of the body; only a live transfer's summary line needs it
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +54,8 @@ class UploadFailed:
     """The sender's body broke (a bad chunk, a reset stream) while its response can still be written."""
 
     peer: Peer
+    #: bytes of the body read before it broke; only a live transfer's summary line needs it
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +98,13 @@ class TransferExpired:
     message: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiverLagged:
+    """A receiver of a live transfer fell further behind the stream than the backlog allows."""
+
+    peer: Peer
+
+
 Event = (
     SenderArrived
     | ReceiverArrived
@@ -99,6 +114,7 @@ Event = (
     | PeerLost
     | WaitExpired
     | TransferExpired
+    | ReceiverLagged
 )
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -158,4 +174,41 @@ class CutReceivers:
     receivers: tuple[Peer, ...]
 
 
-Action = Reject | AcceptSender | WriteLine | StartTransfer | DetachReceiver | EndSender | CutReceivers
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartLive:
+    """Open a live transfer: read the sender's body and fan it out to whoever is there (maybe nobody).
+
+    ``receivers`` waited with ``?live`` and start at byte 0; their responses start now.
+    """
+
+    sender: Peer
+    receivers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinLive:
+    """Add ``receiver`` to ``sender``'s live transfer: its response starts now, at the stream's next byte."""
+
+    sender: Peer
+    receiver: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropReceiver:
+    """Cut this receiver now, dropping what it has not taken yet (it fell too far behind a live stream)."""
+
+    peer: Peer
+
+
+Action = (
+    Reject
+    | AcceptSender
+    | WriteLine
+    | StartTransfer
+    | DetachReceiver
+    | EndSender
+    | CutReceivers
+    | StartLive
+    | JoinLive
+    | DropReceiver
+)

@@ -6,7 +6,10 @@ Each path is in one of three states:
 
 * *free*: no entry at all;
 * *waiting* (``_Waiting``): a sender and/or receivers have arrived, fewer than the transfer needs;
-* *running* (``_Transfer``): the sender and its ``n`` receivers are joined; the path is taken.
+* *running* (``_Transfer``): the sender and its ``n`` receivers are joined; the path is taken;
+* *live* (``_Live``, PROTOCOL.md section 11): receivers that asked for ``?live`` wait for a live
+  sender (no sender yet), or a live sender streams to whoever is there, receivers joining and
+  leaving at any time; the sender is there from its arrival to its end.
 
 The hub is driven by ``handle(event)`` and answers with the actions the transport must carry out,
 in order. It performs no I/O, keeps no clock and imports nothing from HTTP: the same hub serves
@@ -27,14 +30,18 @@ from ._events import (
     Action,
     CutReceivers,
     DetachReceiver,
+    DropReceiver,
     EndSender,
     Event,
+    JoinLive,
     Peer,
     PeerLost,
     ReceiverArrived,
     ReceiverFinished,
+    ReceiverLagged,
     Reject,
     SenderArrived,
+    StartLive,
     StartTransfer,
     TransferExpired,
     UploadEnded,
@@ -50,6 +57,32 @@ RESERVED_PATHS = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico
 
 def is_reserved(path: str) -> bool:
     return path in RESERVED_PATHS
+
+
+# --- the texts of live transfers (PROTOCOL.md section 11, "Texts") ---------------------------------------
+
+LIVE_ACCEPTED = "[INFO] Live: receivers may join and leave at any time."
+
+
+def live_joined(now: int) -> str:
+    return f"[INFO] A receiver joined ({now} now)."
+
+
+def live_left(now: int) -> str:
+    return f"[INFO] A receiver left ({now} now)."
+
+
+def live_lagged(now: int) -> str:
+    return f"[INFO] A receiver fell too far behind and was cut ({now} now)."
+
+
+def live_summary(served: int, size: int) -> str:
+    return f"[INFO] Live ended: {served} receiver(s) served, {size} byte(s) sent."
+
+
+def _is_live_value(raw: str) -> bool:
+    # ``?live`` and ``?live=1``; anything else is a mistake worth telling (section 11)
+    return raw in ("", "1")
 
 
 class _Waiting:
@@ -74,12 +107,23 @@ class _Transfer:
         self.upload_ended = False
 
 
+class _Live:
+    __slots__ = ("path", "sender", "receivers", "served")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sender: Peer | None = None  # None: ``?live`` receivers wait for their sender
+        self.receivers: list[Peer] = []  # present now, in arrival order
+        self.served = 0  # receivers that ever joined the stream
+
+
 class Hub:
     """All paths of one server. Not thread-safe: call it from the event loop's thread only."""
 
     def __init__(self) -> None:
         self._waiting: dict[str, _Waiting] = {}
         self._running: dict[str, _Transfer] = {}
+        self._live: dict[str, _Live] = {}
         # peer -> the path it is registered on, for PeerLost and the end events
         self._where: dict[Peer, str] = {}
         self._handlers: dict[type[Any], Callable[[Any], list[Action]]] = {
@@ -91,10 +135,15 @@ class Hub:
             PeerLost: self._peer_lost,
             WaitExpired: self._wait_expired,
             TransferExpired: self._transfer_expired,
+            ReceiverLagged: self._receiver_lagged,
         }
         #: transfers ended with at least one receiver served completely, and the others (cut, all aborted)
         self.transfers_finished = 0
         self.transfers_aborted = 0
+        #: receivers of live transfers cut for falling too far behind
+        self.live_receivers_cut = 0
+        #: the most receivers one live path may have at once (the operator's limit); None: no limit
+        self.max_live_receivers: int | None = None
 
     # --- introspection (metrics, tests) ---------------------------------------------------------
 
@@ -104,14 +153,26 @@ class Hub:
 
     @property
     def waiting_receivers(self) -> int:
-        return sum(len(w.receivers) for w in self._waiting.values())
+        waiting_live = sum(len(v.receivers) for v in self._live.values() if v.sender is None)
+        return sum(len(w.receivers) for w in self._waiting.values()) + waiting_live
 
     @property
     def running_transfers(self) -> int:
-        return len(self._running)
+        """Transfers under way, live ones included."""
+        return len(self._running) + self.live_paths
+
+    @property
+    def live_paths(self) -> int:
+        """Paths a live sender streams on."""
+        return sum(1 for v in self._live.values() if v.sender is not None)
+
+    @property
+    def live_receivers(self) -> int:
+        """Receivers joined to a live sender now."""
+        return sum(len(v.receivers) for v in self._live.values() if v.sender is not None)
 
     def is_busy(self, path: str) -> bool:
-        return path in self._waiting or path in self._running
+        return path in self._waiting or path in self._running or path in self._live
 
     def knows(self, peer: Peer) -> bool:
         return peer in self._where
@@ -119,11 +180,15 @@ class Hub:
     def is_waiting(self, peer: Peer) -> bool:
         """Whether ``peer`` is a sender or receiver still waiting for its transfer to start."""
         path = self._where.get(peer)
-        return path is not None and path in self._waiting
+        if path is None:
+            return False
+        live = self._live.get(path)
+        return path in self._waiting or (live is not None and live.sender is None and peer in live.receivers)
 
     def is_transferring(self, peer: Peer) -> bool:
         """Whether ``peer`` belongs to a running transfer (as its sender or one of its receivers)."""
-        return self._transfer_of(peer) is not None
+        live = self._live_of(peer)
+        return self._transfer_of(peer) is not None or (live is not None and live.sender is not None)
 
     def waiting_peers(self) -> list[Peer]:
         """Every waiting sender and receiver, senders of a path before its receivers."""
@@ -132,11 +197,15 @@ class Hub:
             if waiting.sender is not None:
                 peers.append(waiting.sender)
             peers.extend(waiting.receivers)
+        for live in self._live.values():
+            if live.sender is None:
+                peers.extend(live.receivers)
         return peers
 
     def transfers(self) -> list[tuple[Peer, tuple[Peer, ...]]]:
-        """The sender and receivers of every running transfer."""
-        return [(t.sender, t.receivers) for t in self._running.values()]
+        """The sender and receivers of every running transfer, live ones included."""
+        running = [(t.sender, t.receivers) for t in self._running.values()]
+        return running + [(v.sender, tuple(v.receivers)) for v in self._live.values() if v.sender is not None]
 
     # --- the one entry point ----------------------------------------------------------------------
 
@@ -152,13 +221,19 @@ class Hub:
             return [_reject(ev.peer, f"[ERROR] Cannot send to the reserved path '{path}'. (e.g. '/mypath123')")]
         if ev.has_content_range:
             return [_reject(ev.peer, f"[ERROR] Content-Range is not supported for now in {ev.method}")]
+        if ev.live is not None:
+            refusal = _live_refusal(ev.peer, ev.live, ev.n)
+            return [refusal] if refusal is not None else self._live_sender_arrived(ev)
         n = parse_n(ev.n)
         if n is None:
             return [_reject(ev.peer, '[ERROR] Invalid "n" query parameter')]
         if n <= 0:
             return [_reject(ev.peer, f"[ERROR] n should > 0, but n = {n}.")]
-        if path in self._running:
+        live = self._live.get(path)
+        if path in self._running or (live is not None and live.sender is not None):
             return [_reject(ev.peer, f"[ERROR] Connection on '{path}' has been established already.")]
+        if live is not None:
+            return [_mismatch(ev.peer, "An ordinary sender", "live", path)]
         waiting = self._waiting.get(path)
         if waiting is None:
             waiting = self._waiting[path] = _Waiting(n)
@@ -182,11 +257,17 @@ class Hub:
         path = ev.path
         if ev.is_service_worker:
             return [_reject(ev.peer, "[ERROR] Service Worker registration is rejected.")]
+        if ev.live is not None:
+            refusal = _live_refusal(ev.peer, ev.live, ev.n)
+            if refusal is not None:
+                return [refusal]
         n = parse_n(ev.n)
         if n is None:
             return [_reject(ev.peer, '[ERROR] Invalid query parameter "n"')]
         if n <= 0:
             return [_reject(ev.peer, f"[ERROR] n should > 0, but n = {n}.")]
+        if path in self._live or ev.live is not None:
+            return self._live_receiver_arrived(ev)
         if path in self._running:
             return [_reject(ev.peer, f"[ERROR] Connection on '{path}' has been established already.")]
         waiting = self._waiting.get(path)
@@ -217,6 +298,118 @@ class Hub:
             StartTransfer(sender=waiting.sender, receivers=receivers),
         ]
 
+    # --- live transfers (PROTOCOL.md section 11) ---------------------------------------------------
+
+    def _live_sender_arrived(self, ev: SenderArrived) -> list[Action]:
+        path, peer = ev.path, ev.peer
+        live = self._live.get(path)
+        if path in self._running or (live is not None and live.sender is not None):
+            return [_reject(peer, f"[ERROR] Connection on '{path}' has been established already.")]
+        waiting = self._waiting.get(path)
+        if waiting is not None:
+            if waiting.sender is not None:
+                return [_reject(peer, f"[ERROR] Another sender has been connected on '{path}'.")]
+            return [_mismatch(peer, "A live sender", "ordinary", path)]
+        if live is None:
+            live = self._live[path] = _Live(path)
+        live.sender = peer
+        self._where[peer] = path
+        receivers = tuple(live.receivers)
+        live.served = len(receivers)
+        actions: list[Action] = [AcceptSender(peer=peer), _line(peer, LIVE_ACCEPTED)]
+        actions += [_line(peer, live_joined(i)) for i in range(1, len(receivers) + 1)]
+        actions.append(StartLive(sender=peer, receivers=receivers))
+        return actions
+
+    def _live_receiver_arrived(self, ev: ReceiverArrived) -> list[Action]:
+        path, peer = ev.path, ev.peer
+        live = self._live.get(path)
+        if live is None:
+            # a ``?live`` receiver on a path without a live sender: it waits for one
+            if path in self._running:
+                return [_reject(peer, f"[ERROR] Connection on '{path}' has been established already.")]
+            if path in self._waiting:
+                return [_mismatch(peer, "A live receiver", "ordinary", path)]
+            live = self._live[path] = _Live(path)
+        elif live.sender is None and ev.live is None:
+            return [_mismatch(peer, "An ordinary receiver", "live", path)]
+        limit = self.max_live_receivers
+        if limit is not None and len(live.receivers) >= limit:
+            if not live.receivers and live.sender is None:
+                del self._live[path]  # a limit of 0 refuses the first one too
+            return [_reject(peer, "[ERROR] The number of receivers has reached limits.")]
+        live.receivers.append(peer)
+        self._where[peer] = path
+        if live.sender is None:
+            return []
+        live.served += 1
+        return [JoinLive(sender=live.sender, receiver=peer), _line(live.sender, live_joined(len(live.receivers)))]
+
+    def _live_of(self, peer: Peer) -> _Live | None:
+        """The live path ``peer`` is the sender or a present receiver of, if any."""
+        path = self._where.get(peer)
+        if path is None:
+            return None
+        live = self._live.get(path)
+        if live is None or (peer != live.sender and peer not in live.receivers):
+            return None
+        return live
+
+    def _live_ended(self, live: _Live, ev: UploadEnded | UploadFailed) -> list[Action]:
+        sender = ev.peer
+        receivers = tuple(live.receivers)
+        self._free_live(live, ok=isinstance(ev, UploadEnded))
+        summary = _line(sender, live_summary(live.served, ev.size))
+        if isinstance(ev, UploadEnded):
+            # the pipe ends every receiver's response normally; the path is free at once
+            return [summary, EndSender(peer=sender, drop_upload=False)]
+        return [
+            summary,
+            _line(sender, "[ERROR] Failed to send."),
+            EndSender(peer=sender, drop_upload=True),
+            CutReceivers(receivers=receivers),
+        ]
+
+    def _live_peer_gone(self, live: _Live, peer: Peer) -> list[Action]:
+        """A sender or receiver of a live path left (lost, or a receiver done)."""
+        if peer == live.sender:
+            receivers = tuple(live.receivers)
+            self._free_live(live, ok=False)
+            return [CutReceivers(receivers=receivers)] if receivers else []
+        live.receivers.remove(peer)
+        del self._where[peer]
+        if live.sender is None:
+            # a waiting ``?live`` receiver left: forgotten, nothing told (section 8)
+            if not live.receivers:
+                del self._live[live.path]
+            return []
+        return [DetachReceiver(peer=peer), _line(live.sender, live_left(len(live.receivers)))]
+
+    def _receiver_lagged(self, ev: ReceiverLagged) -> list[Action]:
+        live = self._live_of(ev.peer)
+        if live is None or live.sender is None or ev.peer == live.sender:
+            return []
+        live.receivers.remove(ev.peer)
+        del self._where[ev.peer]
+        self.live_receivers_cut += 1
+        return [
+            DetachReceiver(peer=ev.peer),
+            DropReceiver(peer=ev.peer),
+            _line(live.sender, live_lagged(len(live.receivers))),
+        ]
+
+    def _free_live(self, live: _Live, *, ok: bool) -> None:
+        if self._live.get(live.path) is live:
+            del self._live[live.path]
+            if live.sender is not None:
+                if ok:
+                    self.transfers_finished += 1
+                else:
+                    self.transfers_aborted += 1
+        for peer in (live.sender, *live.receivers):
+            if peer is not None and self._where.get(peer) == live.path:
+                del self._where[peer]
+
     # --- endings ----------------------------------------------------------------------------------
 
     def _transfer_of(self, peer: Peer) -> _Transfer | None:
@@ -229,6 +422,9 @@ class Hub:
         return transfer
 
     def _upload_ended(self, ev: UploadEnded) -> list[Action]:
+        live = self._live_of(ev.peer)
+        if live is not None and live.sender == ev.peer:
+            return self._live_ended(live, ev)
         transfer = self._transfer_of(ev.peer)
         if transfer is None or transfer.sender != ev.peer or transfer.upload_ended:
             return []
@@ -236,6 +432,9 @@ class Hub:
         return [_line(ev.peer, "[INFO] Sent successfully!")]
 
     def _upload_failed(self, ev: UploadFailed) -> list[Action]:
+        live = self._live_of(ev.peer)
+        if live is not None and live.sender == ev.peer:
+            return self._live_ended(live, ev)
         transfer = self._transfer_of(ev.peer)
         if transfer is None or transfer.sender != ev.peer:
             return []
@@ -248,6 +447,9 @@ class Hub:
         ]
 
     def _receiver_finished(self, ev: ReceiverFinished) -> list[Action]:
+        live = self._live_of(ev.peer)
+        if live is not None and live.sender != ev.peer:
+            return self._live_peer_gone(live, ev.peer)  # only the end of the stream ends a receiver
         transfer = self._transfer_of(ev.peer)
         if transfer is None or ev.peer not in transfer.active:
             return []
@@ -260,6 +462,9 @@ class Hub:
         path = self._where.get(peer)
         if path is None:
             return []
+        live = self._live_of(peer)
+        if live is not None:
+            return self._live_peer_gone(live, peer)
         waiting = self._waiting.get(path)
         if waiting is not None:
             # Only this very peer is removed: a late loss of an old peer never evicts a new one.
@@ -299,6 +504,10 @@ class Hub:
         peer = ev.peer
         if not self.is_waiting(peer):
             return []  # matched, refused or gone meanwhile: the timer lost a race, nothing to do
+        live = self._live_of(peer)
+        if live is not None:
+            self._live_peer_gone(live, peer)
+            return [Reject(peer=peer, status=ev.status, message=ev.message)]
         path = self._where.pop(peer)
         waiting = self._waiting[path]
         if waiting.sender == peer:
@@ -313,6 +522,15 @@ class Hub:
         return actions
 
     def _transfer_expired(self, ev: TransferExpired) -> list[Action]:
+        live = self._live_of(ev.peer)
+        if live is not None and live.sender is not None:
+            sender, receivers = live.sender, tuple(live.receivers)
+            self._free_live(live, ok=False)
+            return [
+                WriteLine(peer=sender, line=ev.message),
+                EndSender(peer=sender, drop_upload=True),
+                CutReceivers(receivers=receivers),
+            ]
         transfer = self._transfer_of(ev.peer)
         if transfer is None:
             return []
@@ -356,6 +574,20 @@ class Hub:
         for peer in (transfer.sender, *transfer.receivers):
             if self._where.get(peer) == transfer.path:
                 del self._where[peer]
+
+
+def _live_refusal(peer: Peer, live: str, n: str | None) -> Reject | None:
+    """The refusals of a ``live`` query (section 11): a bad value, or ``n`` beside it."""
+    if not _is_live_value(live):
+        return _reject(peer, '[ERROR] Invalid "live" query parameter')
+    if n is not None:
+        return _reject(peer, '[ERROR] "n" and "live" cannot be used together')
+    return None
+
+
+def _mismatch(peer: Peer, newcomer: str, waiting: str, path: str) -> Reject:
+    """A newcomer of one mode where peers of the other wait (section 11): the 400 names both."""
+    return _reject(peer, f"[ERROR] {newcomer} cannot join the {waiting} transfer waiting on '{path}'.")
 
 
 def _reject(peer: Peer, message: str, status: int = 400) -> Reject:

@@ -239,6 +239,8 @@ class Http1Exchange(Exchange):
         conn = self.conn
         if not (SPLICE_AVAILABLE and conn.splice_enabled) or len(pipe.receivers) != 1 or pipe.decodes_form:
             return None
+        if pipe.is_live:  # its receivers come and go: the kernel path is for one fixed receiver
+            return None
         receiver = pipe.receivers[0]
         if not isinstance(receiver, Http1Exchange) or receiver.conn.is_tls or conn.is_tls:
             return None
@@ -358,6 +360,15 @@ class Http1Exchange(Exchange):
         # No final chunk and a closed connection: the receiver sees a cut stream, never a complete one.
         self._close_after = True
         self.conn.close()
+
+    def drop(self) -> None:
+        # A live receiver too far behind: what it has not taken is dropped with the connection.
+        self._close_after = True
+        self.conn.abort()
+
+    def backlog(self) -> int:
+        """Bytes written for this receiver that have not left for the kernel yet."""
+        return self.conn.write_buffer_size()
 
     # --- responses ---------------------------------------------------------------------------------
 

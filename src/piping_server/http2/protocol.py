@@ -298,6 +298,14 @@ class Http2Stream(Exchange):
         self._out_bytes = 0
         self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
 
+    def drop(self) -> None:
+        # A live receiver too far behind: a reset drops what it has not taken, as a cut does.
+        self.cut()
+
+    def backlog(self) -> int:
+        """Bytes queued for this receiver that its windows have not let out yet."""
+        return self._out_bytes
+
     # --- output ----------------------------------------------------------------------------------------
 
     def _send_head(self, status: int, headers: Headers, *, end: bool = False, final: bool = True) -> None:
