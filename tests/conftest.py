@@ -24,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _deselect_workers_variants(config, items)
     if not EXTERNAL_BASE_URL:
         return
     skip = pytest.mark.skip(reason="not applicable to an external server (PIPING_TEST_BASE_URL)")
@@ -79,10 +80,45 @@ def copying_server() -> Iterator[ServerProcess | None]:
         proc.stop()
 
 
+@pytest.fixture(scope="session")
+def workers_server(tls_files: tuple[str, str, str]) -> Iterator[ServerProcess | None]:
+    """Our server as three worker processes (``--workers 3``), HTTP and HTTPS."""
+    if EXTERNAL_BASE_URL:
+        yield None
+        return
+    proc = start_server("--workers", "3", https=tls_files)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
 #: The transports every protocol scenario runs over: HTTP/1.1 (where one-to-one uploads are spliced
 #: kernel to kernel), HTTP/1.1 with splicing off ("h1-copy"), cleartext HTTP/2 (prior knowledge),
-#: HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2).
-TRANSPORTS = ["h1", "h1-copy", "h2c", "h1-tls", "h2"]
+#: HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2); then ``--workers 3`` over HTTP/1.1 (connections
+#: handed to the path's owner) and over h2 (streams relayed to it), in the modules of WORKERS_MODULES.
+TRANSPORTS = ["h1", "h1-copy", "h2c", "h1-tls", "h2", "workers", "workers-h2"]
+#: The scenarios that also run against ``--workers 3`` (the rest would only add minutes), and the
+#: ones among them too long to repeat there.
+WORKERS_MODULES = ("tests/e2e/test_transfer.py",)
+WORKERS_SKIPPED = ("test_large_transfer_sha256",)
+
+
+def _deselect_workers_variants(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        transport = callspec.params.get("target") if callspec is not None else None
+        in_module = item.nodeid.split("::", 1)[0] in WORKERS_MODULES
+        skipped = getattr(item, "originalname", item.name) in WORKERS_SKIPPED
+        if transport in ("workers", "workers-h2") and (not in_module or skipped):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -96,4 +132,9 @@ def target(request: pytest.FixtureRequest, server: ServerProcess | None) -> Targ
     if request.param == "h1-copy":
         copying = request.getfixturevalue("copying_server")
         return Target(name="h1-copy", base_url=copying.target("h1").base_url)
+    if request.param in ("workers", "workers-h2"):
+        workers: ServerProcess = request.getfixturevalue("workers_server")
+        target = workers.target("h1" if request.param == "workers" else "h2")
+        target.name = request.param
+        return target
     return server.target(request.param)

@@ -123,6 +123,8 @@ class Exchange:
             self.refused_connection()
             self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
             return
+        if hooks.forward is not None and method in ("GET", "POST", "PUT") and hooks.forward(self, path):
+            return  # another worker owns the path (--workers): it serves the request, admission included
         if hooks.admit is not None:
             refusal = hooks.admit(self.view())
             if refusal is not None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._forwarded import TrustedProxies
 from ._headers import Headers
+
+if TYPE_CHECKING:
+    from ._exchange import Exchange
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +71,9 @@ class Hooks:
     preflight_allow_headers: bytes | None = None
     #: the proxies whose X-Forwarded-For / X-Forwarded-Proto / Forwarded name the client (--forwarded-allow-ips)
     trusted_proxies: TrustedProxies | None = None
+    #: set in a worker of ``--workers``: another worker owns the request's path, so this serves it there
+    #: (the request and its path; True when taken). Called before ``admit``: the owner admits it.
+    forward: Callable[[Exchange, str], bool] | None = None
 
 
 class Progress(Protocol):

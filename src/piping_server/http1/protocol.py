@@ -25,6 +25,7 @@ from http import HTTPStatus
 import httptools
 
 from .._exchange import Exchange
+from .._forward import Forward
 from .._headers import MESSAGE_HEADERS, Headers
 from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ProtocolError, ReceiverFinished
@@ -60,6 +61,11 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 class _HeadTooLarge(Exception):
     pass
+
+
+#: ``--workers``: given the connection, a request head and every byte read from it, hand the socket and
+#: those bytes to the worker that owns the head's path; False when this worker owns it (or nobody must).
+HandOver = Callable[["Http1Protocol", bytes, bytes], bool]
 
 
 class Http1Exchange(Exchange):
@@ -410,8 +416,17 @@ class Http1Exchange(Exchange):
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
-    def __init__(self, relay: Relay, *, is_tls: bool = False, splice_enabled: bool | None = None) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        is_tls: bool = False,
+        splice_enabled: bool | None = None,
+        hand_over: HandOver | None = None,
+    ) -> None:
         self.relay = relay
+        #: set in a worker of ``--workers`` (plain TCP only): moves the connection to the worker owning a path
+        self.hand_over = hand_over
         self.is_tls = is_tls
         #: whether uploads may move kernel to kernel (see _splice.py); PIPING_SPLICE=0 turns it off,
         #: so that the ordinary path can be tested and measured on its own
@@ -496,6 +511,9 @@ class Http1Protocol(asyncio.Protocol):
                 self._head_buffer = buffered
                 return b""
             self._head_buffer = b""
+            # --workers: another worker may own this request's path; it takes the idle socket and these bytes
+            if self.hand_over is not None and self._idle() and self.hand_over(self, buffered[:end], buffered):
+                return b""
             self._parser.feed_data(buffered[seen:end])
         except httptools.HttpParserUpgrade:
             # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows)
@@ -506,6 +524,10 @@ class Http1Protocol(asyncio.Protocol):
             if self._body.done:
                 self._end_body()
         return buffered[end:]
+
+    def _idle(self) -> bool:
+        """Nothing is being read or answered on this connection, and every byte written has left."""
+        return self._active is None and not self._queue and self._incoming is None and self.write_buffer_size() == 0
 
     def _read_body(self, data: bytes) -> bytes:
         """Give an upload's body bytes to its exchange; return what follows the body."""
@@ -556,6 +578,8 @@ class Http1Protocol(asyncio.Protocol):
                 continue
             exchange.lost = True
             exchange.stop_splice()
+            if isinstance(exchange.pipe, Forward):
+                exchange.pipe.peer_lost()  # served by another worker (--workers): its request is gone too
             exchange.report()
             if exchange.pipe is not None and exchange._role == "receiver":
                 exchange.pipe.receiver_resumed(exchange)

@@ -45,6 +45,7 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamState
 
 from .._exchange import Exchange
+from .._forward import Forward
 from .._headers import MESSAGE_HEADERS, Headers
 from .._hooks import Refusal
 from ..core import PeerLost, ReceiverFinished
@@ -434,6 +435,8 @@ class Http2Stream(Exchange):
         self.report()
         if self.pipe is not None and self._role == "receiver":
             self.pipe.receiver_resumed(self)
+        if isinstance(self.pipe, Forward):
+            self.pipe.peer_lost()  # served by another worker (--workers): its request is gone too
         relay = self.conn.relay
         if relay.hub.knows(self):
             relay.submit(PeerLost(peer=self))

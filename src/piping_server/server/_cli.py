@@ -14,6 +14,7 @@ from .._forwarded import DEFAULT_FORWARDED_ALLOW_IPS
 from ..ops._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
 from ..ops._logging import configure_logging
 from ._serve import ServerOptions, StartupError, run
+from ._workers import parse_workers, run_workers
 
 _SECONDS = click.FloatRange(min=0, min_open=True)
 _COUNT = click.IntRange(min=1)
@@ -58,6 +59,8 @@ _COUNT = click.IntRange(min=1)
 @click.option("--max-waiting-per-client", type=_COUNT, default=None, help="... from one client address.")
 @click.option("--max-header-bytes", type=click.IntRange(256, 1 << 20), default=None,
               help="Most bytes of a request line plus headers (431 past it).  [default: 65536]")
+@click.option("--workers", "workers_flag", default="1", show_default=True, metavar="N|auto",
+              help="Worker processes sharing the ports, one per core with 'auto' (see docs/scaling.md).")
 @click.option("--allow-path", multiple=True, metavar="PATTERN",
               help='Only these paths may carry transfers: "/exact", "/prefix/*", "re:REGEX"; repeatable.')
 @click.version_option(__version__, "--version", message="%(version)s")
@@ -71,6 +74,7 @@ def command(
     config_path: str | None,
     check_config: str | None,
     hash_password: bool,
+    workers_flag: str,
     **operator_flags: Any,
 ) -> None:
     """Piping Server: stream data between any devices over pure HTTP.
@@ -87,6 +91,12 @@ def command(
             _config_error(exc)
         click.echo(f"{check_config}: OK")
         return
+    try:
+        workers = parse_workers(workers_flag)
+    except ValueError:
+        click.echo(f"piping-server: error: --workers must be a count of at least 1 or 'auto', not {workers_flag!r}",
+                   err=True)
+        sys.exit(2)
     overrides = _given_flags(click.get_current_context())
     try:
         config = load_config(config_path, overrides=overrides)
@@ -110,7 +120,10 @@ def command(
         overrides=overrides,
     )
     try:
-        run(options)
+        if workers > 1:
+            run_workers(options, workers)
+        else:
+            run(options)
     except StartupError as exc:
         click.echo(f"piping-server: error: {exc}", err=True)
         sys.exit(1)

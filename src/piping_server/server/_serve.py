@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,7 @@ from ..flow import Relay
 from ..http1.protocol import Http1Protocol
 from ..ops._config import Config
 from ..ops._operator import Operator, on_signal
+from ._handover import Handover, Worker
 from ._tls import CertificateError, CertificateStore, start_https
 
 log = logging.getLogger("piping_server")
@@ -40,8 +43,12 @@ class StartupError(Exception):
     """The server cannot start as configured (port taken, bad certificate...): a one-line reason."""
 
 
-async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -> None:
-    """Listen as ``options`` says and serve until cancelled or signalled."""
+async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, worker: Worker | None = None) -> None:
+    """Listen as ``options`` says and serve until cancelled or signalled.
+
+    ``worker``: this process is one of ``--workers N``: it serves on the sockets it inherited and
+    meets its siblings on the paths they own (see ``_handover.py``).
+    """
     loop = asyncio.get_running_loop()
     config = options.config or Config()
     operator = Operator(config, config_path=options.config_path, overrides=options.overrides)
@@ -57,20 +64,32 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -
         where = f"{config.metrics.host}:{config.metrics.port}"
         raise StartupError(f"cannot listen on {where} (metrics): {exc.strerror}") from exc
     servers: list[asyncio.Server] = []
+    handover = Handover(worker.place, relay) if worker is not None else None
     try:
-        servers.append(
-            await loop.create_server(
-                lambda: Http1Protocol(relay), options.host, options.http_port, reuse_address=True, backlog=1024
+        if worker is not None and handover is not None:
+            relay.hooks.forward = handover.forward
+            await handover.start()
+            await _serve_worker_metrics(worker, operator)
+            hand_over = handover.hand_over
+            servers.append(
+                await loop.create_server(lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket)
             )
-        )
+        else:
+            servers.append(
+                await loop.create_server(
+                    lambda: Http1Protocol(relay), options.host, options.http_port, reuse_address=True, backlog=1024
+                )
+            )
     except OSError as exc:
         await operator.close()
         raise StartupError(f"cannot listen on {options.host or '*'}:{options.http_port}: {exc.strerror}") from exc
-    for server in servers:
+    for server in servers if worker is None else ():  # the supervisor says where its workers listen
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
             log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
-    tls = await _start_https(options, relay, servers, certificates) if certificates is not None else None
+    tls = None
+    if certificates is not None:
+        tls = await _start_https(options, relay, servers, certificates, worker.https_socket if worker else None)
     stop = asyncio.Event()
     force = asyncio.Event()
     signalled = on_signal(stop, force)
@@ -88,6 +107,8 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None) -
         # stop accepting first; then (on a signal, not on a cancellation) let running transfers finish
         for server in servers:
             server.close()
+        if handover is not None:
+            handover.close()
         if tls is not None:
             await tls.stop_watching()
         if stop.is_set():
@@ -105,25 +126,47 @@ def _load_certificate(options: ServerOptions) -> CertificateStore:
 
 
 async def _start_https(
-    options: ServerOptions, relay: Relay, servers: list[asyncio.Server], store: CertificateStore
+    options: ServerOptions,
+    relay: Relay,
+    servers: list[asyncio.Server],
+    store: CertificateStore,
+    inherited: socket.socket | None = None,
 ) -> CertificateStore:
     """The HTTPS listener beside the HTTP one (h2 and HTTP/1.1 by ALPN), its certificate watched for changes."""
     assert options.https_port is not None
     try:
-        server = await start_https(relay, options.host, options.https_port, store)
+        server = await start_https(relay, options.host, options.https_port, store, sock=inherited)
     except OSError as exc:
         raise StartupError(f"cannot listen on {options.host or '*'}:{options.https_port}: {exc.strerror}") from exc
     servers.append(server)
-    for sock in server.sockets:
+    for sock in server.sockets if inherited is None else ():
         log.info("listening on https://%s:%d", *sock.getsockname()[:2])
     return store
 
 
-def run(options: ServerOptions) -> None:
+async def _serve_worker_metrics(worker: Worker, operator: Operator) -> None:
+    """A worker's figures, for its supervisor to sum (``--workers`` with ``--metrics-port``)."""
+    metrics = operator.metrics
+    if metrics is None:
+        return
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(metrics.render())
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    path = worker.place.socket_path("metrics")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    await asyncio.start_unix_server(answer, path)
+
+
+def run(options: ServerOptions, *, worker: Worker | None = None) -> None:
     """Run ``serve`` on uvloop when it is installed, plain asyncio otherwise."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(options))
+        asyncio.run(serve(options, worker=worker))
     else:
-        uvloop.run(serve(options))
+        uvloop.run(serve(options, worker=worker))

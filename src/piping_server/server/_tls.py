@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
+from typing import Any
 
 from ..flow import Relay
 from ..http1.protocol import Http1Protocol
@@ -169,17 +171,21 @@ class _AlpnDispatch(asyncio.Protocol):
         protocol.connection_made(transport)
 
 
-async def start_https(relay: Relay, host: str | None, port: int, store: CertificateStore) -> asyncio.Server:
+async def start_https(
+    relay: Relay, host: str | None, port: int, store: CertificateStore, *, sock: socket.socket | None = None
+) -> asyncio.Server:
     """Listen for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) and start watching the certificate.
+
+    ``sock``: a listening socket to serve on instead (a worker of ``--workers`` inherits it).
 
     Raises:
         OSError: the port cannot be bound.
     """
     loop = asyncio.get_running_loop()
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server = await loop.create_server(
         lambda: _AlpnDispatch(relay),
-        host,
-        port,
+        **where,
         ssl=store.context,
         ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
         reuse_address=True,
