@@ -9,6 +9,7 @@ knows (the client's address, the authority, what is still buffered).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -126,11 +127,38 @@ class Exchange:
         if hooks.forward is not None and method in ("GET", "POST", "PUT") and hooks.forward(self, path):
             return  # another worker owns the path (--workers): it serves the request, admission included
         if hooks.admit is not None:
-            refusal = hooks.admit(self.view())
-            if refusal is not None:
-                self._role = "refused"
-                self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
+            verdict = hooks.admit(self.view())
+            if isinstance(verdict, asyncio.Future):
+                # decided off the loop (a password hash): a sender's body is held meanwhile
+                if method in ("POST", "PUT"):
+                    self.on_sender()
+                verdict.add_done_callback(self._admitted)
                 return
+            if verdict is not None:
+                self._refuse(verdict)
+                return
+        self._route()
+
+    def _admitted(self, verdict: asyncio.Future[Refusal | None]) -> None:
+        """The operator's deferred answer: route the request, unless it is gone meanwhile (then it is reported)."""
+        if self._reported:
+            return
+        if verdict.cancelled() or verdict.exception() is not None:
+            refusal: Refusal | None = Refusal(status=503, message="[ERROR] The request could not be checked.\n")
+        else:
+            refusal = verdict.result()
+        if refusal is not None:
+            self._refuse(refusal)
+        else:
+            self._route()
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self._role = "refused"
+        self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
+
+    def _route(self) -> None:
+        method, path, query = self.method, self._path, self._query
+        hooks = self.relay.hooks
         if method in ("GET", "HEAD") and is_reserved(path):
             self._role = "page"
             page = render_page(path, base_url=self._base_url(), query=query)

@@ -7,6 +7,7 @@ block, and see requests as ``RequestView`` values, never the transport objects.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -56,8 +57,9 @@ class AccessRecord:
 class Hooks:
     """The operator's hooks; each may be None."""
 
-    #: called before routing; a Refusal answers the request instead of the protocol
-    admit: Callable[[RequestView], Refusal | None] | None = None
+    #: called before routing; a Refusal answers the request instead of the protocol; a future (of a Refusal or
+    #: None) when deciding takes work off the event loop (a password hash): routing waits for it, the body held
+    admit: Callable[[RequestView], Refusal | asyncio.Future[Refusal | None] | None] | None = None
     #: called once per request when it is over, whatever the outcome
     on_access: Callable[[AccessRecord], None] | None = None
     #: called when a connection opens, with the client's address ("" when unknown); a Refusal answers

@@ -10,12 +10,15 @@ Password hashes (``piping-server --hash-password``)::
     pbkdf2_sha256$<iterations>$<salt, base64>$<sha256 derived key, base64>
     scrypt$<n>$<r>$<p>$<salt, base64>$<derived key, base64>
 
-Verifying a hash costs tens of milliseconds of CPU on the event loop, so a verified credential is
-remembered (keyed by a keyed digest, never in clear) for the life of the configuration.
+Verifying a hash costs tens of milliseconds of CPU, so a verified credential is remembered (keyed by
+a keyed digest, never in clear) for the life of the configuration, and with a ``LoginGuard`` (the
+server's) the hash is checked off the event loop and failures are rate-limited per client address
+(see _logins.py): ``check`` then answers a future for a credential it has not verified yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -26,9 +29,9 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -37,11 +40,15 @@ from .._headers import Headers
 from .._hooks import Refusal, RequestView
 from ..core import is_reserved
 from ._config import HMAC_ALGORITHMS, PUBLIC_KEY_ALGORITHMS, AuthConfig, Config, JwtConfig
+from ._logins import then
+
+if TYPE_CHECKING:
+    from ._logins import LoginGuard
 
 log = logging.getLogger("piping_server.auth")
 
 #: Work factors of new hashes: about 50 ms (PBKDF2) and 40 ms (scrypt) of one core each, paid once per
-#: credential (then cached) but on the event loop, so kept well below a second.
+#: credential (then cached), in the login pool's threads.
 PBKDF2_ITERATIONS = 200_000
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
 SALT_BYTES = 16
@@ -218,8 +225,12 @@ class _User:
 class Gate:
     """Allow-list, authentication and scopes for one configuration (rebuilt on reload)."""
 
-    def __init__(self, config: Config, *, jwks: JwksKeys | None = None) -> None:
+    def __init__(self, config: Config, *, jwks: JwksKeys | None = None, guard: LoginGuard | None = None) -> None:
         auth: AuthConfig = config.auth
+        #: hashes checked off the loop, failures rate-limited per client; None: checked inline (tests)
+        self.guard = guard
+        #: told the reason of every refusal decided later (a future's), for the metrics
+        self.on_refused: Callable[[str], None] | None = None
         self.protect_pages = config.access.protect_pages
         self.allow = PathRules(config.access.allow_paths) if config.access.allow_paths is not None else None
         self.realm = auth.basic.realm
@@ -253,8 +264,8 @@ class Gate:
 
     # --- the hook --------------------------------------------------------------------------------------
 
-    def check(self, view: RequestView) -> Refusal | None:
-        """None to let ``view`` through, else the 401/403 to answer it with."""
+    def check(self, view: RequestView) -> Refusal | asyncio.Future[Refusal | None] | None:
+        """None to let ``view`` through, else the 401/403/429 to answer it with, or a future of either."""
         if view.method == "OPTIONS":
             return None  # CORS preflights carry no credentials: they stay open
         page = view.method in ("GET", "HEAD") and is_reserved(view.path)
@@ -269,9 +280,13 @@ class Gate:
             scheme, _, credentials = header.partition(b" ")
             scheme = scheme.lower()
             if scheme == b"basic" and self.users:
-                user = self._basic(credentials.strip())
+                user = self._basic(credentials.strip(), view.client)
+                if isinstance(user, asyncio.Future):
+                    return then(user, lambda checked: self._after_basic(view, page, checked))
+                if isinstance(user, Refusal):
+                    return user
                 if user is None:
-                    return self._unauthorized("[ERROR] Wrong user name or password.\n")
+                    return self._wrong()
                 scopes = user.paths
             elif scheme == b"bearer" and self.jwt is not None:
                 bearer = True
@@ -281,6 +296,16 @@ class Gate:
                 scopes = self._token_scopes(claims_or_error)
             else:
                 return self._unauthorized("[ERROR] Authentication required.\n")
+        return self._authorize(view, page, scopes, bearer)
+
+    def _after_basic(self, view: RequestView, page: bool, user: _User | None) -> Refusal | None:
+        refusal = self._wrong() if user is None else self._authorize(view, page, user.paths, False)
+        if refusal is not None and self.on_refused is not None:
+            self.on_refused(self.last_reason)
+        return refusal
+
+    def _authorize(self, view: RequestView, page: bool, scopes: PathRules | None, bearer: bool) -> Refusal | None:
+        """The allow-list and the credentials' scopes, once the credentials are known good."""
         if page:
             return None
         if self.allow is not None and not self.allow.allows(view.path):
@@ -298,15 +323,25 @@ class Gate:
 
     # --- basic ------------------------------------------------------------------------------------------
 
-    def _basic(self, credentials: bytes) -> _User | None:
+    def _basic(self, credentials: bytes, client: str) -> _User | Refusal | asyncio.Future[_User | None] | None:
+        """The user, None for wrong credentials, a refusal (too many failures, too busy), or a future of the user."""
         digest = hmac.new(self._cache_key, credentials, hashlib.sha256).digest()
         name = self._cache.get(digest)
         if name is not None and name in self.users:
             self._cache.move_to_end(digest)
             return self.users[name]
+        guard = self.guard
+        if guard is not None:
+            wait = guard.retry_after(client)
+            if wait is not None:
+                guard.failed(client, "rate_limited")
+                self.last_reason = "rate_limited"
+                message = f"[ERROR] Too many failed logins from your address: try again in {wait} second(s).\n"
+                return Refusal(status=429, message=message, headers=[(b"retry-after", b"%d" % wait)])
         try:
             decoded = base64.b64decode(credentials, validate=True)
         except (binascii.Error, ValueError):
+            self._failed(client)
             return None
         try:
             text = decoded.decode("utf-8")
@@ -315,18 +350,39 @@ class Gate:
         name, sep, password = text.partition(":")
         user = self.users.get(name)
         if not sep or user is None:
+            self._failed(client)
             return None
-        if user.hashed is not None:
-            ok = verify_password(password, user.hashed)
-        else:
+        if user.hashed is None:
             assert user.password is not None
             ok = hmac.compare_digest(password.encode(), user.password.encode())
-        if not ok:
+        elif guard is None:
+            ok = verify_password(password, user.hashed)
+        else:
+            checking = guard.verify(password, user.hashed)
+            if checking is None:
+                guard.failed(client, "busy")
+                self.last_reason = "busy"
+                message = "[ERROR] Too many logins are being checked: try again in a moment.\n"
+                return Refusal(status=503, message=message, headers=[(b"retry-after", b"1")])
+            return then(checking, lambda good: self._checked(good, digest, name, client))
+        return self._checked(ok, digest, name, client)
+
+    def _checked(self, ok: bool, digest: bytes, name: str, client: str) -> _User | None:
+        user = self.users.get(name)
+        if not ok or user is None:
+            self._failed(client)
             return None
         self._cache[digest] = name
         if len(self._cache) > CREDENTIAL_CACHE_SIZE:
             self._cache.popitem(last=False)
         return user
+
+    def _failed(self, client: str) -> None:
+        if self.guard is not None:
+            self.guard.failed(client)
+
+    def _wrong(self) -> Refusal:
+        return self._unauthorized("[ERROR] Wrong user name or password.\n")
 
     # --- bearer -----------------------------------------------------------------------------------------
 

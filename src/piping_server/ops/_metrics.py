@@ -79,6 +79,13 @@ class Metrics:
         self.rejections = Counter(
             "piping_rejections", "Requests refused, by reason.", ["reason"], registry=reg
         )
+        self.login_failures = Counter(
+            "piping_login_failures",
+            "Refused basic-auth logins: bad_credentials, rate_limited (429, too many failures from the client's "
+            "address), busy (503, too many password checks waiting).",
+            ["reason"],
+            registry=reg,
+        )
         self.requests = Counter("piping_requests", "Finished requests, by role.", ["role"], registry=reg)
         self.durations = Histogram(
             "piping_transfer_duration_seconds",
@@ -92,6 +99,9 @@ class Metrics:
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason=reason).inc()
+
+    def login_failed(self, reason: str) -> None:
+        self.login_failures.labels(reason=reason).inc()
 
     def transfer_ended(self, end: TransferEnd) -> None:
         self._ended_bytes += end.sender_bytes

@@ -22,6 +22,7 @@ from ._auth import Gate, JwksKeys
 from ._config import Config, load_config
 from ._limits import ConnectionCounter, RequestLimits, WatchedHub, describe
 from ._logging import configure_logging, log_access
+from ._logins import LoginGuard, then
 from ._metrics import Metrics
 from ._reload import ConfigReloader, keep_restart_only
 
@@ -58,7 +59,9 @@ class Operator:
         self.metrics: Metrics | None = None
         self.jwks: JwksKeys | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.gate = Gate(config, jwks=self._jwks_for(config))
+        #: password hashes off the loop and failed logins per client: one for the process, across reloads
+        self.guard = LoginGuard()
+        self.gate = self._gate(config)
         self.limits = RequestLimits(config.limits, self.hub)
         self.relay: Relay | None = None
         self.reloader: ConfigReloader | None = None
@@ -79,6 +82,7 @@ class Operator:
             self.metrics = Metrics(hub, connections=lambda: self.counter.total)
             hub.on_transfer_end = self.metrics.transfer_ended
             hub.on_expired = self.metrics.rejected
+            self.guard.on_failure = self.metrics.login_failed
             self.counter.on_refused = self.metrics.rejected
             relay.observers.append(self._observe)
         hooks = relay.hooks
@@ -121,6 +125,7 @@ class Operator:
             )
 
     async def close(self) -> None:
+        self.guard.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -145,7 +150,7 @@ class Operator:
     def apply(self, new: Config) -> None:
         """Put ``new`` in force for new requests; running transfers are untouched. May raise ValueError."""
         config = keep_restart_only(self.config, new)
-        gate = Gate(config, jwks=self._jwks_for(config))  # raises before anything changes
+        gate = self._gate(config)  # raises before anything changes
         self.config = config
         self.gate = gate
         self.limits = RequestLimits(config.limits, self.hub)
@@ -155,6 +160,15 @@ class Operator:
         configure_logging(level=config.log.level, fmt=config.log.format)
         if self.relay is not None and self.active:
             self._set_static_hooks(config)
+
+    def _gate(self, config: Config) -> Gate:
+        gate = Gate(config, jwks=self._jwks_for(config), guard=self.guard)
+        gate.on_refused = self._refused_later
+        return gate
+
+    def _refused_later(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected(reason)
 
     def _jwks_for(self, config: Config) -> JwksKeys | None:
         url = config.auth.jwt.jwks_url
@@ -182,18 +196,24 @@ class Operator:
 
     # --- hooks ---------------------------------------------------------------------------------------------------
 
-    def _admit(self, view: RequestView) -> Refusal | None:
+    def _admit(self, view: RequestView) -> Refusal | asyncio.Future[Refusal | None] | None:
         if self.draining:
             return Refusal(status=503, message=SHUTDOWN_MESSAGE)
         gate = self.gate
         refusal = gate.check(view)
+        if isinstance(refusal, asyncio.Future):  # a password checked off the loop: the limits come after it
+            return then(refusal, lambda decided: decided if decided is not None else self._limit(view))
         if refusal is None:
-            limits = self.limits
-            refusal = limits.check(view)
-            if refusal is not None and self.metrics is not None:
-                self.metrics.rejected(limits.last_reason)
-        elif self.metrics is not None:
+            return self._limit(view)
+        if self.metrics is not None:
             self.metrics.rejected(gate.last_reason)
+        return refusal
+
+    def _limit(self, view: RequestView) -> Refusal | None:
+        limits = self.limits
+        refusal = limits.check(view)
+        if refusal is not None and self.metrics is not None:
+            self.metrics.rejected(limits.last_reason)
         return refusal
 
     def _on_access(self, record: AccessRecord) -> None:

@@ -1,0 +1,89 @@
+"""Bad basic-auth logins against the real process: hashed off the loop, limited per client, counted."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from piping_server.ops._auth import hash_password
+
+from ..helpers import WAIT_S, unique_path
+from .util import Receiver, Sender, basic, metrics, request, server_with
+
+pytestmark = pytest.mark.ours
+
+#: The burst: 50 bad logins a second for 3 seconds, each on its own connection.
+BAD_LOGINS, BAD_LOGINS_PER_S = 150, 50.0
+
+
+def _users() -> str:
+    return f"[[auth.basic.users]]\nname = 'alice'\npassword_hash = '{hash_password('s3cret')}'\n"
+
+
+def test_a_transfer_streams_on_while_bad_logins_are_limited(tmp_path: Path) -> None:
+    with server_with(config=_users(), tmp=tmp_path, metrics_port=True) as (server, mport):
+        port = server.http_port
+        good = {"Authorization": basic("alice", "s3cret")}
+        path = unique_path()
+        sender, receiver = Sender(port, path, headers=good), Receiver(port, path, headers=good)
+        sender.send(b"start;")
+        receiver.read_until(b"start;")  # both are in (their credentials checked and remembered)
+
+        statuses: list[int] = []
+        bodies: list[bytes] = []
+
+        def guess() -> None:
+            for i in range(BAD_LOGINS):
+                started = time.monotonic()
+                bad = {"Authorization": basic("alice", f"guess {i}")}
+                status, _, body = request(port, "POST", unique_path(), headers=bad, body=b"x")
+                statuses.append(status)
+                bodies.append(body)
+                time.sleep(max(0.0, 1 / BAD_LOGINS_PER_S - (time.monotonic() - started)))
+
+        guesser = threading.Thread(target=guess)
+        guesser.start()
+        # the transfer goes on while the guesses arrive: each chunk reaches the receiver before the next is sent
+        sent = [b"start;"]
+        for i in range(2000):
+            if not guesser.is_alive() and i >= 20:
+                break
+            chunk = b"chunk %04d;" % i
+            sender.send(chunk)
+            sent.append(chunk)
+            assert chunk in receiver.read_until(chunk)
+        sender.end()
+        receiver.read_to_close()
+        guesser.join(timeout=WAIT_S * 3)
+        assert receiver.body() == (b"".join(sent), True)
+        sender.close()
+
+        assert len(statuses) == BAD_LOGINS and set(statuses) <= {401, 429}
+        # the first ones are checked and refused; past the client's budget, 429 without hashing
+        assert statuses[0] == 401 and statuses.count(429) > 0
+        limited = bodies[statuses.index(429)]
+        assert limited.startswith(b"[ERROR] Too many failed logins from your address: try again in ")
+        samples = metrics(mport)
+        assert samples['piping_login_failures_total{reason="bad_credentials"}'] == statuses.count(401)
+        assert samples['piping_login_failures_total{reason="rate_limited"}'] == statuses.count(429)
+        assert samples['piping_rejections_total{reason="rate_limited"}'] == statuses.count(429)
+        # a remembered credential still works from the limited address
+        assert request(port, "GET", unique_path() + "?n=0", headers=good)[0] == 400
+
+
+def test_a_hashed_login_over_h2c_holds_the_body_until_it_is_checked(tmp_path: Path) -> None:
+    with server_with(config=_users(), tmp=tmp_path) as (server, _):
+        url = f"http://127.0.0.1:{server.http_port}{unique_path()}"
+        receiver = subprocess.Popen(["curl", "-sS", "-u", "alice:s3cret", url], stdout=subprocess.PIPE)
+        data = b"through h2c after the hash\n" * 1000
+        sent = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-u", "alice:s3cret", "--data-binary", "@-",
+                               url], input=data, capture_output=True, timeout=WAIT_S)
+        out, _ = receiver.communicate(timeout=WAIT_S)
+        assert sent.returncode == 0 and out == data
+        refused = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-u", "alice:nope", "--data-binary", "@-",
+                                  "-w", "%{http_code}", url], input=data, capture_output=True, timeout=WAIT_S)
+        assert refused.stdout == b"[ERROR] Wrong user name or password.\n401"
