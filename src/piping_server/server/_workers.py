@@ -171,7 +171,6 @@ class Supervisor:
                      *self.metrics.getsockname()[:2])
         for index in range(self.count):
             self._spawn(index)
-        log.info("%d workers started", self.count)
         await self._done.wait()
         if server is not None:
             server.close()
@@ -187,6 +186,7 @@ class Supervisor:
             self._be_worker(index)  # never returns
         self.pids[pid] = index
         self._started_s[index] = time.monotonic()
+        log.info("worker %d started (pid %d)", index, pid)
 
     def _be_worker(self, index: int) -> None:
         code = 1

@@ -1,0 +1,284 @@
+"""``--workers N``: requests meet on their path's owner worker, whichever worker took the connection.
+
+The protocol scenarios of tests/e2e/test_transfer.py also run against ``--workers 3`` (the
+"workers" and "workers-h2" transports); here are the cases they cannot choose: requests of one
+kept-alive or pipelined HTTP/1.1 connection, and streams of one HTTP/2 connection, to paths owned
+by different workers; a worker killed mid-transfer; a graceful stop; the summed metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from piping_server.server._handover import owner_of
+from piping_server.server._workers import parse_workers
+
+from ..helpers import WAIT_S, ServerProcess, free_port, raw_connect, recv_until, start_server, unique_path, wait_until
+from ..http2._client import H2Client
+
+ALL_OK = b"[INFO] All receiver(s) was/were received successfully.\n"
+
+pytestmark = pytest.mark.ours
+
+
+def owned_by(index: int, workers: int = 3, prefix: str = "w") -> str:
+    """A fresh path whose owner is worker ``index`` of ``workers``."""
+    for _ in range(10_000):
+        path = unique_path(prefix)
+        if owner_of(path, workers) == index:
+            return path
+    raise AssertionError("no path found")
+
+
+def read_some(proc: subprocess.Popen[bytes], count: int, timeout: float = WAIT_S) -> bytes:
+    """At least ``count`` bytes of a process's stdout (fewer only if it ends or time runs out)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def worker_pids(server: ServerProcess, workers: int) -> dict[int, int]:
+    """The live pid of each worker index, from the supervisor's log (the last start line of each)."""
+    pids: dict[int, int] = {}
+    for index, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", server.log()):
+        pids[int(index)] = int(pid)
+    assert len(pids) == workers, server.log()
+    return pids
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_owner_is_stable_and_ignores_the_query() -> None:
+    assert owner_of("/a/b", 3) == owner_of("/a/b", 3)
+    assert {owner_of(f"/p{i}", 3) for i in range(30)} == {0, 1, 2}
+    assert parse_workers("auto") >= 1 and parse_workers("4") == 4
+    with pytest.raises(ValueError):
+        parse_workers("0")
+
+
+def test_bad_workers_flag_is_a_usage_error() -> None:
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "piping_server", "--workers", "many"], capture_output=True,
+                          timeout=WAIT_S)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        "piping-server: error: --workers must be a count of at least 1 or 'auto', not 'many'"
+    ]
+
+
+def test_keep_alive_requests_move_between_workers(workers_server: ServerProcess) -> None:
+    """One HTTP/1.1 connection sends to paths of workers 0, 1, 2 and 0 again: each request meets its receiver."""
+    target = workers_server.target("h1")
+    sock = raw_connect(target)
+    try:
+        for i, owner in enumerate((0, 1, 2, 0)):
+            path = owned_by(owner)
+            recv = subprocess.Popen(target.curl(target.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            body = b"request %d on one connection\n" % i
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % (path.encode(), len(body), body))
+            reply = recv_until(sock, b"0\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 200 "), reply
+            assert ALL_OK in reply
+            out, _ = recv.communicate(timeout=WAIT_S)
+            assert out == body
+    finally:
+        sock.close()
+
+
+def test_pipelined_requests_to_different_workers(workers_server: ServerProcess) -> None:
+    """Two requests written at once on one connection: the second, queued, is relayed to its owner."""
+    target = workers_server.target("h1")
+    paths = [owned_by(0), owned_by(1)]
+    bodies = [b"first " * 1000, b"second " * 1000]
+    receivers = [subprocess.Popen(target.curl(target.url(p)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for p in paths]
+    sock = raw_connect(target)
+    try:
+        sock.sendall(b"".join(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                              % (p.encode(), len(b), b) for p, b in zip(paths, bodies, strict=True)))
+        reply = b""
+        deadline = time.monotonic() + WAIT_S
+        for _ in range(2):  # one complete chunked response after the other
+            reply += recv_until(sock, b"0\r\n\r\n", timeout=max(0.1, deadline - time.monotonic()))
+            if reply.count(ALL_OK) == 2:
+                break
+        assert reply.count(b"HTTP/1.1 200 ") == 2 and reply.count(ALL_OK) == 2, reply
+    finally:
+        sock.close()
+    for recv, body in zip(receivers, bodies, strict=True):
+        out, _ = recv.communicate(timeout=WAIT_S)
+        assert out == body
+
+
+@pytest.mark.parametrize("transport", ["h2c", "h2"])
+@pytest.mark.parametrize("senders_first", [False, True])
+def test_h2_streams_to_every_worker(workers_server: ServerProcess, transport: str, senders_first: bool) -> None:
+    """One HTTP/2 connection carries a sender and a receiver for a path of each worker: all arrive whole."""
+    client = H2Client(workers_server.target(transport))
+    try:
+        paths = [owned_by(i) for i in range(3)]
+        payloads = [os.urandom(300_000) for _ in paths]
+        if senders_first:
+            senders = [client.request("POST", p, end=False) for p in paths]
+            receivers = [client.request("GET", p) for p in paths]
+        else:
+            receivers = [client.request("GET", p) for p in paths]
+            senders = [client.request("POST", p, end=False) for p in paths]
+        for stream_id, data in zip(senders, payloads, strict=True):
+            client.send(stream_id, data, end=True)
+        assert client.pump_until(lambda: all(client.streams[s].ended for s in receivers + senders))
+        for stream_id, data in zip(receivers, payloads, strict=True):
+            assert client.streams[stream_id].status == 200
+            assert bytes(client.streams[stream_id].data) == data
+        for stream_id in senders:
+            assert bytes(client.streams[stream_id].data).endswith(ALL_OK)
+    finally:
+        client.close()
+
+
+def test_h2_refusal_comes_back_from_the_owner(workers_server: ServerProcess) -> None:
+    """A refusal decided by the owner (a second sender) reaches an HTTP/2 client whole, with its status."""
+    client = H2Client(workers_server.target("h2c"))
+    try:
+        results = []
+        for owner in range(3):
+            path = owned_by(owner)
+            first = client.request("POST", path, end=False)
+            assert client.pump_until(lambda first=first: client.streams[first].status == 200)
+            second = client.request("POST", path, headers=[(b"content-length", b"1")], end=False)
+            client.send(second, b"x", end=True)
+            assert client.pump_until(lambda second=second: client.streams[second].ended)
+            results.append((client.streams[second].status, bytes(client.streams[second].data)))
+            client.reset(first)
+        for (status, body), owner in zip(results, range(3), strict=True):
+            assert status == 400, owner
+            assert body.startswith(b"[ERROR] Another sender has been connected on '/w-"), body
+    finally:
+        client.close()
+
+
+def test_killed_worker_fails_only_its_transfers_and_comes_back(tmp_path: Path) -> None:
+    """SIGKILL the owner of one running transfer: it is cut, the other finishes byte-exact, the worker returns."""
+    metrics_port = free_port()
+    server = start_server("--workers", "2", "--metrics-port", str(metrics_port), log_dir=tmp_path)
+    try:
+        target = server.target("h1")
+        pids = worker_pids(server, 2)
+        doomed, survivor = owned_by(0, 2), owned_by(1, 2)
+        fds_before, rss_before = open_fds(pids[1]), _rss_kib(pids[1])
+        receivers = {p: target.popen_curl(target.url(p)) for p in (doomed, survivor)}
+        senders = {p: target.popen_curl("-T", "-", target.url(p), stdin=subprocess.PIPE) for p in (doomed, survivor)}
+        first = os.urandom(256 * 1024)
+        for send in senders.values():
+            assert send.stdin is not None
+            send.stdin.write(first)
+            send.stdin.flush()
+        got = {p: read_some(r, len(first)) for p, r in receivers.items()}
+        assert got[doomed] == first and got[survivor] == first  # both are mid-transfer
+
+        os.kill(pids[0], signal.SIGKILL)
+        rest = os.urandom(512 * 1024)
+        send = senders[survivor]
+        assert send.stdin is not None
+        send.stdin.write(rest)
+        send.stdin.close()
+        out, _ = receivers[survivor].communicate(timeout=WAIT_S)
+        assert got[survivor] + out == first + rest
+        assert send.wait(timeout=WAIT_S) == 0
+        # the killed worker's receiver sees a cut stream, never a complete one
+        assert receivers[doomed].wait(timeout=WAIT_S) != 0
+        doomed_send = senders[doomed]
+        with_stdin = doomed_send.stdin
+        assert with_stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            with_stdin.close()
+        doomed_send.wait(timeout=WAIT_S)
+
+        assert wait_until(lambda: len(re.findall(r"worker 0 started", server.log())) == 2)
+        assert f"worker 0 (pid {pids[0]}) was killed by SIGKILL; restarting it" in server.log()
+        assert wait_until(lambda: _get(metrics_port, "/healthz") == (200, b"ok\n"))
+        # the restarted worker serves its paths again
+        recv = target.popen_curl(target.url(doomed))
+        sent = target.run_curl("-T", "-", target.url(doomed), input=b"again\n")
+        assert sent.endswith(ALL_OK)
+        assert recv.communicate(timeout=WAIT_S)[0] == b"again\n"
+        # the survivor holds no more descriptors or memory than before (slack for a lazily made channel)
+        assert open_fds(pids[1]) <= fds_before + 2
+        assert _rss_kib(pids[1]) < rss_before + 16 * 1024
+        # figures summed over both workers: the survivor's transfer and the restarted worker's one
+        status, text = _get(metrics_port, "/metrics")
+        assert status == 200
+        assert b"piping_workers_up 2.0" in text
+        assert re.search(rb"^piping_transfers_finished_total 2\.0$", text, re.M), text.decode()
+    finally:
+        server.stop()
+
+
+def test_sigterm_lets_running_transfers_finish(tmp_path: Path) -> None:
+    """SIGTERM to the supervisor reaches every worker: the running transfer completes, then all exit 0."""
+    server = start_server("--workers", "2", "--shutdown-grace", "20", log_dir=tmp_path)
+    target = server.target("h1")
+    paths = [owned_by(0, 2), owned_by(1, 2)]
+    try:
+        receivers = [target.popen_curl(target.url(p)) for p in paths]
+        senders = [target.popen_curl("-T", "-", target.url(p), stdin=subprocess.PIPE) for p in paths]
+        for send in senders:
+            assert send.stdin is not None
+            send.stdin.write(b"before the signal\n")
+            send.stdin.flush()
+        for recv in receivers:
+            assert read_some(recv, 18) == b"before the signal\n"
+        server.proc.send_signal(signal.SIGTERM)
+        for send in senders:
+            assert send.stdin is not None
+            send.stdin.write(b"after it\n")
+            send.stdin.close()
+        for recv in receivers:
+            assert recv.communicate(timeout=WAIT_S)[0] == b"after it\n"
+        for send in senders:
+            assert send.wait(timeout=WAIT_S) == 0
+        assert server.proc.wait(timeout=WAIT_S) == 0
+        assert "all workers stopped" in server.log()
+    finally:
+        server.stop()
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=WAIT_S) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
