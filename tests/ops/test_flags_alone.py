@@ -45,12 +45,24 @@ def _allow_path(server: ServerProcess, _: int) -> None:
     assert request(server.http_port, "POST", "/only/x?n=0", body=b"x")[0] == 400  # allowed, then the protocol's
 
 
+def _said_ignored(flag: str) -> Callable[[ServerProcess, int], None]:
+    """A flag that can do nothing without another one is said so at start-up, never silently dropped."""
+
+    def check(server: ServerProcess, _: int) -> None:
+        assert wait_log(server, f"{flag} ignored: ")
+        assert request(server.http_port, "GET", "/version")[0] == 200
+
+    return check
+
+
 CASES: dict[str, tuple[tuple[str, ...], Callable[[ServerProcess, int], None]]] = {
     "access-log": (("--access-log",), _access_log),
     "log-format": (("--log-format", "json"), _json_logs),
     "log-level": (("--log-level", "warning"), _quiet_logs),
     "metrics-port": ((), _metrics),
     "allow-path": (("--allow-path", "/only/*"), _allow_path),
+    "https-port": (("--https-port", "0"), _said_ignored("--https-port")),
+    "metrics-host": (("--metrics-host", "::1"), _said_ignored("--metrics-host")),
 }
 
 

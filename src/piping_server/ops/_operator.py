@@ -19,7 +19,7 @@ from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import Action, Hub, Reject, TransferExpired, WaitExpired
 from ..flow import Relay
 from ._auth import Gate, JwksKeys
-from ._config import Config, load_config
+from ._config import Config, MetricsConfig, load_config
 from ._limits import ConnectionCounter, RequestLimits, WatchedHub, describe
 from ._logging import configure_logging, log_access
 from ._logins import LoginGuard, then
@@ -113,6 +113,8 @@ class Operator:
         if self.config_path is not None:
             self.reloader = ConfigReloader(self.config_path, self._load, self.apply)
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
+        for warning in ignored_settings(self.config):
+            log.warning("%s", warning)
         if self.active:
             auth = self.config.auth
             schemes = [name for name, on in (("basic", auth.basic_enabled), ("jwt", auth.jwt_enabled)) if on]
@@ -274,6 +276,20 @@ class Operator:
             cut,
             f", {others} ended by their peers" if others else "",
         )
+
+
+def ignored_settings(config: Config) -> list[str]:
+    """The settings given that do nothing without another one: each is said once at start-up, never silent."""
+    server, metrics = config.server, config.metrics
+    ignored: list[str] = []
+    if not server.enable_https:
+        given = [name for name, value in (("--https-port", server.https_port), ("--crt-path", server.crt_path),
+                                          ("--key-path", server.key_path)) if value is not None]
+        if given:
+            ignored.append(f"{', '.join(given)} ignored: HTTPS is off (add --enable-https)")
+    if metrics.port is None and metrics.host != MetricsConfig().host:
+        ignored.append("--metrics-host ignored: no metrics listener (add --metrics-port)")
+    return ignored
 
 
 def on_signal(stop: asyncio.Event, force: asyncio.Event) -> Callable[[], None]:
