@@ -22,7 +22,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 FRONTEND = ROOT / "frontend"
 VENDOR = ROOT / "src" / "piping_server" / "pages" / "static" / "vendor"
-BUNDLES = ("novnc.js", "openpgp.js")
+BUNDLES = ("novnc.js", "openpgp.js", "ssh.js")
 
 
 def _newest_source_mtime() -> float:

@@ -12,7 +12,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 const outDir = join(here, "..", "src", "piping_server", "pages", "static", "vendor");
 
 // name -> entry file; the name is what the page asks for (Piping.loadVendor("novnc")).
-const BUNDLES = { novnc: "src/novnc.js", openpgp: "src/openpgp.js" };
+// "ssh" is the terminal (xterm.js) and the SSH client of the #ssh mode (see src/ssh.js).
+const BUNDLES = { novnc: "src/novnc.js", openpgp: "src/openpgp.js", ssh: "src/ssh.js" };
+// Per-bundle additions to the build options.
+// The SSH library's channel stream extends Node's stream.Duplex at load time: that one is real.
+const EXTRA = {
+  ssh: {
+    inject: [join(here, "src/ssh-globals.js")],
+    define: { global: "globalThis" },
+    alias: { stream: "stream-browserify" },
+  },
+};
 
 // noVNC's npm lib/ is CommonJS, yet util/browser.js ends its H.264 probe with a top-level await,
 // which no bundler can mix with require(). Make that probe resolve later instead: until it does,
@@ -37,6 +47,18 @@ const noVncTopLevelAwait = {
   },
 };
 
+// The SSH library and its key package pick WebCrypto in a browser and Node's modules in Node, with
+// require() calls a bundler still sees. In the page those Node paths never run: give each an empty
+// module, so that a use (a bug) fails loudly instead of the build.
+const NODE_ONLY = /^(crypto|fs|net|os|path|node-rsa)$/;
+const nodeOnlyStubs = {
+  name: "node-only-stubs",
+  setup(b) {
+    b.onResolve({ filter: NODE_ONLY }, (args) => ({ path: args.path, namespace: "node-only" }));
+    b.onLoad({ filter: /.*/, namespace: "node-only" }, () => ({ contents: "module.exports = {};", loader: "js" }));
+  },
+};
+
 await mkdir(outDir, { recursive: true });
 const versions = {};
 for (const [name, entry] of Object.entries(BUNDLES)) {
@@ -49,8 +71,11 @@ for (const [name, entry] of Object.entries(BUNDLES)) {
     minify: true,
     legalComments: "eof",
     write: false,
-    plugins: [noVncTopLevelAwait],
+    plugins: [noVncTopLevelAwait, nodeOnlyStubs],
+    // xterm.js's stylesheet comes along as text: the page puts it in a <style> of its own.
+    loader: { ".css": "text" },
     logLevel: "warning",
+    ...(EXTRA[name] || {}),
   });
   const code = result.outputFiles[0].text;
   // The bundle is inlined in a <script> element of "/": nothing in it may end that element or
@@ -61,7 +86,7 @@ for (const [name, entry] of Object.entries(BUNDLES)) {
   await writeFile(join(outDir, `${name}.js`), code);
   console.log(`vendor/${name}.js: ${(code.length / 1024).toFixed(0)} KiB`);
 }
-for (const pkg of ["@novnc/novnc", "openpgp"]) {
+for (const pkg of ["@novnc/novnc", "openpgp", "@microsoft/dev-tunnels-ssh", "@xterm/xterm"]) {
   const json = JSON.parse(await readFile(join(here, "node_modules", pkg, "package.json"), "utf8"));
   versions[pkg] = json.version;
 }

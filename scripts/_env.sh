@@ -16,7 +16,7 @@ VENDOR="$ROOT/src/piping_server/pages/static/vendor"
 
 # bundles_stale: whether the page's bundles are missing or older than their sources in frontend/
 bundles_stale() {
-    [ -f "$VENDOR/novnc.js" ] && [ -f "$VENDOR/openpgp.js" ] || return 0
+    [ -f "$VENDOR/novnc.js" ] && [ -f "$VENDOR/openpgp.js" ] && [ -f "$VENDOR/ssh.js" ] || return 0
     [ -d "$ROOT/frontend" ] || return 1
     [ -n "$(find "$ROOT/frontend/package.json" "$ROOT/frontend/package-lock.json" "$ROOT/frontend/build.mjs" \
         "$ROOT/frontend/src" -newer "$VENDOR/novnc.js" -print -quit 2>/dev/null)" ]
@@ -45,7 +45,7 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT$extras"
         touch "$stamp"
     fi
-    if [ ! -f "$VENDOR/novnc.js" ] || [ ! -f "$VENDOR/openpgp.js" ]; then
+    if [ ! -f "$VENDOR/novnc.js" ] || [ ! -f "$VENDOR/openpgp.js" ] || [ ! -f "$VENDOR/ssh.js" ]; then
         echo "error: the install did not bundle the web page's libraries into $VENDOR (see frontend/ and setup.py)" >&2
         exit 1
     fi

@@ -13,14 +13,16 @@ from importlib import resources
 __all__ = ["INDEX_HTML", "INDEX_CSS", "INDEX_JS", "NOSCRIPT_HTML", "NOSCRIPT_CSS", "JS_MODULES", "VENDOR_JS"]
 
 # Order matters: each file may use what the ones before it defined. Each mode of the page (send,
-# receive, chat, share, vnc) is one file registered here, between the shared ones and the boot file.
+# receive, chat, share, vnc, ssh, call) is one file registered here, between the shared ones and
+# the boot file.
 JS_MODULES: tuple[str, ...] = (
-    "core.js", "sha256.js", "pgp.js", "send.js", "receive.js", "chat.js", "share.js", "vnc.js", "main.js",
+    "core.js", "sha256.js", "pgp.js", "send.js", "receive.js", "chat.js", "share.js", "vnc.js", "ssh.js",
+    "call.js", "main.js",
 )
 
 # Third-party browser libraries, bundled from npm by frontend/ when the package is built (setup.py)
 # and never committed. The page asks for one only when a mode needs it (see docs/browser-apps.md).
-VENDOR_NAMES: tuple[str, ...] = ("novnc", "openpgp")
+VENDOR_NAMES: tuple[str, ...] = ("novnc", "openpgp", "ssh")
 
 # The package this module lives in (piping_server.pages), spelled without hard-coding it.
 _STATIC = resources.files(__name__.rpartition(".")[0]).joinpath("static")

@@ -1,0 +1,217 @@
+"""SSH mode: the page's SSH client logs into a real throwaway sshd on 127.0.0.1 through
+`piping tunnel server`, over two Piping streams; with a password and with an Ed25519 key."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..helpers import free_port, wait_for_port
+from .conftest import screenshot
+
+# A local account for password logins (sshd checks passwords against the system's accounts).
+TEST_USER = "piping-ssh-test"
+STARTUP_S = 20
+
+
+@dataclass
+class Sshd:
+    port: int
+    password: str
+    key: str  # an Ed25519 private key in OpenSSH's format, authorized for TEST_USER
+    host_fingerprint: str
+
+
+def _ensure_user() -> str:
+    """TEST_USER with a fresh random password (created once; a system account with a home)."""
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=True,
+                       capture_output=True)
+    password = secrets.token_urlsafe(12)
+    subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}".encode(), check=True, capture_output=True)
+    return password
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd_bin).exists() or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("a password login needs a local account: run as root")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / name)], check=True)
+    password = _ensure_user()
+    # sshd reads authorized keys as the user, so they live in the user's home, not in pytest's tmp.
+    account = pwd.getpwnam(TEST_USER)
+    dot_ssh = Path(account.pw_dir) / ".ssh"
+    dot_ssh.mkdir(mode=0o700, exist_ok=True)
+    (dot_ssh / "authorized_keys").write_text((d / "user.pub").read_text())
+    for path in (dot_ssh, dot_ssh / "authorized_keys"):
+        os.chown(path, account.pw_uid, account.pw_gid)
+    port = free_port()
+    config = d / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
+        "PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
+        f"AllowUsers {TEST_USER}\n"
+    )
+    log = (d / "sshd.log").open("wb")
+    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, timeout=STARTUP_S)
+        listed = subprocess.run(["ssh-keygen", "-lf", str(d / "host.pub")], check=True, capture_output=True, text=True)
+        fingerprint = listed.stdout.split()[1]
+        yield Sshd(port=port, password=password, key=(d / "user").read_text(), host_fingerprint=fingerprint)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@contextlib.contextmanager
+def _tunnel(http_base: str, port: int, path1: str, path2: str, log: Path) -> Iterator[None]:
+    """The remote side's `piping tunnel server --port PORT PATH1 PATH2` (plain: one connection)."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "piping_server.cli", "tunnel", "server", "--host", "127.0.0.1", "--port", str(port),
+             "-s", http_base, path1, path2],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _open(new_page: Callable[..., Any], https_base: str, **fields: str) -> tuple[Any, str, str]:
+    base = f"ssh-{uuid.uuid4().hex[:10]}"
+    path1, path2 = f"{base}/c-to-s", f"{base}/s-to-c"
+    page = new_page(f"{https_base}/#ssh")
+    page.fill("#ssh-path1", path1)
+    page.fill("#ssh-path2", path2)
+    page.fill("#ssh-user", TEST_USER)
+    if "key" in fields:
+        page.click("details.ssh-key summary")
+    for selector, value in fields.items():
+        page.fill(f"#ssh-{selector}", value)
+    return page, path1, path2
+
+
+def _size(page: Any) -> tuple[int, int]:
+    """The terminal's (columns, rows), as the page sized it."""
+    cols, rows = str(page.get_attribute("#ssh-terminal", "data-size")).split("x")
+    return int(cols), int(rows)
+
+
+def _wait_screen(page: Any, text: str, timeout_ms: int = 20_000) -> None:
+    page.wait_for_function(
+        "t => { const r = document.querySelector('#ssh-terminal .xterm-rows'); return r && r.innerText.includes(t); }",
+        arg=text, timeout=timeout_ms,
+    )
+
+
+def _type(page: Any, text: str) -> None:
+    page.locator("#ssh-terminal .xterm-helper-textarea").focus()
+    page.keyboard.type(text)
+
+
+def test_password_login_runs_commands_follows_resizes_and_disconnects(
+    http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path
+) -> None:
+    page, path1, path2 = _open(new_page, https_base, password=sshd.password)
+    assert f"--port 22 -s {https_base} {path1} {path2}" in (page.text_content("#ssh-command") or "")
+    with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
+        page.click("#ssh-connect")
+        # First contact: the page shows the host key's fingerprint, as ssh-keygen -l prints it.
+        page.wait_for_function("document.body.dataset.sshState === 'host-key'")
+        assert sshd.host_fingerprint in (page.text_content("#ssh-fingerprint") or "")
+        page.click("#ssh-accept")
+        page.wait_for_function("document.body.dataset.sshState === 'connected'")
+
+        # A command's output, with UTF-8 and colours passing through.
+        _type(page, "printf 'r\\303\\251sum\\303\\251 %s\\n' \"$((6*7))\"; tput colors\n")
+        _wait_screen(page, "résumé 42")
+        _wait_screen(page, "256")
+
+        # The PTY has the terminal's size, and follows it when the page is resized.
+        first = _size(page)
+        _type(page, "clear; stty size\n")
+        _wait_screen(page, f"{first[1]} {first[0]}")
+        page.set_viewport_size({"width": 760, "height": 900})
+        page.wait_for_function("s => document.getElementById('ssh-terminal').dataset.size !== s",
+                               arg=f"{first[0]}x{first[1]}")
+        second = _size(page)
+        assert second[0] < first[0]
+        _type(page, "clear; stty size\n")
+        _wait_screen(page, f"{second[1]} {second[0]}")
+
+        # A full-screen program, then Ctrl-C back to the prompt.
+        _type(page, "top -d 0.5\n")
+        _wait_screen(page, "load average")
+        screenshot(page, "ssh")
+        page.keyboard.press("Control+C")
+        _type(page, "clear; echo back-$((1+1))\n")
+        _wait_screen(page, "back-2")
+
+        page.click("#ssh-disconnect")
+        page.wait_for_function("document.body.dataset.sshState === 'disconnected'")
+        assert "Disconnected" in (page.text_content("#ssh-status") or "")
+
+
+def test_ed25519_key_login(http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd,
+                           tmp_path: Path) -> None:
+    page, path1, path2 = _open(new_page, https_base, key=sshd.key)
+    with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
+        page.click("#ssh-connect")
+        page.wait_for_function("document.body.dataset.sshState === 'host-key'")
+        page.click("#ssh-accept")
+        page.wait_for_function("document.body.dataset.sshState === 'connected'")
+        _type(page, "echo \"I am $(whoami)\"; exit\n")
+        _wait_screen(page, f"I am {TEST_USER}")
+        page.wait_for_function("document.body.dataset.sshState === 'disconnected'")
+        assert "ended" in (page.text_content("#ssh-status") or "")
+
+
+def test_wrong_password_and_unreachable_tunnel_say_so(
+    http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path
+) -> None:
+    page, path1, path2 = _open(new_page, https_base, password="not-the-password")
+    with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
+        page.click("#ssh-connect")
+        page.wait_for_function("document.body.dataset.sshState === 'host-key'")
+        page.click("#ssh-accept")
+        page.wait_for_function("document.body.dataset.sshState === 'failed'")
+    assert (page.text_content("#ssh-status") or "") == (
+        f"The server refused the login of {TEST_USER}: wrong password or user name."
+    )
+
+    # Nobody runs the tunnel on these paths: one message, after the page's wait (short here).
+    base = f"ssh-{uuid.uuid4().hex[:10]}"
+    page = new_page(f"{https_base}/#ssh?path1={base}/c-to-s&path2={base}/s-to-c&user={TEST_USER}&wait=2")
+    page.fill("#ssh-password", "whatever")
+    page.click("#ssh-connect")
+    page.wait_for_function("document.body.dataset.sshState === 'failed'")
+    status = page.text_content("#ssh-status") or ""
+    assert status.startswith("No answer from the remote machine within 2 s"), status
