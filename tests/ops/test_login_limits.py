@@ -87,3 +87,17 @@ def test_a_hashed_login_over_h2c_holds_the_body_until_it_is_checked(tmp_path: Pa
         refused = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-u", "alice:nope", "--data-binary", "@-",
                                   "-w", "%{http_code}", url], input=data, capture_output=True, timeout=WAIT_S)
         assert refused.stdout == b"[ERROR] Wrong user name or password.\n401"
+
+
+def test_the_failure_budget_is_configurable(tmp_path: Path) -> None:
+    config = _users().replace("[[auth.basic.users]]", "[auth.basic]\nmax_failures = 3\nfailure_refill = 60\n\n"
+                              "[[auth.basic.users]]", 1)
+    with server_with(config=config, tmp=tmp_path) as (server, _):
+        port = server.http_port
+        answers = [request(port, "GET", unique_path(), headers={"Authorization": basic("alice", f"guess {i}")})
+                   for i in range(5)]
+        assert [status for status, _, _ in answers] == [401, 401, 401, 429, 429]
+        status, headers, body = answers[-1]
+        wait = int(headers["retry-after"][0])
+        assert 1 <= wait <= 60  # one failure is regained every 60 s
+        assert body == b"[ERROR] Too many failed logins from your address: try again in %d second(s).\n" % wait

@@ -114,6 +114,10 @@ class BasicUser:
 class BasicAuthConfig:
     realm: str = "piping-server"
     users: tuple[BasicUser, ...] = ()
+    #: failed logins one client address may make at once; then one more every ``failure_refill`` seconds
+    #: (past it: 429, and no password is checked)
+    max_failures: int = field(default=10, metadata=_meta(min=1))
+    failure_refill: float = field(default=2.0, metadata=_meta(gt=0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

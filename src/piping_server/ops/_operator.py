@@ -166,6 +166,8 @@ class Operator:
     def _gate(self, config: Config) -> Gate:
         gate = Gate(config, jwks=self._jwks_for(config), guard=self.guard)
         gate.on_refused = self._refused_later
+        basic = config.auth.basic
+        self.guard.burst, self.guard.refill_per_s = basic.max_failures, 1 / basic.failure_refill
         return gate
 
     def _refused_later(self, reason: str) -> None:
