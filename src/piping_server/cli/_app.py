@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -16,6 +14,7 @@ from ..client import PipingError, get_async, send_async
 from ..client._tunnel import TunnelPaths, run_tunnel_client, run_tunnel_server, tunnel_paths
 from ..client._url import SERVER_ENV
 from ._progress import CliReporter
+from ._runner import run
 
 __all__ = ["cli", "main"]
 
@@ -49,23 +48,8 @@ Plain mode forwards one connection and works with the curl one-liners and piping
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine; map every failure to one line on stderr and an exit code."""
-    try:
-        return asyncio.run(coro)
-    except PipingError as e:
-        click.echo(f"piping: error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("piping: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        # stdout was closed (`piping get x | head`): quiet, as other Unix tools.
-        with_devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(with_devnull, sys.stdout.fileno())
-        sys.exit(141)
-    except OSError as e:
-        click.echo(f"piping: error: {e.strerror or e}", err=True)
-        sys.exit(1)
+    """Run a coroutine; map every failure (and Ctrl-C) to one line on stderr and an exit code."""
+    return run(coro)
 
 
 def _common(f: F) -> F:

@@ -6,7 +6,7 @@ import os
 import re
 from urllib.parse import quote, unquote
 
-__all__ = ["TAR_MARKER", "content_disposition", "is_tar", "parse_filename", "safe_filename"]
+__all__ = ["TAR_MARKER", "content_disposition", "is_marked", "is_tar", "parse_filename", "safe_filename"]
 
 # Sent as ``X-Piping: tar`` (the server forwards X-Piping headers to receivers): the body is a folder
 # or several files as one tar, to be unpacked. The Content-Type alone is not enough: a plain
@@ -14,8 +14,13 @@ __all__ = ["TAR_MARKER", "content_disposition", "is_tar", "parse_filename", "saf
 TAR_MARKER = "tar"
 
 
+def is_marked(x_piping_values: list[str], marker: str) -> bool:
+    """Whether one of the ``X-Piping`` header values holds ``marker`` (values are comma-separated tokens)."""
+    return any(marker in (t.strip() for t in v.split(",")) for v in x_piping_values)
+
+
 def is_tar(x_piping_values: list[str]) -> bool:
-    return any(TAR_MARKER in (t.strip() for t in v.split(",")) for v in x_piping_values)
+    return is_marked(x_piping_values, TAR_MARKER)
 
 
 def content_disposition(filename: str) -> str:

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from ._common import is_marked
 from ._errors import PipingError, ServerRejectedError, TransferInterruptedError, UsageError
 from ._http import HttpConnection, error_text
 from ._url import resolve_url
@@ -29,6 +33,16 @@ __all__ = ["TunnelPaths", "run_tunnel_client", "run_tunnel_server", "tunnel_path
 
 _READ = 64 * 1024
 Log = Callable[[str], None]
+CLIENT_HOST, SERVER_HOST = "client host", "server host"
+
+# Sent as ``X-Piping: tunnel-error`` on PATH2 by a server host that cannot reach its service, the body
+# being the reason: the client host then fails at once with that reason instead of waiting for bytes
+# that never come. (A one-liner client host just sees the reason as the connection's bytes.)
+TUNNEL_ERROR_MARKER = "tunnel-error"
+_TELL_TIMEOUT_S = 10.0
+# A multiplexed server host starts a new session when its client host leaves; sessions that end
+# sooner than this are spaced out by it, so that a failing peer never makes it spin.
+_MIN_SESSION_S = 1.0
 
 
 @dataclass
@@ -50,18 +64,33 @@ def _silent(_: str) -> None:
     pass
 
 
+def connect_reason(e: OSError) -> str:
+    """``connection refused`` rather than asyncio's ``Connect call failed ('127.0.0.1', 22)``."""
+    if e.errno:
+        return os.strerror(e.errno).lower()
+    # Several addresses (localhost: ::1 and 127.0.0.1) fail as one OSError without errno: take the first.
+    m = re.search(r"\[Errno (\d+)\]", str(e))
+    return os.strerror(int(m.group(1))).lower() if m else str(e) or type(e).__name__
+
+
+def _peer_gone(peer: str) -> TransferInterruptedError:
+    """What a tunnel end can know when one of its two streams is cut: the other host went away."""
+    return TransferInterruptedError(f"the tunnel {peer} went away")
+
+
 # ----------------------------------------------------------------------------------------------- HTTP halves
 
 
 class _Upload:
     """A long POST whose body comes from an async iterator; its status lines are watched for errors."""
 
-    def __init__(self, url: str, verify: bool) -> None:
+    def __init__(self, url: str, verify: bool, peer: str) -> None:
         self.conn = HttpConnection(url, verify=verify)
+        self.peer = peer
 
-    async def start(self, body: AsyncIterator[bytes]) -> None:
+    async def start(self, body: AsyncIterator[bytes], headers: list[tuple[str, str]] | None = None) -> None:
         await self.conn.connect()
-        await self.conn.send_head("POST", [("Content-Type", "application/octet-stream")])
+        await self.conn.send_head("POST", [("Content-Type", "application/octet-stream"), *(headers or [])])
         self.sending = asyncio.create_task(self.conn.send_body(body))
         self.watching = asyncio.create_task(self._watch())
 
@@ -74,7 +103,7 @@ class _Upload:
             text += data
             for line in text.decode("utf-8", "replace").splitlines():
                 if line.startswith("[ERROR]") or "aborted" in line:
-                    raise TransferInterruptedError(f"the tunnel peer went away ({line.strip()})")
+                    raise _peer_gone(self.peer)
             text = text[text.rfind(b"\n") + 1 :]
 
     def close(self) -> None:
@@ -84,14 +113,47 @@ class _Upload:
         self.conn.abort()
 
 
-async def _open_download(url: str, verify: bool) -> HttpConnection:
+async def _open_download(url: str, verify: bool, peer: str) -> HttpConnection:
     conn = HttpConnection(url, verify=verify)
-    await conn.connect()
-    await conn.send_head("GET", [])
-    head = await conn.read_head()
-    if head.status != 200:
-        raise ServerRejectedError(error_text(await conn.read_text(), head), head.status)
+    try:
+        await conn.connect()
+        await conn.send_head("GET", [])
+        head = await conn.read_head()
+        if head.status != 200:
+            raise ServerRejectedError(error_text(await conn.read_text(), head), head.status)
+        if is_marked(head.header_all("X-Piping"), TUNNEL_ERROR_MARKER):
+            reason = (await conn.read_text(1024)).strip() or "cannot reach its service"
+            raise PipingError(f"the tunnel {peer} {reason}")
+    except BaseException:
+        conn.abort()
+        raise
     return conn
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _tell_client_host(url: str, verify: bool, reason: str) -> None:
+    """Send ``reason`` on PATH2 marked as a tunnel error, and wait (bounded) until it was delivered."""
+    upload = HttpConnection(url, verify=verify)
+    body = f"{reason}\n".encode()
+
+    async def deliver() -> None:
+        await upload.connect()
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("X-Piping", TUNNEL_ERROR_MARKER)]
+        await upload.send_head("POST", headers, len(body))
+        await upload.send_body(_once(body))
+        await upload.read_head()
+        async for data in upload.iter_body():
+            if b"successfully" in data or b"aborted" in data or b"[ERROR]" in data:
+                return
+
+    try:
+        with contextlib.suppress(PipingError, OSError, TimeoutError):
+            await asyncio.wait_for(deliver(), _TELL_TIMEOUT_S)
+    finally:
+        upload.abort()
 
 
 async def _wait_all(tasks: list[asyncio.Task[None]]) -> None:
@@ -129,16 +191,20 @@ async def _splice(
     download: Awaitable[HttpConnection],
     upload_url: str,
     verify: bool,
+    peer: str,
 ) -> None:
     """Carry one TCP connection: its bytes go up ``upload_url``, the download's bytes come down to it."""
-    upload = _Upload(upload_url, verify)
+    upload = _Upload(upload_url, verify, peer)
     download_task = asyncio.ensure_future(download)
 
     async def down() -> None:
         conn = await download_task
         async for data in conn.iter_body():
-            writer.write(data)
-            await writer.drain()
+            try:
+                writer.write(data)
+                await writer.drain()
+            except (ConnectionError, OSError, RuntimeError) as e:
+                raise _LocalConnectionError(e) from None
         # The peer finished sending: pass the half-close on, keep the other direction open.
         if writer.can_write_eof():
             with contextlib.suppress(OSError):
@@ -153,14 +219,24 @@ async def _splice(
     try:
         await upload.start(_socket_chunks(reader))
         await _wait_all([asyncio.create_task(down()), asyncio.create_task(sent()), asyncio.create_task(watched())])
-    except (ConnectionError, OSError) as e:
-        raise TransferInterruptedError(f"the local connection failed: {e}") from None
+    except _LocalConnectionError as e:
+        raise PipingError(f"the local connection failed: {e}") from None
+    except TransferInterruptedError:
+        # A stream of the tunnel was cut, or the server told of an abort: the other host is gone.
+        raise _peer_gone(peer) from None
     finally:
         upload.close()
         download_task.cancel()
         with contextlib.suppress(BaseException):
             (await download_task).abort()
         writer.close()
+
+
+class _LocalConnectionError(Exception):
+    """Writing to the tunnel's local TCP connection failed (told apart from a cut HTTP stream)."""
+
+    def __init__(self, e: BaseException) -> None:
+        super().__init__(e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__)
 
 
 async def run_tunnel_server(
@@ -174,24 +250,41 @@ async def run_tunnel_server(
 ) -> None:
     """Server host: bridge the service at ``host:port`` to the client host over the two paths."""
     if multiplex:
-        side = _MuxServerSide(host, port, log)
-        await _run_mux(paths.client_to_server, paths.server_to_client, side, verify_tls, log)
+        await _serve_mux_sessions(paths, host, port, verify_tls, log)
         return
     log(f"[INFO] Waiting for the client host on {paths.client_to_server}")
-    download = await _open_download(paths.client_to_server, verify_tls)
+    download = await _open_download(paths.client_to_server, verify_tls, CLIENT_HOST)
     # Connect to the service only now that a client is there: it sees no idle connection meanwhile.
     log(f"[INFO] Client host connected; connecting to {host}:{port}")
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError as e:
-        download.abort()
-        raise PipingError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+        reason = f"cannot connect to {host}:{port}: {connect_reason(e)}"
+        try:
+            # Tell the client host first (it waits on PATH2), and only then drop its upload.
+            await _tell_client_host(paths.server_to_client, verify_tls, reason)
+        finally:
+            download.abort()
+        raise PipingError(reason) from None
 
     async def ready() -> HttpConnection:
         return download
 
-    await _splice(reader, writer, ready(), paths.server_to_client, verify_tls)
+    await _splice(reader, writer, ready(), paths.server_to_client, verify_tls, CLIENT_HOST)
     log("[INFO] Connection finished")
+
+
+async def _serve_mux_sessions(paths: TunnelPaths, host: str, port: int, verify: bool, log: Log) -> None:
+    """A multiplexed server host serves one client host after another, until it is stopped."""
+    while True:
+        started = time.monotonic()
+        side = _MuxServerSide(host, port, log)
+        try:
+            await _run_mux(paths.client_to_server, paths.server_to_client, side, verify, log, CLIENT_HOST)
+        except TransferInterruptedError as e:
+            log(f"[INFO] {str(e)[:1].upper()}{str(e)[1:]}")
+        if time.monotonic() - started < _MIN_SESSION_S:
+            await asyncio.sleep(_MIN_SESSION_S)
 
 
 async def run_tunnel_client(
@@ -210,7 +303,7 @@ async def run_tunnel_client(
     """
     if multiplex:
         side = _MuxClientSide(host, port, log, ready)
-        await _run_mux(paths.server_to_client, paths.client_to_server, side, verify_tls, log)
+        await _run_mux(paths.server_to_client, paths.client_to_server, side, verify_tls, log, SERVER_HOST)
         return
     accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
 
@@ -222,12 +315,15 @@ async def run_tunnel_client(
     log(f"[INFO] Listening on {host}:{bound}; one connection will be forwarded")
     if ready is not None:
         ready(bound)
-    async with listener:
+    try:
         reader, writer = await accepted.get()
-        listener.close()  # plain mode forwards exactly one connection
+    finally:
+        # Plain mode forwards exactly one connection. (Not Server.wait_closed(): since Python 3.12 it
+        # waits for the accepted connection too, which is the one being forwarded.)
+        listener.close()
     log("[INFO] Connection accepted; forwarding it")
-    download = _open_download(paths.server_to_client, verify_tls)
-    await _splice(reader, writer, download, paths.client_to_server, verify_tls)
+    download = _open_download(paths.server_to_client, verify_tls, SERVER_HOST)
+    await _splice(reader, writer, download, paths.client_to_server, verify_tls, SERVER_HOST)
     log("[INFO] Connection finished")
 
 
@@ -322,9 +418,10 @@ class _MuxSide:
 
 
 class _MuxSession:
-    def __init__(self, side: _MuxSide, log: Log) -> None:
+    def __init__(self, side: _MuxSide, log: Log, peer: str) -> None:
         self.side = side
         self.log = log
+        self.peer = peer
         self.streams: dict[int, _MuxStream] = {}
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -391,6 +488,9 @@ class _MuxSession:
         elif ftype == FIN:
             stream.incoming.put_nowait(None)
         elif ftype == RST:
+            if payload:
+                reason = payload.decode("utf-8", "replace")
+                self.log(f"[INFO] Stream {sid}: the {self.peer} closed it: {reason}")
             stream.reset()
         elif ftype == WINDOW and len(payload) == 4:
             stream.send_window += struct.unpack(">I", payload)[0]
@@ -412,8 +512,9 @@ class _MuxServerSide(_MuxSide):
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as e:
-            self.log(f"[INFO] Stream {stream.sid}: cannot connect to {self.host}:{self.port}: {e.strerror or e}")
-            session.send(RST, stream.sid, f"cannot connect to the service: {e.strerror or e}".encode())
+            reason = f"cannot connect to {self.host}:{self.port}: {connect_reason(e)}"
+            self.log(f"[INFO] Stream {stream.sid}: {reason}")
+            session.send(RST, stream.sid, reason.encode())
             session.streams.pop(stream.sid, None)
             return
         self.log(f"[INFO] Stream {stream.sid}: connected to {self.host}:{self.port}")
@@ -447,16 +548,16 @@ class _MuxClientSide(_MuxSide):
             self.listener.close()
 
 
-async def _run_mux(down_url: str, up_url: str, side: _MuxSide, verify: bool, log: Log) -> None:
-    session = _MuxSession(side, log)
-    upload = _Upload(up_url, verify)
+async def _run_mux(down_url: str, up_url: str, side: _MuxSide, verify: bool, log: Log, peer: str) -> None:
+    session = _MuxSession(side, log, peer)
+    upload = _Upload(up_url, verify, peer)
     download: HttpConnection | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
         await upload.start(session.outgoing())
         await side.start(session)
         log("[INFO] Waiting for the other tunnel host")
-        download = await _open_download(down_url, verify)
+        download = await _open_download(down_url, verify, peer)
         log("[INFO] Multiplexed session established")
 
         async def sent() -> None:
@@ -470,7 +571,9 @@ async def _run_mux(down_url: str, up_url: str, side: _MuxSide, verify: bool, log
         for t in done:
             if t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
-        log("[INFO] The other tunnel host closed the session")
+        log(f"[INFO] The {peer} closed the session")
+    except TransferInterruptedError:
+        raise _peer_gone(peer) from None
     finally:
         for t in tasks:
             t.cancel()

@@ -1,0 +1,85 @@
+"""Run one client coroutine for the command line: one line on stderr and an exit code, never a traceback.
+
+Ctrl-C (SIGINT) and SIGTERM cancel the running command like any other failure would end it, so that
+its ``finally`` blocks close sockets and remove partial files; the process then exits 130 (SIGINT) or
+143 (SIGTERM), as shells report a process killed by those signals. asyncio's own SIGINT handling
+raises ``KeyboardInterrupt`` inside whichever callback happens to run, which leaves tasks half
+cancelled and prints their tracebacks (and once ``Event loop stopped before Future completed``):
+handling the signals on the loop avoids that. Exceptions of background tasks that end only because
+the command is ending are not news to the user: they are dropped instead of printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import click
+
+from ..client import PipingError
+
+__all__ = ["run"]
+
+_EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_SIGNAL_WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: leftovers of tasks cut short at exit, never a traceback."""
+
+
+async def _main(coro: Coroutine[Any, Any, Any], received: list[signal.Signals]) -> Any:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet)
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:  # a second signal: stop waiting for the clean-up
+            os._exit(_EXIT_BY_SIGNAL[received[0]])
+        received.append(sig)
+        task.cancel()
+
+    for sig in _EXIT_BY_SIGNAL:
+        loop.add_signal_handler(sig, on_signal, sig)
+    return await coro
+
+
+def _exit_for_signal(sig: signal.Signals) -> None:
+    click.echo(f"piping: {_SIGNAL_WORD[sig]}", err=True)
+    sys.exit(_EXIT_BY_SIGNAL[sig])
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro``; map every failure (and Ctrl-C) to one line on stderr and an exit code."""
+    received: list[signal.Signals] = []
+    try:
+        result = asyncio.run(_main(coro, received))
+    except asyncio.CancelledError:
+        if received:
+            _exit_for_signal(received[0])
+        raise
+    except PipingError as e:
+        if received:  # the failure is the signal's doing (a cut connection): report the signal
+            _exit_for_signal(received[0])
+        click.echo(f"piping: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # before the loop's handler was installed
+        _exit_for_signal(signal.SIGINT)
+    except BrokenPipeError:
+        # stdout was closed (`piping get x | head`): quiet, as other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+    except OSError as e:
+        if received:
+            _exit_for_signal(received[0])
+        click.echo(f"piping: error: {e.strerror or e}", err=True)
+        sys.exit(1)
+    if received:  # the command finished anyway (the signal came at its very end)
+        _exit_for_signal(received[0])
+    return result
