@@ -10,8 +10,9 @@ import signal
 import socket
 import subprocess
 
-from conftest import free_port, start_piping
 from test_tunnel import echo_port, stop, wait_listening
+
+from conftest import free_port, start_piping
 
 __all__ = ["echo_port"]  # a fixture, imported to be used here
 
