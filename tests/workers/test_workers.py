@@ -109,6 +109,36 @@ def test_keep_alive_requests_move_between_workers(workers_server: ServerProcess)
         sock.close()
 
 
+def test_moved_upload_keeps_the_bytes_read_with_its_head(workers_server: ServerProcess) -> None:
+    """A sender's head and first body bytes in one write, moved to the owner and spliced there: byte-exact.
+
+    The first request pins the connection to worker 0, so the second one (worker 1's path) must move.
+    """
+    target = workers_server.target("h1")
+    sock = raw_connect(target)
+    try:
+        pinned = owned_by(0)
+        recv = subprocess.Popen(target.curl(target.url(pinned)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\npin" % pinned.encode())
+        assert ALL_OK in recv_until(sock, b"0\r\n\r\n")
+        assert recv.communicate(timeout=WAIT_S)[0] == b"pin"
+        path = owned_by(1)
+        recv = subprocess.Popen(target.curl(target.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # the receiver waits, so the transfer starts (and splices) as the upload arrives
+        body = os.urandom(4 * 1024 * 1024)
+        framed = [b"%x\r\n%s\r\n" % (len(c), c) for c in (body[i : i + 100_000] for i in range(0, len(body), 100_000))]
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % path.encode()
+        sock.sendall(head + framed[0])  # one write: the head and the first bytes of the body
+        for piece in framed[1:]:
+            sock.sendall(piece)
+        sock.sendall(b"0\r\n\r\n")
+        out, _ = recv.communicate(timeout=WAIT_S)
+        assert out == body
+        assert ALL_OK in recv_until(sock, ALL_OK)
+    finally:
+        sock.close()
+
+
 def test_pipelined_requests_to_different_workers(workers_server: ServerProcess) -> None:
     """Two requests written at once on one connection: the second, queued, is relayed to its owner."""
     target = workers_server.target("h1")

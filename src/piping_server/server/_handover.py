@@ -89,6 +89,7 @@ class Handover:
         self.relay = relay
         self._outgoing: dict[int, deque[tuple[int, bytes]]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
+        self._wakes: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
         self._servers: list[asyncio.Server] = []
@@ -115,6 +116,7 @@ class Handover:
         fd = os.dup(sock.fileno())
         conn.close()  # our descriptor only: the connection lives on in ``fd``
         self._outgoing.setdefault(owner, deque()).append((fd, data))
+        self._wakes.setdefault(owner, asyncio.Event()).set()
         sender = self._senders.get(owner)
         if sender is None or sender.done():
             self._senders[owner] = asyncio.get_running_loop().create_task(self._send(owner))
@@ -140,22 +142,35 @@ class Handover:
     # --- moving connections out ------------------------------------------------------------------------
 
     async def _send(self, owner: int) -> None:
-        queue = self._outgoing[owner]
+        """Send the connections queued for ``owner`` down one kept-open channel, in order."""
+        queue, wake = self._outgoing[owner], self._wakes[owner]
         loop = asyncio.get_running_loop()
-        sock = await self._connect(self.place.socket_path("hand", owner))
+        sock: socket.socket | None = None
         try:
-            while queue:
+            while True:
+                if not queue:
+                    wake.clear()
+                    await wake.wait()
+                    continue
                 fd, data = queue.popleft()
                 try:
-                    if sock is None:
-                        raise ConnectionError("owner unreachable")
-                    await _send_fd(loop, sock, _LENGTH.pack(len(data)), fd)
-                    await loop.sock_sendall(sock, data)
-                except OSError as exc:
-                    log.warning("worker %d: could not hand a connection to worker %d: %s", self.place.index, owner, exc)
-                    if sock is not None:
-                        sock.close()
-                    sock = None  # the owner is gone: what waits is dropped (its clients see a closed connection)
+                    for attempt in range(2):  # a channel to a worker since restarted fails once: open a new one
+                        if sock is None:
+                            sock = await self._connect(self.place.socket_path("hand", owner))
+                        try:
+                            if sock is None:
+                                raise ConnectionError("the owner cannot be reached")
+                            await _send_fd(loop, sock, _LENGTH.pack(len(data)), fd)
+                            await loop.sock_sendall(sock, data)
+                            break
+                        except OSError as exc:
+                            if sock is not None:
+                                sock.close()
+                            sock = None
+                            if attempt:
+                                # the owner is gone: this client sees its connection closed
+                                log.warning("worker %d: could not hand a connection to worker %d: %s",
+                                            self.place.index, owner, exc)
                 finally:
                     os.close(fd)
         finally:
@@ -258,17 +273,31 @@ class Handover:
 
 
 class _Adopted(Http1Protocol):
-    """A connection moved here: what the other worker read comes first, before anything from the socket."""
+    """A connection moved here: what the other worker read comes first, before anything from the socket.
+
+    The carried bytes are handled on the next turn of the loop, not in ``connection_made``: uvloop
+    starts reading after ``connection_made`` even when it paused reading there (as the splice relay
+    does), so bytes that arrive meanwhile are kept behind the carried ones, in order.
+    """
 
     def __init__(self, relay: Relay, carried: bytes, *, hand_over: Callable[[Http1Protocol, bytes, bytes], bool]):
         super().__init__(relay, hand_over=hand_over)
-        self._carried = carried
+        self._carried: bytes | None = carried
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        carried, self._carried = self._carried, b""
-        if carried:
-            self.data_received(carried)
+        asyncio.get_running_loop().call_soon(self._settle)
+
+    def data_received(self, data: bytes) -> None:
+        if self._carried is not None:
+            self._carried += data  # at most one read, until _settle runs
+            return
+        super().data_received(data)
+
+    def _settle(self) -> None:
+        carried, self._carried = self._carried, None
+        if carried and not self._closed:
+            super().data_received(carried)
 
 
 class InternalProtocol(Http1Protocol):
