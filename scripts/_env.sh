@@ -15,11 +15,13 @@ step() {
 VENDOR="$ROOT/src/piping_server/pages/static/vendor"
 
 # bundles_stale: whether the page's bundles are missing or older than their sources in frontend/
+# (the build writes versions.json after every bundle: it dates the whole build)
 bundles_stale() {
-    [ -f "$VENDOR/novnc.js" ] && [ -f "$VENDOR/openpgp.js" ] && [ -f "$VENDOR/ssh.js" ] || return 0
+    [ -f "$VENDOR/novnc.js" ] && [ -f "$VENDOR/openpgp.js" ] && [ -f "$VENDOR/ssh.js" ] \
+        && [ -f "$VENDOR/versions.json" ] || return 0
     [ -d "$ROOT/frontend" ] || return 1
     [ -n "$(find "$ROOT/frontend/package.json" "$ROOT/frontend/package-lock.json" "$ROOT/frontend/build.mjs" \
-        "$ROOT/frontend/src" -newer "$VENDOR/novnc.js" -print -quit 2>/dev/null)" ]
+        "$ROOT/frontend/src" -newer "$VENDOR/versions.json" -print -quit 2>/dev/null)" ]
 }
 
 ensure_venv() {
