@@ -84,6 +84,10 @@ class LimitsConfig:
     wait_timeout: float | None = field(default=None, metadata=_meta(gt=0))
     idle_timeout: float | None = field(default=None, metadata=_meta(gt=0))
     max_n: int | None = field(default=None, metadata=_meta(min=1))
+    #: a live receiver further behind than this many bytes is cut (docs/protocol.md section 11); None: 8 MiB
+    live_max_lag: int | None = field(default=None, metadata=_meta(min=1))
+    #: most receivers one live path may have at once
+    max_live_receivers: int | None = field(default=None, metadata=_meta(min=1))
     max_connections: int | None = field(default=None, metadata=_meta(min=1))
     max_connections_per_client: int | None = field(default=None, metadata=_meta(min=1))
     max_waiting: int | None = field(default=None, metadata=_meta(min=1))
@@ -201,6 +205,8 @@ FLAG_KEYS: dict[str, str] = {
     "wait_timeout": "limits.wait_timeout",
     "idle_timeout": "limits.idle_timeout",
     "max_n": "limits.max_n",
+    "live_max_lag": "limits.live_max_lag",
+    "max_live_receivers": "limits.max_live_receivers",
     "max_connections": "limits.max_connections",
     "max_connections_per_client": "limits.max_connections_per_client",
     "max_waiting": "limits.max_waiting",

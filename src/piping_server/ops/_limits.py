@@ -27,6 +27,7 @@ from ..core import (
     Hub,
     Peer,
     Reject,
+    StartLive,
     StartTransfer,
     TransferExpired,
     WaitExpired,
@@ -136,6 +137,8 @@ class WatchedHub(Hub):
             if isinstance(action, StartTransfer):
                 touched += [action.sender, *action.receivers]
                 self._watch_transfer(action)
+            elif isinstance(action, StartLive):
+                touched += action.receivers  # ``?live`` receivers that waited stop waiting
             elif isinstance(action, Reject | EndSender):
                 touched.append(action.peer)
         for p in touched:

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .._hooks import AccessRecord
+from .._hooks import AccessRecord, RequestView
 
 ACCESS_LOGGER = "piping_server.access"
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -59,6 +59,29 @@ def configure_logging(*, level: str = "info", fmt: str = "plain") -> None:
 def _printable(text: str) -> str:
     # a path is whatever bytes the client sent (latin-1): keep one record on one line
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def log_live_join(peer: object) -> None:
+    """An access line as a receiver joins a live transfer (docs/protocol.md section 11); ``peer`` is its endpoint."""
+    view = getattr(peer, "view", None)
+    if view is None or not access_log.isEnabledFor(logging.INFO):
+        return
+    request: RequestView = view()
+    fields = {
+        "method": request.method,
+        "path": _printable(request.path),
+        "client": request.client,
+        "role": "live-join",
+        "transport": request.transport + ("+tls" if request.is_tls else ""),
+    }
+    access_log.info(
+        '%s "%s %s" joined live %s',
+        fields["client"] or "-",
+        fields["method"],
+        fields["path"],
+        fields["transport"],
+        extra={"access": fields},
+    )
 
 
 def log_access(record: AccessRecord) -> None:

@@ -52,6 +52,11 @@ class _HubCollector(Collector):
         )
         relayed.add_metric([], self.ended_bytes() + live)
         yield relayed
+        lagged = CounterMetricFamily(
+            "piping_live_receivers_cut", "Receivers of live transfers cut for falling too far behind."
+        )
+        lagged.add_metric([], hub.live_receivers_cut)
+        yield lagged
 
 
 class Metrics:
@@ -73,6 +78,12 @@ class Metrics:
         )
         Gauge("piping_active_transfers", "Transfers running now.", registry=reg).set_function(
             lambda: hub.running_transfers
+        )
+        Gauge("piping_live_paths", "Paths a live sender streams on now.", registry=reg).set_function(
+            lambda: hub.live_paths
+        )
+        Gauge("piping_live_receivers", "Receivers joined to live senders now.", registry=reg).set_function(
+            lambda: hub.live_receivers
         )
         if connections is not None:
             Gauge("piping_open_connections", "Client connections open now.", registry=reg).set_function(connections)

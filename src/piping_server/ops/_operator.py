@@ -16,12 +16,12 @@ from typing import Any
 
 from .._forwarded import TrustedProxies
 from .._hooks import AccessRecord, Refusal, RequestView
-from ..core import Action, Hub, Reject, TransferExpired, WaitExpired
-from ..flow import Relay
+from ..core import Action, Hub, JoinLive, Reject, StartLive, TransferExpired, WaitExpired
+from ..flow import LIVE_MAX_LAG_BYTES, Relay
 from ._auth import Gate, JwksKeys
 from ._config import Config, MetricsConfig, load_config
 from ._limits import ConnectionCounter, RequestLimits, WatchedHub, describe
-from ._logging import configure_logging, log_access
+from ._logging import configure_logging, log_access, log_live_join
 from ._logins import LoginGuard, then
 from ._metrics import Metrics
 from ._reload import ConfigReloader, keep_restart_only
@@ -85,6 +85,7 @@ class Operator:
             self.guard.on_failure = self.metrics.login_failed
             self.counter.on_refused = self.metrics.rejected
             relay.observers.append(self._observe)
+        relay.observers.append(self._observe_joins)
         hooks = relay.hooks
         hooks.admit = self._admit
         hooks.on_access = self._on_access
@@ -96,6 +97,8 @@ class Operator:
         assert self.relay is not None
         hooks = self.relay.hooks
         hooks.max_head_bytes = config.limits.max_header_bytes
+        self.relay.live_max_lag = config.limits.live_max_lag or LIVE_MAX_LAG_BYTES
+        self.hub.max_live_receivers = config.limits.max_live_receivers
         hooks.preflight_allow_headers = PREFLIGHT_WITH_AUTH if config.auth.enabled else None
         # behind a trusted proxy, requests name their client; its connections are the proxy's, not counted per client
         hooks.trusted_proxies = self.counter.trusted = TrustedProxies(config.server.forwarded_allow_ips) or None
@@ -227,6 +230,16 @@ class Operator:
             self.metrics.on_access(record)
             if record.role == "malformed":  # refused by the HTTP parser (400, 431) before any routing
                 self.metrics.rejected("malformed")
+
+    def _observe_joins(self, action: Action) -> None:
+        # a live receiver's own access line comes when it leaves, maybe hours later: its join gets one now
+        if not self.config.log.access:
+            return
+        if isinstance(action, JoinLive):
+            log_live_join(action.receiver)
+        elif isinstance(action, StartLive):
+            for receiver in action.receivers:
+                log_live_join(receiver)
 
     def _observe(self, action: Action) -> None:
         if isinstance(action, Reject) and action.status == 400 and self.metrics is not None:

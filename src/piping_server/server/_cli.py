@@ -53,6 +53,9 @@ _COUNT = click.IntRange(min=1)
 @click.option("--idle-timeout", type=_SECONDS, default=None, metavar="SECONDS",
               help="Cut a running transfer when no byte moves for this long.")
 @click.option("--max-n", type=_COUNT, default=None, help="Most receivers one transfer may have (?n=).")
+@click.option("--live-max-lag", type=_COUNT, default=None, metavar="BYTES",
+              help="Cut a receiver of a live transfer (?live) that falls this far behind.  [default: 8388608]")
+@click.option("--max-live-receivers", type=_COUNT, default=None, help="Most receivers one live path may have.")
 @click.option("--max-connections", type=_COUNT, default=None, help="Most client connections open at once.")
 @click.option("--max-connections-per-client", type=_COUNT, default=None, help="... from one client address.")
 @click.option("--max-waiting", type=_COUNT, default=None, help="Most senders and receivers waiting at once.")
