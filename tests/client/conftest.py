@@ -60,7 +60,8 @@ def _ours_available() -> bool:
     return r.returncode == 0
 
 
-def _start(kind: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server_process(kind: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A server process of one's own ("ours" or "reference"), for a test that stops it; and its base URL."""
     port = free_port()
     if kind == "reference":
         if not REF_BIN.exists():
@@ -83,7 +84,7 @@ def _start(kind: str) -> tuple[subprocess.Popen[bytes], str]:
 @pytest.fixture(scope="session", params=["ours", "reference"])
 def server(request: pytest.FixtureRequest) -> Iterator[str]:
     """Base URL of a running Piping server (each test runs against ours and the reference)."""
-    proc, url = _start(request.param)
+    proc, url = start_server_process(request.param)
     yield url
     proc.terminate()
     try:

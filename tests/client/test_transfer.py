@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env, needs, run_piping, start_piping
+from conftest import env, needs, run_piping, start_piping, start_server_process
 from piping_server.client import ServerRejectedError, get, get_async, send, send_async
 
 
@@ -233,6 +233,35 @@ def test_receiver_killed_makes_send_fail(server: str, path: str) -> None:
     err = sender.stderr.read().decode()
     assert code != 0
     assert err.startswith("piping: error:") and err.count("\n") == 1, err
+    # What a sender can know: its receiver went away (never "the sender ... went away").
+    assert "receiver" in err and "sender" not in err, err
+
+
+def test_cut_sender_blames_no_sender(path: str) -> None:
+    """The server goes away mid-transfer: the sender says the delivery was not confirmed, not "the sender ..."."""
+    curl = needs("curl")
+    proc, server = start_server_process("ours")
+    try:
+        receiver = subprocess.Popen([curl, "-sS", server + path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sender = start_piping("send", "-q", server + path, stdin=subprocess.PIPE)
+        assert sender.stdin is not None
+        for _ in range(20):  # bounded: a transfer is running
+            sender.stdin.write(b"s" * 65536)
+            sender.stdin.flush()
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(10)
+        code, _, err = finish(sender, 30)
+        receiver.wait(10)
+        assert code == 5, err
+        assert err.decode() == (
+            "piping: error: the transfer was cut before the server confirmed delivery"
+            " (a receiver or the connection went away)\n"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_sender_killed_leaves_no_file(server: str, path: str, tmp_path: Path) -> None:

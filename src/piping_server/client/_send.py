@@ -229,23 +229,36 @@ async def _supervise(
     upload: asyncio.Task[int], status: asyncio.Task[None], outcome: _Outcome, size: int | None, counter: list[int]
 ) -> None:
     done, _ = await asyncio.wait({upload, status}, return_when=asyncio.FIRST_EXCEPTION)
-    if status in done and status.exception() is not None:
-        raise status.exception()  # type: ignore[misc]
-    if upload in done and upload.exception() is not None:
-        exc = upload.exception()
+    for task in (status, upload):
+        exc = task.exception() if task in done else None
+        if exc is None:
+            continue
         if not isinstance(exc, TransferInterruptedError):
-            raise exc  # type: ignore[misc]
+            raise exc
         # The server closed on us: its status lines usually say why (a receiver left, an error).
-        with contextlib.suppress(PipingError, TimeoutError):
-            await asyncio.wait_for(status, 5)
+        if task is upload:
+            with contextlib.suppress(PipingError, TimeoutError):
+                await asyncio.wait_for(status, 5)
         _judge(outcome)
-        raise exc
-    await status  # the upload is complete: wait for the server to confirm the delivery
+        raise _cut()
+    try:
+        await status  # the upload is complete: wait for the server to confirm the delivery
+    except TransferInterruptedError:
+        _judge(outcome)
+        raise _cut() from None
     if size is not None and counter[0] != size:
         raise UsageError(f"the input changed while being sent ({counter[0]} bytes instead of {size})")
     _judge(outcome)
     if not outcome.delivered:
         raise TransferInterruptedError("the server closed the transfer without confirming that it was received")
+
+
+def _cut() -> TransferInterruptedError:
+    # A sender only sees its own connection end: whether a receiver or the connection went away, the
+    # server did not confirm the delivery. (The stream it reads is the server's status lines.)
+    return TransferInterruptedError(
+        "the transfer was cut before the server confirmed delivery (a receiver or the connection went away)"
+    )
 
 
 def _judge(outcome: _Outcome) -> None:
