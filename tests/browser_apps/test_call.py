@@ -1,0 +1,88 @@
+"""Call mode: two pages (Chromium's fake camera and microphone) in one room each play the other's
+moving video and its sound; mute, camera-off, and the state when one side leaves."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from .conftest import screenshot
+
+PLAY_WAIT_S = 45
+ADVANCE_S = 1.0
+
+# A fingerprint of the remote video's current frame (sampled pixels), to see that it moves.
+FRAME = """() => {
+    const v = document.getElementById('call-remote');
+    if (!v.videoWidth) return '';
+    const c = document.createElement('canvas');
+    c.width = 64; c.height = 48;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0, 64, 48);
+    return Array.from(g.getImageData(0, 0, 64, 48).data.filter((_, i) => i % 16 === 0)).join(',');
+}"""
+
+
+def _media(page: Any) -> dict[str, float]:
+    return dict(page.evaluate("""() => { const v = document.getElementById('call-remote');
+        return { time: v.currentTime, width: v.videoWidth, audio: v.webkitAudioDecodedByteCount || 0 }; }"""))
+
+
+def _assert_plays_the_other(page: Any) -> None:
+    page.wait_for_function("document.body.dataset.callState === 'in-call'", timeout=PLAY_WAIT_S * 1000)
+    page.wait_for_function("document.getElementById('call-remote').currentTime > 0.2", timeout=PLAY_WAIT_S * 1000)
+    first, frame = _media(page), page.evaluate(FRAME)
+    deadline = time.monotonic() + PLAY_WAIT_S
+    while time.monotonic() < deadline and _media(page)["time"] < first["time"] + ADVANCE_S:
+        time.sleep(0.2)
+    later = _media(page)
+    assert later["time"] >= first["time"] + ADVANCE_S, "the other side's video does not advance"
+    assert later["width"] > 0
+    assert later["audio"] > first["audio"] > 0, "no sound is decoded from the other side"
+    frames = {frame}
+    deadline = time.monotonic() + PLAY_WAIT_S
+    while time.monotonic() < deadline and len(frames) < 2:
+        frames.add(page.evaluate(FRAME))
+        time.sleep(0.3)
+    assert len(frames) >= 2, "the other side's picture does not move"
+    decoded = page.evaluate("document.getElementById('call-remote').getVideoPlaybackQuality().totalVideoFrames")
+    assert decoded > 10
+
+
+@pytest.mark.parametrize("passphrase", ["", "call secret"], ids=["plain", "encrypted"])
+def test_two_sides_see_and_hear_each_other_until_one_leaves(
+    https_base: str, new_page: Callable[..., Any], passphrase: str
+) -> None:
+    room = f"call-{uuid.uuid4().hex[:10]}"
+    pages = []
+    for button in ("#call-start", "#call-join"):
+        page = new_page(f"{https_base}/#call?room={room}")
+        assert page.input_value("#call-room") == room
+        if passphrase:
+            page.click("#call-mode details.encrypt summary")
+            page.fill("#call-pass", passphrase)
+        page.click(button)
+        pages.append(page)
+    first, second = pages
+    for page in pages:
+        _assert_plays_the_other(page)
+    if not passphrase:
+        screenshot(second, "call")
+
+    # Mute and camera-off act on what this side sends, and say so on their buttons.
+    first.click("#call-mute")
+    first.click("#call-camera")
+    assert first.evaluate("""() => { const v = document.getElementById('call-local').srcObject;
+        return [v.getAudioTracks()[0].enabled, v.getVideoTracks()[0].enabled]; }""") == [False, False]
+    assert first.text_content("#call-mute") == "Unmute"
+    assert first.get_attribute("#call-camera", "aria-pressed") == "true"
+
+    second.click("#call-hangup")
+    second.wait_for_function("document.body.dataset.callState === 'ended'")
+    first.wait_for_function("document.body.dataset.callState === 'peer-left'", timeout=PLAY_WAIT_S * 1000)
+    assert first.text_content("#call-status") == "The other side left the call."
+    assert first.is_enabled("#call-start")
