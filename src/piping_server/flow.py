@@ -15,6 +15,7 @@ of receivers that changes at any time, with the pacing and backlog rules written
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -49,6 +50,13 @@ Chunk = bytes | memoryview
 #: the others for long. Operator-settable (``--live-max-lag``). Checked once a receiver's transport
 #: reports itself full, so the transport's own high-water mark (1 MiB) is the least it can be.
 LIVE_MAX_LAG_BYTES = 8 * 1024 * 1024
+#: How long a full live receiver may hold back the others before it no longer sets the pace: long
+#: enough that a receiver slow for a moment (a busy machine, a network hiccup) keeps its place and
+#: the stream waits, short enough that one stalled listener never stalls the others for long.
+LIVE_LAG_GRACE_S = 1.0
+
+#: ``schedule(delay_s, callback)`` returns a function that cancels the call.
+Scheduler = Callable[[float, Callable[[], None]], Callable[[], None]]
 
 
 class Endpoint(Protocol):
@@ -236,14 +244,28 @@ class LivePipe(Pipe):
     * Nobody listening: the sender is paused. What was read before the pause took effect (a read
       already under way, or an HTTP/2 window) is held and goes to the next receiver, whose offset
       says where it starts: nothing read is lost.
-    * Pacing: the sender is paused while every present receiver is full (its transport above its
-      high-water mark), so the stream never runs ahead of all of them; one receiver alone sets the
-      pace. A receiver slower than the others falls behind instead of holding them back: once its
-      backlog passes ``max_lag`` it is cut, and the others keep their speed.
+    * Pacing: the sender is paused while a present receiver is full (its transport above its
+      high-water mark): the slowest sets the pace, as in an ordinary transfer. But when a full
+      receiver has held back others that could take more for ``LIVE_LAG_GRACE_S``, it is *lagging*:
+      it no longer sets the pace, and the others keep their speed. A lagging receiver that drains
+      sets the pace again; one whose backlog passes ``max_lag`` is cut. A receiver alone is never
+      lagging (nobody is held back), and when all are full the stream simply waits.
     * End: the upload's end ends every present receiver normally; a break cuts them (via the hub).
     """
 
-    __slots__ = ("max_lag", "position", "_held", "_held_bytes", "_full", "_sender_paused", "_head", "_over", "_done")
+    __slots__ = (
+        "max_lag",
+        "position",
+        "_held",
+        "_held_bytes",
+        "_full",
+        "_lagging",
+        "_grace",
+        "_sender_paused",
+        "_head",
+        "_over",
+        "_done",
+    )
 
     is_live = True
 
@@ -256,6 +278,8 @@ class LivePipe(Pipe):
         self._held: list[Chunk] = []  # read while nobody listened, for the next receiver
         self._held_bytes = 0
         self._full: set[int] = set()  # ids of receivers whose transport is above its high-water mark
+        self._lagging: set[int] = set()  # ids of full receivers that no longer set the pace
+        self._grace: Callable[[], None] | None = None  # cancels the grace timer under way
         self._sender_paused = False
         self._head: Headers = []
         self._over = False  # the upload ended or broke: the sender is no longer paced
@@ -296,8 +320,12 @@ class LivePipe(Pipe):
             self._end()
 
     def fail(self) -> None:
-        self._over = True
+        self._stop()
         self.relay.submit(UploadFailed(peer=self.sender, size=self.position))
+
+    def is_lagging(self, receiver: Endpoint) -> bool:
+        """Whether ``receiver`` is full and no longer sets the pace."""
+        return id(receiver) in self._lagging
 
     def receiver_paused(self, receiver: Endpoint) -> None:
         self._full.add(id(receiver))
@@ -306,12 +334,14 @@ class LivePipe(Pipe):
     def receiver_resumed(self, receiver: Endpoint) -> None:
         if id(receiver) in self._full:
             self._full.discard(id(receiver))
+            self._lagging.discard(id(receiver))  # drained: it sets the pace again
             self._pace()
 
     def detach(self, receiver: Endpoint) -> None:
         if receiver in self.receivers:
             self.receivers.remove(receiver)
         self._full.discard(id(receiver))
+        self._lagging.discard(id(receiver))
         self._pace()
 
     def _fan_out(self, data: Chunk) -> None:
@@ -323,23 +353,46 @@ class LivePipe(Pipe):
             return
         for receiver in receivers:
             receiver.write_body(data)
-        if self._full:
-            # only a full receiver can be far behind: its transport says how far
-            max_lag = self.max_lag
-            for receiver in [r for r in receivers if id(r) in self._full and r.backlog() > max_lag]:
+        if self._lagging:
+            # only a lagging receiver falls further behind: its transport says how far
+            lagging, max_lag = self._lagging, self.max_lag
+            for receiver in [r for r in receivers if id(r) in lagging and r.backlog() > max_lag]:
                 self.relay.submit(ReceiverLagged(peer=receiver))
 
     def _pace(self) -> None:
         if self._over:
             return
-        full = self._full
-        stop = not self.receivers or all(id(r) in full for r in self.receivers)
+        full, lagging, receivers = self._full, self._lagging, self.receivers
+        holding = sum(1 for r in receivers if id(r) in full and id(r) not in lagging)
+        stop = not receivers or holding > 0
         if stop != self._sender_paused:
             self._sender_paused = stop
             if stop:
                 self.sender.pause_upload()
             else:
                 self.sender.resume_upload()
+        held_back = holding > 0 and any(id(r) not in full for r in receivers)
+        if held_back and self._grace is None:
+            self._grace = self.relay.schedule(LIVE_LAG_GRACE_S, self._grace_over)
+        elif not held_back and self._grace is not None:
+            self._grace()
+            self._grace = None
+
+    def _grace_over(self) -> None:
+        """Full receivers held back the others for the whole grace: they no longer set the pace."""
+        self._grace = None
+        if self._over:
+            return
+        full = self._full
+        if any(id(r) not in full for r in self.receivers):
+            self._lagging.update(id(r) for r in self.receivers if id(r) in full)
+        self._pace()
+
+    def _stop(self) -> None:
+        self._over = True
+        if self._grace is not None:
+            self._grace()
+            self._grace = None
 
     def _live_head(self, offset: int) -> Headers:
         head: Headers = []
@@ -354,7 +407,8 @@ class LivePipe(Pipe):
         return head
 
     def _end(self) -> None:
-        self._over = self._ended = True
+        self._stop()
+        self._ended = True
         self.relay.submit(UploadEnded(peer=self.sender, size=self.position))
         for receiver in list(self.receivers):
             receiver.finish_body()
@@ -370,10 +424,18 @@ class Relay:
         self.https_port: int | None = None
         #: the backlog past which a live receiver is cut (``--live-max-lag``)
         self.live_max_lag = LIVE_MAX_LAG_BYTES
+        #: how timers are set (the live pipe's grace); None: the running asyncio loop's ``call_later``
+        self.scheduler: Scheduler | None = None
         self._pending: deque[Event] = deque()
         self._dispatching = False
         #: observers of every action (metrics, logs); called after the action is carried out
         self.observers: list[Callable[[Action], None]] = []
+
+    def schedule(self, delay_s: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` in ``delay_s`` seconds; returns a function that cancels it."""
+        if self.scheduler is not None:
+            return self.scheduler(delay_s, callback)
+        return asyncio.get_running_loop().call_later(delay_s, callback).cancel
 
     def submit(self, event: Event) -> None:
         """Feed one event to the hub and carry out its actions; re-entrant calls are queued."""

@@ -205,8 +205,7 @@ def test_stalled_receiver_is_cut_while_another_keeps_going(target: Target, tmp_p
     cut = "[INFO] A receiver fell too far behind and was cut (1 now).\n"
     # Past the kernel's socket buffers and the 8 MiB backlog: bounded by 96 MiB of stream.
     while cut.encode() not in send.data and send.position < 96 * 1024 * 1024:
-        send.write(1024 * 1024)
-        fast.wait_for(lambda r: len(r.data) >= send.position - 4 * 1024 * 1024)
+        send.write(1024 * 1024)  # blocks while the stalled receiver still sets the pace (its grace)
     assert send.wait_text(cut)
     send.write(100_000)
     done = send.close()
@@ -307,7 +306,6 @@ def test_operator_limits_metrics_and_join_lines(tmp_path: Path) -> None:
         cut = "[INFO] A receiver fell too far behind and was cut (1 now).\n"
         while cut.encode() not in send.data and send.position < 64 * 1024 * 1024:
             send.write(512 * 1024)
-            fast.wait_for(lambda r: len(r.data) >= send.position - lag)
         assert send.wait_text(cut)
         assert metrics(mport)["piping_live_receivers_cut_total"] == 1
         send.close()
