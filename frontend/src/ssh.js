@@ -189,9 +189,10 @@ function sshBig(value) {
 
 async function decryptOpenSsh(cipher, kdf, kdfOptions, encrypted, passphrase) {
   if (!passphrase) throw new KeyError("This key is protected by a passphrase: enter it in the key passphrase field.");
-  if (kdf !== "bcrypt" || (cipher !== "aes256-ctr" && cipher !== "aes256-cbc")) {
+  // aes256-ctr with bcrypt is what ssh-keygen has written since OpenSSH 6.5.
+  if (kdf !== "bcrypt" || cipher !== "aes256-ctr") {
     throw new KeyError(`This key is encrypted with ${cipher}/${kdf}, which this page cannot read ` +
-      "(re-encrypt it with ssh-keygen -p, which uses aes256-ctr).");
+      "(ssh-keygen -p -f KEY re-encrypts it with aes256-ctr).");
   }
   const options = new SshDataReader(kdfOptions);
   const salt = options.readBinary();
@@ -201,16 +202,9 @@ async function decryptOpenSsh(cipher, kdf, kdfOptions, encrypted, passphrase) {
   if (bcryptPbkdf(pass, pass.length, salt, salt.length, keyIv, keyIv.length, rounds) !== 0) {
     throw new KeyError("The key's passphrase could not be applied.");
   }
-  const name = cipher === "aes256-ctr" ? "AES-CTR" : "AES-CBC";
-  const key = await crypto.subtle.importKey("raw", keyIv.slice(0, 32), { name }, false, ["decrypt"]);
-  const iv = keyIv.slice(32, 48);
-  if (name === "AES-CTR") {
-    return Buffer.from(await crypto.subtle.decrypt({ name, counter: iv, length: 128 }, key, encrypted));
-  }
-  // OpenSSH pads the plaintext itself (no PKCS#7): WebCrypto's AES-CBC insists on PKCS#7 padding,
-  // so decrypt with one extra encrypted block of padding appended... which needs encryption; keep
-  // it simple and refuse instead of guessing.
-  throw new KeyError("This key is encrypted with aes256-cbc: re-encrypt it with ssh-keygen -p (aes256-ctr).");
+  const key = await crypto.subtle.importKey("raw", keyIv.slice(0, 32), { name: "AES-CTR" }, false, ["decrypt"]);
+  const counter = keyIv.slice(32, 48);
+  return Buffer.from(await crypto.subtle.decrypt({ name: "AES-CTR", counter, length: 128 }, key, encrypted));
 }
 
 async function readOpenSshKey(text, passphrase) {

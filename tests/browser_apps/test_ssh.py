@@ -24,13 +24,15 @@ from .conftest import screenshot
 # A local account for password logins (sshd checks passwords against the system's accounts).
 TEST_USER = "piping-ssh-test"
 STARTUP_S = 20
+# The user keys to log in with (as ssh-keygen writes them), and their passphrases.
+KEYS = {"ed25519": "", "ecdsa": "key secret", "rsa": "key secret"}
 
 
 @dataclass
 class Sshd:
     port: int
     password: str
-    key: str  # an Ed25519 private key in OpenSSH's format, authorized for TEST_USER
+    keys: dict[str, str]  # type -> a private key in OpenSSH's format, authorized for TEST_USER
     host_fingerprint: str
 
 
@@ -55,14 +57,15 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         pytest.skip("a password login needs a local account: run as root")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     d = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "user"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / name)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True)
+    for kind, passphrase in KEYS.items():
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-f", str(d / kind)], check=True)
     password = _ensure_user()
     # sshd reads authorized keys as the user, so they live in the user's home, not in pytest's tmp.
     account = pwd.getpwnam(TEST_USER)
     dot_ssh = Path(account.pw_dir) / ".ssh"
     dot_ssh.mkdir(mode=0o700, exist_ok=True)
-    (dot_ssh / "authorized_keys").write_text((d / "user.pub").read_text())
+    (dot_ssh / "authorized_keys").write_text("".join((d / f"{kind}.pub").read_text() for kind in KEYS))
     for path in (dot_ssh, dot_ssh / "authorized_keys"):
         os.chown(path, account.pw_uid, account.pw_gid)
     port = free_port()
@@ -78,7 +81,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         wait_for_port(port, proc, timeout=STARTUP_S)
         listed = subprocess.run(["ssh-keygen", "-lf", str(d / "host.pub")], check=True, capture_output=True, text=True)
         fingerprint = listed.stdout.split()[1]
-        yield Sshd(port=port, password=password, key=(d / "user").read_text(), host_fingerprint=fingerprint)
+        keys = {kind: (d / kind).read_text() for kind in KEYS}
+        yield Sshd(port=port, password=password, keys=keys, host_fingerprint=fingerprint)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -180,9 +184,13 @@ def test_password_login_runs_commands_follows_resizes_and_disconnects(
         assert "Disconnected" in (page.text_content("#ssh-status") or "")
 
 
-def test_ed25519_key_login(http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd,
-                           tmp_path: Path) -> None:
-    page, path1, path2 = _open(new_page, https_base, key=sshd.key)
+@pytest.mark.parametrize("kind", list(KEYS))
+def test_key_login(http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path,
+                   kind: str) -> None:
+    fields = {"key": sshd.keys[kind]}
+    if KEYS[kind]:
+        fields["key-pass"] = KEYS[kind]
+    page, path1, path2 = _open(new_page, https_base, **fields)
     with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
         page.click("#ssh-connect")
         page.wait_for_function("document.body.dataset.sshState === 'host-key'")
@@ -206,6 +214,12 @@ def test_wrong_password_and_unreachable_tunnel_say_so(
     assert (page.text_content("#ssh-status") or "") == (
         f"The server refused the login of {TEST_USER}: wrong password or user name."
     )
+
+    # A key with a wrong passphrase: said before anything is sent.
+    page, _, _ = _open(new_page, https_base, key=sshd.keys["ecdsa"], **{"key-pass": "not it"})
+    page.click("#ssh-connect")
+    page.wait_for_function("document.body.dataset.sshState === 'failed'")
+    assert page.text_content("#ssh-status") == "The key's passphrase is wrong."
 
     # Nobody runs the tunnel on these paths: one message, after the page's wait (short here).
     base = f"ssh-{uuid.uuid4().hex[:10]}"

@@ -223,10 +223,15 @@
       let key = null;
       try {
         lib = await Piping.loadLibrary("ssh");
+      } catch (error) {
+        finish(`The SSH client is not available: ${error.message || error}`, "error");
+        return;
+      }
+      try {
         key = await readKey(lib);
       } catch (error) {
-        finish(error instanceof Error && lib && error instanceof lib.KeyError ? error.message
-          : `The SSH client is not available: ${error.message || error}`, "error");
+        finish(error instanceof lib.KeyError ? error.message
+          : `The private key could not be read: ${error.message || error}`, "error");
         return;
       }
       if (current !== attempt) return;
