@@ -7,6 +7,7 @@ lines, never the clock; sizes are small except where a backlog must be overrun.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import WAIT_S, Response, Target, fetch, parse_head, unique_path
+from ..helpers import WAIT_S, Response, ServerProcess, Target, fetch, parse_head, unique_path
 
 pytestmark = pytest.mark.beyond
 
@@ -326,3 +327,43 @@ def test_config_keys(tmp_path: Path) -> None:
     bad.write_text("[limits]\nlive_max_lag = 0\n")
     checked = run_cli("--check-config", str(bad))
     assert checked.returncode == 2 and "live_max_lag" in checked.stderr
+
+
+# --- many receivers at random moments (ours only: RSS) ---------------------------------------------------------
+
+
+@pytest.mark.ours
+@pytest.mark.parametrize("transport", ["h1", "h2"])
+def test_ten_receivers_join_at_random_moments(
+    server: ServerProcess | None, tmp_path: Path, transport: str
+) -> None:
+    """Each of 10 receivers, joining anywhere in a 96 MiB stream, gets exactly the stream from its offset on;
+    the server's memory does not follow the stream's size."""
+    assert server is not None
+    target = server.target(transport)
+    size, piece = 96 * 1024 * 1024, 256 * 1024
+    rng = random.Random(12)
+    moments = sorted(rng.randrange(0, size * 3 // 4, piece) for _ in range(10))
+    path = unique_path("live")
+    send = Sender(target, path + "?live", tmp_path)
+    assert send.wait_text(LIVE)
+    files: list[tuple[Reader, Path]] = []
+    rss_start = rss_peak = server.rss_kib()
+    while send.position < size:
+        while moments and moments[0] <= send.position:
+            moments.pop(0)
+            out = tmp_path / f"r{len(files)}"
+            files.append((Reader(target, "-o", str(out), target.url(path), tmp=tmp_path, read=False), out))
+        send.write(min(piece, size - send.position))
+        if send.position % (8 * 1024 * 1024) == 0:
+            rss_peak = max(rss_peak, server.rss_kib())
+    done = send.close()
+    assert done.body.decode().endswith(f"[INFO] Live ended: 10 receiver(s) served, {send.position} byte(s) sent.\n")
+    for got, out in files:
+        got.finish(timeout=3 * WAIT_S)
+        assert got.proc.returncode == 0
+        offset = got.offset
+        body = out.read_bytes()
+        assert len(body) == send.position - offset
+        assert body == pattern(offset, len(body)), f"receiver at {offset}: not the stream from its offset on"
+    assert rss_peak - rss_start < 64 * 1024, "memory must not follow the stream (KiB)"
