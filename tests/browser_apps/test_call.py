@@ -72,6 +72,12 @@ def test_two_sides_see_and_hear_each_other_until_one_leaves(
         _assert_plays_the_other(page)
     if not passphrase:
         screenshot(second, "call")
+        # A third person pressing "I join" in this busy room is told so, and the call goes on.
+        third = new_page(f"{https_base}/#call?room={room}")
+        third.click("#call-join")
+        third.wait_for_function("document.body.dataset.callState === 'busy'")
+        assert "Someone else is already in this room" in (third.text_content("#call-status") or "")
+        assert first.evaluate("document.body.dataset.callState") == "in-call"
 
     # Mute and camera-off act on what this side sends, and say so on their buttons.
     first.click("#call-mute")

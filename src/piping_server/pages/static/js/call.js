@@ -124,6 +124,13 @@
       play(current, Piping.pathUrl(receivePath).href, passphrase);
     }
 
+    /** The server refused a path of the room: someone already has that side of the call. */
+    function busy(role) {
+      return `Someone else is already in this room as the one who ${role === "first" ? "starts" : "joins"}: ` +
+        `if that is not you, press "${role === "first" ? "I join" : "I start the call"}" instead, or pick ` +
+        "another room name.";
+    }
+
     // ---- sending ----
 
     async function send(current, url, mimeType, passphrase) {
@@ -143,6 +150,10 @@
       });
       upload.then(
         async (response) => {
+          if (!response.ok && call === current) {
+            finish(busy(current.role), "error", "busy");
+            return;
+          }
           const text = await response.text().catch(() => "");
           if (call !== current) return;
           // The server answers the sender at the end: the other side stopped taking the stream.
@@ -165,7 +176,10 @@
       current.objectUrl = URL.createObjectURL(source);
       try {
         const response = await fetch(url, { signal: current.controller.signal, cache: "no-store" });
-        if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+        if (!response.ok) {
+          if (call === current) finish(busy(current.role), "error", "busy");
+          return;
+        }
         let type = response.headers.get("Content-Type") || "video/webm";
         let stream = response.body;
         if (passphrase !== "") {

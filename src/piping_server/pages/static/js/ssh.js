@@ -250,6 +250,7 @@
         attempt.session = session;
         session.onClosed((event) => {
           if (current !== attempt) return;
+          if (attempt.leaving) return finish("Disconnected.", "");
           const reason = event.error ? event.error.message : event.message;
           finish(transport.trouble || (reason ? `The connection closed: ${reason}` : "The connection closed."),
             transport.trouble || event.error ? "error" : "");
@@ -274,7 +275,7 @@
           channel.adjustWindow(data.length);
         });
         channel.onClosed(() => {
-          if (current === attempt) finish("The session ended.", "");
+          if (current === attempt) finish(attempt.leaving ? "Disconnected." : "The session ended.", "");
         });
         // One send at a time, in order: keystrokes typed while one is on its way wait for it.
         let sending = Promise.resolve();
@@ -301,11 +302,15 @@
     }
 
     ui.connect.addEventListener("click", connect);
-    ui.disconnect.addEventListener("click", () => {
-      if (current && current.session) {
-        current.session.close(DISCONNECT_BY_APPLICATION).catch(() => {});
+    ui.disconnect.addEventListener("click", async () => {
+      const attempt = current;
+      if (attempt) attempt.leaving = true;
+      if (attempt && attempt.session) {
+        // Say goodbye to sshd (briefly: a dead tunnel must not hold the button).
+        const bye = attempt.session.close(DISCONNECT_BY_APPLICATION).catch(() => {});
+        await Promise.race([bye, new Promise((resolve) => setTimeout(resolve, 1000))]);
       }
-      finish("Disconnected.", "");
+      if (current === attempt) finish("Disconnected.", "");
     });
   }
 
