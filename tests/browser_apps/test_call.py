@@ -3,9 +3,13 @@ moving video and its sound; mute, camera-off, and the state when one side leaves
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +96,36 @@ def test_two_sides_see_and_hear_each_other_until_one_leaves(
     first.wait_for_function("document.body.dataset.callState === 'peer-left'", timeout=PLAY_WAIT_S * 1000)
     assert first.text_content("#call-status") == "The other side left the call."
     assert first.is_enabled("#call-start")
+
+
+def test_encrypted_call_is_openpgp_on_the_wire_and_a_passphrase_mismatch_says_so(
+    https_base: str, new_page: Callable[..., Any], tmp_path: Path
+) -> None:
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed")
+    # What the first side sends, read with curl instead of a second page: a symmetric OpenPGP message.
+    room = f"call-{uuid.uuid4().hex[:10]}"
+    first = new_page(f"{https_base}/#call?room={room}")
+    first.click("#call-mode details.encrypt summary")
+    first.fill("#call-pass", "secret")
+    first.click("#call-start")
+    head = subprocess.run(["curl", "-ksSN", "--max-time", "4", f"{https_base}/{room}/call-1"],
+                          capture_output=True, timeout=60).stdout  # ends at --max-time (the stream does not)
+    first.click("#call-hangup")
+    (tmp_path / "head.gpg").write_bytes(head[:65536])
+    listed = subprocess.run(["gpg", "--batch", "--list-packets", str(tmp_path / "head.gpg")],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "GNUPGHOME": str(tmp_path)})
+    assert ":symkey enc packet:" in listed.stdout, listed.stdout + listed.stderr
+
+    # One side with a passphrase, the other without: each says what is wrong.
+    room = f"call-{uuid.uuid4().hex[:10]}"
+    first = new_page(f"{https_base}/#call?room={room}")
+    first.click("#call-mode details.encrypt summary")
+    first.fill("#call-pass", "secret")
+    first.click("#call-start")
+    second = new_page(f"{https_base}/#call?room={room}")
+    second.click("#call-join")
+    second.wait_for_function("document.body.dataset.callState === 'failed'", timeout=PLAY_WAIT_S * 1000)
+    assert "enter the same passphrase" in (second.text_content("#call-status") or "")
+    first.wait_for_function("document.body.dataset.callState === 'failed' || "
+                            "document.body.dataset.callState === 'peer-left'", timeout=PLAY_WAIT_S * 1000)
