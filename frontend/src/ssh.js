@@ -10,8 +10,7 @@
 //   - the "pty-req" and "window-change" channel requests (RFC 4254 6.2 and 6.7) a terminal needs.
 import {
   BaseStream, BigInt as SshBigInt, ChannelRequestMessage, PublicKeyAlgorithm, SshAlgorithms,
-  SshAuthenticationType, SshChannelError, SshClientSession, SshConnectionError, SshDataReader, SshDataWriter,
-  SshDisconnectReason, SshSessionConfiguration,
+  SshAuthenticationType, SshClientSession, SshDataReader, SshDataWriter, SshSessionConfiguration,
 } from "@microsoft/dev-tunnels-ssh";
 import { importKey } from "@microsoft/dev-tunnels-ssh-keys";
 import { Buffer } from "buffer";
@@ -20,7 +19,7 @@ import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import xtermCss from "@xterm/xterm/css/xterm.css";
 
-export { Terminal, FitAddon, xtermCss, Buffer, SshAuthenticationType, SshChannelError, SshConnectionError, SshDisconnectReason };
+export { Terminal, FitAddon, xtermCss, Buffer };
 
 // ---- Ed25519 through WebCrypto ----
 

@@ -215,6 +215,15 @@ def test_wrong_password_and_unreachable_tunnel_say_so(
         f"The server refused the login of {TEST_USER}: wrong password or user name."
     )
 
+    # The user rejects the host key: no login is tried.
+    page, path1, path2 = _open(new_page, https_base, password=sshd.password)
+    with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
+        page.click("#ssh-connect")
+        page.wait_for_function("document.body.dataset.sshState === 'host-key'")
+        page.click("#ssh-reject")
+        page.wait_for_function("document.body.dataset.sshState === 'failed'")
+    assert page.text_content("#ssh-status") == "You rejected the server's host key: neither password nor key was sent."
+
     # A key with a wrong passphrase: said before anything is sent.
     page, _, _ = _open(new_page, https_base, key=sshd.keys["ecdsa"], **{"key-pass": "not it"})
     page.click("#ssh-connect")

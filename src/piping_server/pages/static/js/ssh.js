@@ -18,6 +18,7 @@
   const DEFAULT_WAIT_S = 30;
   // The disconnect reason "by application" (RFC 4253 11.1).
   const DISCONNECT_BY_APPLICATION = 11;
+  const REJECTED = "You rejected the server's host key: neither password nor key was sent.";
   const KNOWN_HOSTS_KEY = "piping-ssh-known-host-keys";
 
   function knownHostKeys() {
@@ -108,7 +109,10 @@
           resolve(ok);
         };
         ui.accept.onclick = () => answer(true);
-        ui.reject.onclick = () => answer(false);
+        ui.reject.onclick = () => {
+          if (current) current.hostKeyRejected = true;
+          answer(false);
+        };
         if (current) current.rejectHostKey = () => answer(false);
       });
     }
@@ -251,6 +255,7 @@
         session.onClosed((event) => {
           if (current !== attempt) return;
           if (attempt.leaving) return finish("Disconnected.", "");
+          if (attempt.hostKeyRejected) return finish(REJECTED, "error");
           const reason = event.error ? event.error.message : event.message;
           finish(transport.trouble || (reason ? `The connection closed: ${reason}` : "The connection closed."),
             transport.trouble || event.error ? "error" : "");
@@ -296,8 +301,7 @@
       } catch (error) {
         if (current !== attempt) return;
         const text = error && error.message ? error.message : String(error);
-        finish(transport.trouble || (/host key|authenticat/i.test(text) && ui.hostKey.hidden
-          ? "The server's host key was not accepted." : `The SSH connection failed: ${text}`), "error");
+        finish(attempt.hostKeyRejected ? REJECTED : transport.trouble || `The SSH connection failed: ${text}`, "error");
       }
     }
 
