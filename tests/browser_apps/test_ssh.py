@@ -109,10 +109,10 @@ def _tunnel(http_base: str, port: int, path1: str, path2: str, log: Path) -> Ite
                 proc.wait(timeout=10)
 
 
-def _open(new_page: Callable[..., Any], https_base: str, **fields: str) -> tuple[Any, str, str]:
+def _open(new_page: Callable[..., Any], https_base: str, fragment: str = "ssh", **fields: str) -> tuple[Any, str, str]:
     base = f"ssh-{uuid.uuid4().hex[:10]}"
     path1, path2 = f"{base}/c-to-s", f"{base}/s-to-c"
-    page = new_page(f"{https_base}/#ssh")
+    page = new_page(f"{https_base}/#{fragment}")
     page.fill("#ssh-path1", path1)
     page.fill("#ssh-path2", path2)
     page.fill("#ssh-user", TEST_USER)
@@ -190,12 +190,14 @@ def test_key_login(http_base: str, https_base: str, new_page: Callable[..., Any]
     fields = {"key": sshd.keys[kind]}
     if KEYS[kind]:
         fields["key-pass"] = KEYS[kind]
-    page, path1, path2 = _open(new_page, https_base, **fields)
+    # Keep-alives every second here (15 s by default): sshd answers them through the tunnel.
+    page, path1, path2 = _open(new_page, https_base, "ssh?keepalive=1", **fields)
     with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
         page.click("#ssh-connect")
         page.wait_for_function("document.body.dataset.sshState === 'host-key'")
         page.click("#ssh-accept")
         page.wait_for_function("document.body.dataset.sshState === 'connected'")
+        page.wait_for_function("Number(document.getElementById('ssh-terminal').dataset.keepAlives) >= 2")
         _type(page, "echo \"I am $(whoami)\"; exit\n")
         _wait_screen(page, f"I am {TEST_USER}")
         page.wait_for_function("document.body.dataset.sshState === 'disconnected'")

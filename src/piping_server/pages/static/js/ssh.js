@@ -14,6 +14,9 @@
 (() => {
   "use strict";
 
+  // How often the page sends a keep-alive (keepalive@openssh.com, which sshd answers), so that a
+  // quiet session still moves bytes both ways; "&keepalive=S" in the fragment changes it.
+  const KEEPALIVE_S = 15;
   // How long to wait for sshd's first bytes before saying the tunnel is not there.
   const DEFAULT_WAIT_S = 30;
   // The disconnect reason "by application" (RFC 4253 11.1).
@@ -54,6 +57,7 @@
     ui.path2.value = preset.get("path2") || `${base}/s-to-c`;
     if (preset.get("user")) ui.user.value = preset.get("user");
     const waitSeconds = Number(preset.get("wait")) > 0 ? Number(preset.get("wait")) : DEFAULT_WAIT_S;
+    const keepAliveSeconds = Number(preset.get("keepalive")) > 0 ? Number(preset.get("keepalive")) : KEEPALIVE_S;
     let current = null; // { session, transport, term, ... } while connected or connecting
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
@@ -249,9 +253,13 @@
         }
       }, waitSeconds * 1000);
       try {
-        const session = await lib.connect(transport.stream, { checkHostKey: confirmHostKey });
+        const session = await lib.connect(transport.stream, { checkHostKey: confirmHostKey, keepAliveSeconds });
         if (current !== attempt) return session.dispose();
         attempt.session = session;
+        // Each keep-alive sshd answered, for whoever looks (the tests do).
+        session.onKeepAliveSucceeded((count) => {
+          ui.terminal.dataset.keepAlives = String(count);
+        });
         session.onClosed((event) => {
           if (current !== attempt) return;
           if (attempt.leaving) return finish("Disconnected.", "");
