@@ -353,9 +353,16 @@ export async function login(session, { username, password, key }) {
   return session.authenticate(credentials);
 }
 
-/** Open a shell with a terminal of `columns` x `rows`; returns { channel, resize(columns, rows) }. */
-export async function openShell(session, { columns, rows, term = "xterm-256color" }) {
+/**
+ * Open a shell with a terminal of `columns` x `rows`; `onData(bytes)` gets its output from the very
+ * first byte (the window is re-opened after it returns). Returns { channel, resize(columns, rows) }.
+ */
+export async function openShell(session, { columns, rows, term = "xterm-256color", onData }) {
   const channel = await session.openChannel();
+  channel.onDataReceived((data) => {
+    onData(data);
+    channel.adjustWindow(data.length);
+  });
   if (!(await channel.request(new PtyRequestMessage(term, columns, rows)))) {
     throw new Error("the server refused a terminal (pty-req)");
   }

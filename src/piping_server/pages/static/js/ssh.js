@@ -279,14 +279,14 @@
         }
         const { term, fit } = ensureTerminal(lib);
         attempt.term = term;
-        const shell = await lib.openShell(session, { columns: term.cols, rows: term.rows });
+        const shell = await lib.openShell(session, {
+          columns: term.cols,
+          rows: term.rows,
+          // A copy: the library reuses its buffer once this returns, and xterm.js parses later.
+          onData: (data) => term.write(new Uint8Array(data)),
+        });
         if (current !== attempt) return;
         const channel = shell.channel;
-        channel.onDataReceived((data) => {
-          // A copy: the library reuses its buffer once this returns, and xterm.js parses later.
-          term.write(new Uint8Array(data));
-          channel.adjustWindow(data.length);
-        });
         channel.onClosed(() => {
           if (current === attempt) finish(attempt.leaving ? "Disconnected." : "The session ended.", "");
         });
