@@ -53,8 +53,6 @@ def _assert_plays_the_other(page: Any) -> None:
         frames.add(page.evaluate(FRAME))
         time.sleep(0.3)
     assert len(frames) >= 2, "the other side's picture does not move"
-    decoded = page.evaluate("document.getElementById('call-remote').getVideoPlaybackQuality().totalVideoFrames")
-    assert decoded > 10
 
 
 @pytest.mark.parametrize("passphrase", ["", "call secret"], ids=["plain", "encrypted"])
