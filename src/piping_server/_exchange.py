@@ -161,7 +161,7 @@ class Exchange:
         hooks = self.relay.hooks
         if method in ("GET", "HEAD") and is_reserved(path):
             self._role = "page"
-            page = render_page(path, base_url=self._base_url(), query=query)
+            page = render_page(path, base_url=self._base_url(), query=query, https_port=self.relay.https_port)
             self._respond(page.status, page.headers, page.body, head_only=method == "HEAD")
         elif method in ("POST", "PUT"):
             self._role = "sender"

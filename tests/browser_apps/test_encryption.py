@@ -141,5 +141,34 @@ def test_wrong_passphrase_is_reported(http_base: str, https_base: str, new_page:
     subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
                    timeout=60, check=True)
     page.wait_for_function("document.body.dataset.receiveState === 'failed'")
-    assert "Receiving failed" in (page.text_content("#recv-status") or "")
+    assert page.text_content("#recv-status") == "The passphrase is wrong."
     assert page.text_content("#recv-sha256") == ""
+
+
+def test_encrypted_data_received_without_a_passphrase_is_called_so(
+    http_base: str, https_base: str, new_page: Callable[..., Any], tmp_path: Path
+) -> None:
+    path = f"enc-{uuid.uuid4().hex[:10]}"
+    page = new_page(f"{https_base}/#receive")
+    page.fill("#recv-path", path)
+    page.check("#recv-sink-memory")
+    page.click("#recv-start")
+    page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
+    ciphertext = _gpg(tmp_path, "--symmetric", "--output", "-", input=TEXT.encode())
+    subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
+                   timeout=60, check=True)
+    page.wait_for_function("document.body.dataset.receiveState === 'done'")
+    status = page.text_content("#recv-status") or ""
+    assert "encrypted (OpenPGP)" in status and page.get_attribute("#recv-status", "class") == "status error", status
+    assert page.text_content("#recv-type") == "OpenPGP, encrypted"
+    assert page.is_hidden("#recv-text")  # no gibberish shown as text
+    # Plain data with a passphrase set is called plain, not "wrong passphrase".
+    path = f"enc-{uuid.uuid4().hex[:10]}"
+    page.fill("#recv-path", path)
+    page.fill("#recv-pass", PASSPHRASE)
+    page.click("#recv-start")
+    page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
+    subprocess.run(["curl", "-sS", "--data-binary", "plain", f"{http_base}/{path}"], capture_output=True, timeout=60,
+                   check=True)
+    page.wait_for_function("document.body.dataset.receiveState === 'failed'")
+    assert "not encrypted" in (page.text_content("#recv-status") or "")

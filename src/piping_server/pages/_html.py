@@ -45,17 +45,25 @@ def requested_libs(query: str) -> list[str]:
     return [name for name in sorted(VENDOR_JS) if name in asked]
 
 
-def render_index(*, base_url: str, query: str = "") -> Page:
+def render_index(*, base_url: str, query: str = "", https_port: int | None = None) -> Page:
     """``/``: the self-contained app (send, receive, chat, share, VNC); nothing else is fetched.
 
     Scripts and styles are inline. ``?lib=novnc,openpgp`` adds those bundled libraries to the page,
     inert, for the modes that import them (the page fetches its own URL with that query).
 
+    ``https_port`` is the server's HTTPS port, if it has one: a page opened over plain HTTP links
+    there, since its streaming modes need HTTPS.
+
     The page reads ``base_url`` from a data attribute (HTML-escaped like any value) rather than
     from a script literal, so a hostile ``Host`` header cannot break out into the script.
     """
     vendor = "".join(_VENDOR.render(name=name, code=Raw(VENDOR_JS[name])) for name in requested_libs(query))
-    body = _INDEX.render(base_url=base_url.rstrip("/"), version=server_version(), vendor=Raw(vendor))
+    body = _INDEX.render(
+        base_url=base_url.rstrip("/"),
+        version=server_version(),
+        vendor=Raw(vendor),
+        https_port=str(https_port) if https_port else "",
+    )
     # No Access-Control-Allow-Origin here: the page is not meant to be read by other origins.
     return Page(status=200, headers=[CONTENT_TYPE_HTML], body=body.encode())
 

@@ -36,7 +36,7 @@ def _robots() -> Page:
 _Renderer = Callable[[str, str], Page]  # (base_url, query) -> Page
 
 _RENDERERS: dict[str, _Renderer] = {
-    "/": lambda base_url, query: render_index(base_url=base_url, query=query),
+    "/": lambda base_url, query: render_index(base_url=base_url, query=query),  # https_port: see render_page
     "/noscript": lambda base_url, query: render_noscript(base_url=base_url, query=query),
     "/version": lambda base_url, query: render_version(),
     "/help": lambda base_url, query: render_help(base_url=base_url),
@@ -46,7 +46,7 @@ _RENDERERS: dict[str, _Renderer] = {
 assert frozenset(_RENDERERS) == RESERVED_PATHS, "every reserved path needs exactly one renderer"
 
 
-def render_page(path: str, *, base_url: str, query: str = "") -> Page:
+def render_page(path: str, *, base_url: str, query: str = "", https_port: int | None = None) -> Page:
     """The response to ``GET`` of a reserved path.
 
     Args:
@@ -54,6 +54,7 @@ def render_page(path: str, *, base_url: str, query: str = "") -> Page:
         base_url: scheme and host as the client reached us, e.g. ``"https://example.com"``; the
             HTTP layer works it out (TLS or ``X-Forwarded-Proto``, and ``Host``).
         query: the raw query string without ``?`` (``/noscript`` reads it, and ``/`` its ``lib``).
+        https_port: the server's HTTPS port, if it has one (``/`` links there when reached over HTTP).
 
     Returns:
         A fresh :class:`Page`; for ``HEAD`` the caller sends its status and headers only.
@@ -61,7 +62,10 @@ def render_page(path: str, *, base_url: str, query: str = "") -> Page:
     Raises:
         ValueError: ``path`` is not reserved (check :func:`is_reserved` first).
     """
-    renderer = _RENDERERS.get(_canonical(path))
+    canonical = _canonical(path)
+    renderer = _RENDERERS.get(canonical)
     if renderer is None:
         raise ValueError(f"not a reserved path: {path!r}")
+    if canonical == "/":
+        return render_index(base_url=base_url, query=query, https_port=https_port)
     return renderer(base_url, query)

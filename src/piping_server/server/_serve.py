@@ -56,6 +56,8 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
     operator.install(relay)
     # the certificate is checked before anything listens: a bad one is the only line printed
     certificates = _load_certificate(options) if options.enable_https else None
+    if certificates is not None:
+        relay.https_port = options.https_port
     # metrics, JWKS keys and the config watcher are ready before the first request can come
     try:
         await operator.start()

@@ -12,6 +12,13 @@
  * to end a line. So a terminal can join too: `curl -sS URL/ROOM/hello` (as side b), then
  * `curl -sSN URL/ROOM/a` to read and `curl -sSNT - URL/ROOM/b` to type.
  *
+ * With a passphrase (the same on both sides), each side's stream is a series of lines, each the
+ * base64 of one whole OpenPGP message (as `gpg -c` writes) that holds what was typed since the
+ * last one, in the same form as above. Each keystroke goes out at once as its own little message
+ * (a message is sealed when it is written, so none waits for more input), and the server only
+ * ever sees ciphertext. On the command line, each line decrypts with
+ * `base64 -d | gpg -d`.
+ *
  * Browsers stream a request body only over HTTP/2 (HTTPS); elsewhere the page says so.
  */
 (() => {
@@ -20,15 +27,51 @@
   const BACKSPACE = "\b";
   // The first sender waits for the second person at most this long before the page gives up.
   const HELLO_TIMEOUT_MS = 30 * 60 * 1000;
+  // A line of the encrypted form longer than this is not ours: the stream is refused.
+  const MAX_LINE_CHARS = 1 << 20;
+  const BASE64_LINE = /^[A-Za-z0-9+/]+={0,2}$/;
+
+  // Set by start(): fills the room from a "#chat?room=..." link.
+  let applyParams = () => {};
+
+  function fromBase64(text) {
+    const binary = atob(text);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  }
+
+  function toBase64(bytes) {
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(binary);
+  }
+
+  /** An error whose message is already the whole sentence for the user. */
+  function chatError(message) {
+    const error = new Error(message);
+    error.chat = true;
+    return error;
+  }
+
+  /** What the server's refusal of a room path means, in words for the user. */
+  function explainRefusal(text, room) {
+    if (/established already|Another sender has been connected/.test(text)) {
+      return `Room "${room}" is busy: two people are already chatting in it. Pick another room name.`;
+    }
+    return text.trim();
+  }
 
   function start() {
     const $ = Piping.byId;
     const ui = {
       room: $("chat-room"), join: $("chat-join"), leave: $("chat-leave"), status: $("chat-status"),
-      log: $("chat-log"), live: $("chat-peer-live"), input: $("chat-input"),
+      log: $("chat-log"), live: $("chat-peer-live"), input: $("chat-input"), pass: $("chat-pass"),
     };
-    const preset = new URLSearchParams(location.hash.split("?")[1] || "").get("room");
-    ui.room.value = preset || Piping.randomPath();
+    ui.room.value = Piping.randomPath();
+    applyParams = (params) => {
+      if (params.get("room") && session === null) ui.room.value = params.get("room");
+    };
     let session = null;
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
@@ -50,6 +93,8 @@
       if (response.ok) {
         // First here: the server answers at once and tells when the other side took the hello.
         status(`Waiting for someone to join room "${room}"...`, "");
+        const busy = await roomIsBusy(room, signal);
+        if (busy) throw chatError(busy);
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let text = "";
         const deadline = Date.now() + HELLO_TIMEOUT_MS;
@@ -62,12 +107,36 @@
         throw new Error("the other side did not arrive");
       }
       const refusal = await response.text();
-      if (!/Another sender has been connected/.test(refusal)) throw new Error(refusal.trim() || `HTTP ${response.status}`);
+      if (!/Another sender has been connected/.test(refusal)) {
+        throw chatError(explainRefusal(refusal, room) || `HTTP ${response.status}`);
+      }
       // Someone is already waiting: take their hello.
       const hello = await fetch(helloUrl, { signal, cache: "no-store" });
-      if (!hello.ok) throw new Error(`the room is busy (${(await hello.text()).trim()})`);
+      if (!hello.ok) throw chatError(explainRefusal(await hello.text(), room));
       await hello.text();
       return { me: "b", peer: "a" };
+    }
+
+    /**
+     * Whether two people already chat in this room: then side a's path is taken (the server
+     * refuses a second sender there), while the hello path is free again. An empty POST asks; if
+     * the path was free, that POST became a waiting sender, which is dropped at once.
+     */
+    async function roomIsBusy(room, signal) {
+      const probe = new AbortController();
+      signal.addEventListener("abort", () => probe.abort(), { once: true });
+      try {
+        const response = await fetch(Piping.pathUrl(`${room}/a`).href, {
+          method: "POST", body: "", headers: { "Content-Type": "text/plain" }, signal: probe.signal,
+        });
+        if (response.ok) return "";
+        const text = await response.text();
+        return /established already|Another sender/.test(text) ? explainRefusal(text, room) : "";
+      } catch {
+        return "";
+      } finally {
+        probe.abort();
+      }
     }
 
     async function join() {
@@ -84,9 +153,11 @@
         return;
       }
       const controller = new AbortController();
-      session = { controller, upload: null, typed: "" };
+      const passphrase = ui.pass.value;
+      session = { controller, upload: null, typed: "", passphrase, outbox: "", sealing: false };
       ui.join.disabled = true;
       ui.room.disabled = true;
+      ui.pass.disabled = true;
       ui.leave.hidden = false;
       document.body.dataset.chatState = "joining";
       status("Joining...", "");
@@ -108,39 +179,137 @@
           signal: controller.signal, cache: "no-store",
         });
         if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
-        status(`Connected in room "${room}" (you are side ${roles.me}).`, "ok");
+        status(`Connected in room "${room}" (you are side ${roles.me})` +
+          (passphrase ? ", end-to-end encrypted." : "."), "ok");
         document.body.dataset.chatState = "connected";
         ui.input.disabled = false;
         ui.input.focus();
         addLine("connected", "info");
-        await readPeer(response.body);
+        try {
+          await (passphrase ? readEncryptedPeer(response.body, passphrase) : readPeer(response.body));
+        } catch (error) {
+          if (controller.signal.aborted) return;
+          if (error instanceof PipingPgp.PassphraseError || error.chat) throw error;
+          // The peer's stream was cut, not ended: its tab closed or its network went.
+          end("The other side went away (its connection was cut).", "error");
+          return;
+        }
         end("The other side left the chat.", "");
       } catch (error) {
-        if (!controller.signal.aborted) end(`Chat failed: ${error.message || error}`, "error");
+        if (!controller.signal.aborted) end(error.chat ? error.message : `Chat failed: ${error.message || error}`, "error");
       }
     }
 
-    /** Show the peer's stream: the current line live, finished lines in the log. */
+    /** Shows the peer's typing: the current line live, finished lines in the log. */
+    function peerView() {
+      let line = "";
+      return {
+        feed(text) {
+          for (const ch of text) {
+            if (ch === "\n") {
+              addLine(line, "peer");
+              line = "";
+            } else if (ch === BACKSPACE || ch === "\x7f") {
+              line = Array.from(line).slice(0, -1).join("");
+            } else if (ch !== "\r") {
+              line += ch;
+            }
+          }
+          ui.live.textContent = line;
+        },
+        end() {
+          if (line) addLine(line, "peer");
+          ui.live.textContent = "";
+        },
+      };
+    }
+
+    /** A plain stream; one that turns out to be the encrypted form is refused, not shown. */
     async function readPeer(body) {
       const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-      let line = "";
+      const view = peerView();
+      let start = "";
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        for (const ch of value) {
-          if (ch === "\n") {
-            addLine(line, "peer");
-            line = "";
-          } else if (ch === BACKSPACE || ch === "\x7f") {
-            line = Array.from(line).slice(0, -1).join("");
-          } else if (ch !== "\r") {
-            line += ch;
+        if (start !== null) {
+          start += value;
+          const newline = start.indexOf("\n");
+          if (newline >= 0 || start.length > 64) {
+            const first = (newline >= 0 ? start.slice(0, newline) : start).trim();
+            if (BASE64_LINE.test(first) && first.length >= 64 && PipingPgp.looksEncrypted(fromBase64(first.slice(0, 64)))) {
+              throw chatError("The other side encrypts this chat: enter the same passphrase and join again.");
+            }
+            start = null;
           }
         }
-        ui.live.textContent = line;
+        view.feed(value);
       }
-      if (line) addLine(line, "peer");
-      ui.live.textContent = "";
+      view.end();
+    }
+
+    /** The encrypted form: one base64 OpenPGP message per line, each decrypted as it comes. */
+    async function readEncryptedPeer(body, passphrase) {
+      const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+      const view = peerView();
+      let pending = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pending += value;
+        let newline;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, newline).trim();
+          pending = pending.slice(newline + 1);
+          if (line === "") continue;
+          if (!BASE64_LINE.test(line)) {
+            throw chatError("The other side does not encrypt this chat (no passphrase there), or uses another format.");
+          }
+          let text;
+          try {
+            text = new TextDecoder().decode(await PipingPgp.decryptBytes(fromBase64(line), passphrase));
+          } catch (error) {
+            if (error instanceof PipingPgp.PassphraseError && error.kind !== "damaged") {
+              throw chatError(error.kind === "wrong-passphrase"
+                ? "The passphrase is wrong: the other side uses another one."
+                : "The other side does not encrypt this chat (no passphrase there).");
+            }
+            throw error;
+          }
+          view.feed(text);
+        }
+        if (pending.length > MAX_LINE_CHARS) throw chatError("The other side sends something that is not this chat.");
+        if (pending !== "" && !BASE64_LINE.test(pending.trim())) {
+          throw chatError("The other side does not encrypt this chat (no passphrase there).");
+        }
+      }
+      view.end();
+    }
+
+    /** Send typed text: as is, or sealed into one OpenPGP message per batch, in order. */
+    function put(text) {
+      const current = session;
+      if (!current.passphrase) {
+        current.upload.write(text);
+        return;
+      }
+      current.outbox += text;
+      if (current.sealing) return; // the loop below picks it up: what came meanwhile goes as one message
+      current.sealing = true;
+      (async () => {
+        try {
+          while (current.outbox !== "" && session === current) {
+            const batch = current.outbox;
+            current.outbox = "";
+            const sealed = await PipingPgp.encrypt(new TextEncoder().encode(batch), current.passphrase);
+            if (session === current) current.upload.write(toBase64(sealed) + "\n");
+          }
+        } catch (error) {
+          end(`Encryption failed: ${error.message || error}`, "error");
+        } finally {
+          current.sealing = false;
+        }
+      })();
     }
 
     /** Send what changed in the input since the last keystroke: backspaces, then the new text. */
@@ -151,14 +320,14 @@
       let same = 0;
       while (same < before.length && same < after.length && before[same] === after[same]) same += 1;
       const out = BACKSPACE.repeat(before.length - same) + after.slice(same).join("");
-      if (out) session.upload.write(out);
+      if (out) put(out);
       session.typed = ui.input.value;
     }
 
     function endLine() {
       if (session === null || session.upload === null) return;
       sendTyping();
-      session.upload.write("\n");
+      put("\n");
       addLine(ui.input.value, "me");
       ui.input.value = "";
       session.typed = "";
@@ -173,6 +342,7 @@
       ui.input.disabled = true;
       ui.join.disabled = false;
       ui.room.disabled = false;
+      ui.pass.disabled = false;
       ui.leave.hidden = true;
       ui.live.textContent = "";
       status(text, kind);
@@ -197,5 +367,5 @@
     window.addEventListener("pagehide", () => end("", ""));
   }
 
-  Piping.registerMode({ name: "chat", start });
+  Piping.registerMode({ name: "chat", start, show: (params) => applyParams(params) });
 })();

@@ -14,6 +14,8 @@ const Piping = (() => {
   const config = Object.freeze({
     baseUrl: (root && root.dataset.baseUrl) || location.origin,
     version: (root && root.dataset.version) || "",
+    // The server's HTTPS port when it has one, so that a page opened over plain HTTP can link there.
+    httpsPort: Number((root && root.dataset.httpsPort) || 0),
   });
 
   /** The element with this id; a missing one is a bug in the page, so say which. */
@@ -38,13 +40,28 @@ const Piping = (() => {
     return raw.trim().replace(/^[/\\]+/, "");
   }
 
+  // "?n=3" at the end of a typed path asks for several receivers: the one query a path may carry.
+  const RECEIVERS_QUERY = /\?n=\d+$/;
+
+  /**
+   * A typed path as it goes into a URL. A "#" or a "?" would end the path there (the rest would be
+   * cut off silently), so both are percent-encoded, except the "?n=N" that asks for N receivers.
+   */
+  function encodePath(raw) {
+    const path = normalizePath(raw);
+    const query = RECEIVERS_QUERY.exec(path);
+    const bare = query ? path.slice(0, query.index) : path;
+    const encoded = bare.replace(/%(?![0-9A-Fa-f]{2})/g, "%25").replace(/#/g, "%23").replace(/\?/g, "%3F");
+    return encoded + (query ? query[0] : "");
+  }
+
   /**
    * The URL of a path, resolved against the page itself so that it still works behind a reverse
    * proxy that adds a prefix. A "?n=3" typed into the path is kept: it is how several receivers
    * are asked for.
    */
   function pathUrl(path) {
-    return new URL("./" + normalizePath(path), document.baseURI);
+    return new URL("./" + encodePath(path), document.baseURI);
   }
 
   /** Quote for a POSIX shell when needed: "?" and "&" of "?n=3" mean something to a shell. */
@@ -249,9 +266,18 @@ const Piping = (() => {
     return modes.has(name) ? name : DEFAULT_MODE;
   }
 
+  /** The parameters of the fragment: "#receive?path=abc" gives path=abc. */
+  function hashParams() {
+    const hash = location.hash;
+    const at = hash.indexOf("?");
+    return new URLSearchParams(at < 0 ? "" : hash.slice(at + 1));
+  }
+
   function showMode() {
     const name = currentModeName();
-    for (const element of document.querySelectorAll("[data-mode]")) element.hidden = element.dataset.mode !== name;
+    // Only the mode sections carry data-mode: the body's own marker is data-current-mode, or the
+    // next switch would hide the whole page.
+    for (const element of document.querySelectorAll("main [data-mode]")) element.hidden = element.dataset.mode !== name;
     for (const link of document.querySelectorAll("[data-mode-link]")) {
       if (link.dataset.modeLink === name) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
@@ -263,17 +289,84 @@ const Piping = (() => {
       started.add(name);
       mode.start();
     }
-    if (typeof mode.show === "function") mode.show();
-    document.body.dataset.mode = name;
+    // Every time, not only the first: a "#chat?room=x" link opened in this page fills the form.
+    if (typeof mode.show === "function") mode.show(hashParams());
+    document.body.dataset.currentMode = name;
   }
+
+  // ---- plain HTTP ----
+
+  /** The same page over HTTPS, when the server said it has an HTTPS port, or "". */
+  function httpsUrl() {
+    if (location.protocol === "https:" || !config.httpsPort) return "";
+    const url = new URL(location.href);
+    url.protocol = "https:";
+    url.port = String(config.httpsPort);
+    return url.href;
+  }
+
+  /**
+   * Over plain HTTP, the modes that stream uploads say up front that they need HTTPS, with a link
+   * to the server's HTTPS address when it has one: each such section has a [data-needs-https].
+   */
+  function showHttpsNotices() {
+    const problem = uploadStreamingProblem();
+    if (!problem) return;
+    const target = httpsUrl();
+    for (const element of document.querySelectorAll("[data-needs-https]")) {
+      element.textContent = problem.replace(/ Open it with .*$/, "") + " ";
+      if (target) {
+        const link = document.createElement("a");
+        link.href = target;
+        link.textContent = "Open this page over HTTPS";
+        link.dataset.httpsLink = "";
+        link.addEventListener("click", () => { link.href = httpsUrl(); }); // the fragment may have changed
+        element.append(link, ".");
+      } else if (location.protocol !== "https:") {
+        element.append("This server has no HTTPS address (start it with --enable-https).");
+      }
+      element.hidden = false;
+    }
+  }
+
+  /** Copy an element's text; the clipboard API needs a secure context, hence the fallback. */
+  function copyText(source, button) {
+    const done = () => {
+      // Remember the label once, so that two quick clicks do not make "Copied!" stick.
+      if (!button.dataset.label) button.dataset.label = button.textContent;
+      button.textContent = "Copied!";
+      clearTimeout(Number(button.dataset.timer));
+      button.dataset.timer = String(setTimeout(() => { button.textContent = button.dataset.label; }, COPIED_FEEDBACK_MS));
+    };
+    const text = source.textContent;
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, () => selectText(source));
+      return;
+    }
+    selectText(source);
+    if (document.execCommand("copy")) done();
+  }
+
+  function selectText(element) {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  // Long enough to be seen, short enough that the button is soon usable again.
+  const COPIED_FEEDBACK_MS = 1500;
 
   function start() {
     window.addEventListener("hashchange", showMode);
+    showHttpsNotices();
     showMode();
   }
 
   return Object.freeze({
-    config, byId, randomPath, normalizePath, pathUrl, shellQuote, curlCommand, formatBytes,
+    config, byId, randomPath, normalizePath, encodePath, pathUrl, shellQuote, curlCommand, formatBytes, hashParams,
+    httpsUrl, copyText,
     setStatus, dispositionFilename, safeFilename,
     browserStreamsUploads, uploadStreamingProblem, explainStreamingFailure, streamingPost,
     loadLibrary, hasLibrary, registerMode, start,

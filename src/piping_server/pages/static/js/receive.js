@@ -21,6 +21,9 @@
   // Without a disk sink, warn before gathering more than this.
   const LARGE_IN_MEMORY_BYTES = 512 * 1000 * 1000;
 
+  // Set by start(): fills the form from a "#receive?path=..." link.
+  let applyParams = () => {};
+
   function start() {
     const $ = Piping.byId;
     const ui = {
@@ -40,9 +43,10 @@
       ? "Large files: choose the disk, so that they are written as they arrive."
       : "This browser cannot write a file as it arrives (no File System Access API here): the data is " +
         "gathered in the page first, so keep to sizes your memory allows.";
-    // A link such as /#receive?path=abc fills the path in.
-    const preset = new URLSearchParams(location.hash.split("?")[1] || "").get("path");
-    if (preset) ui.path.value = preset;
+    // A link such as /#receive?path=abc fills the path in, also in a page already open.
+    applyParams = (params) => {
+      if (params.get("path") && transfer === null) ui.path.value = params.get("path");
+    };
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
 
@@ -73,6 +77,7 @@
       ui.progress.hidden = true;
       ui.progressText.textContent = "";
       document.body.dataset.receiveState = "";
+      document.body.dataset.receiveEncrypted = "";
     }
 
     /** Wait for a click on "Save to disk…", then ask where (the picker needs that click). */
@@ -127,16 +132,23 @@
           },
         }));
         const passphrase = ui.pass.value;
+        let encryptedButNoPassphrase = false;
         if (passphrase !== "") {
           status("Decrypting...", "");
           const decrypted = await PipingPgp.decrypt(stream, passphrase);
           stream = decrypted.data;
           name = decrypted.filename || name;
+        } else {
+          // Encrypted data taken as plain would be saved as gibberish without a word: look first.
+          const peeked = await PipingPgp.peek(stream);
+          stream = peeked.stream;
+          encryptedButNoPassphrase = PipingPgp.looksEncrypted(peeked.head);
         }
         name = Piping.safeFilename(name, fallbackName);
         ui.facts.hidden = false;
         ui.name.textContent = name;
-        ui.type.textContent = passphrase !== "" ? "(decrypted)" : type || "(none given)";
+        ui.type.textContent = passphrase !== "" ? "(decrypted)"
+          : encryptedButNoPassphrase ? "OpenPGP, encrypted" : type || "(none given)";
         ui.size.textContent = length > 0 ? Piping.formatBytes(length) : "(not announced)";
         showProgress(0, length);
 
@@ -184,7 +196,8 @@
           writable = null;
         } else {
           parts.push(new Blob(pending));
-          const blob = new Blob(parts, { type: passphrase !== "" ? "application/octet-stream" : type });
+          // No type given: octet-stream, or Chromium sniffs the bytes and adds ".txt" to the name.
+          const blob = new Blob(parts, { type: passphrase !== "" || type === "" ? "application/octet-stream" : type });
           parts = [];
           savedUrl = URL.createObjectURL(blob);
           ui.save.href = savedUrl;
@@ -192,7 +205,7 @@
           ui.save.textContent = `Save ${name} (${Piping.formatBytes(size)})`;
           ui.save.hidden = false;
         }
-        if (preview !== null && (passphrase !== "" || /^text\//i.test(type) || type === "")) {
+        if (preview !== null && !encryptedButNoPassphrase && (passphrase !== "" || /^text\//i.test(type) || type === "")) {
           const text = new TextDecoder("utf-8", { fatal: true });
           try {
             ui.text.textContent = text.decode(new Uint8Array(await new Blob(preview).arrayBuffer()));
@@ -205,11 +218,18 @@
         ui.sha256.textContent = digest;
         showProgress(size, length || size);
         if (length > 0 && size !== length) throw new Error(`the stream ended early: ${size} of ${length} bytes`);
-        status(`Received ${name}, ${Piping.formatBytes(size)}.`, "ok");
+        if (encryptedButNoPassphrase) {
+          status(`Received ${name}, ${Piping.formatBytes(size)}, but it is encrypted (OpenPGP): ask the sender ` +
+            "to send it again and enter the passphrase here, or save it and run gpg -d on it.", "error");
+          document.body.dataset.receiveEncrypted = "true";
+        } else {
+          status(`Received ${name}, ${Piping.formatBytes(size)}.`, "ok");
+        }
         document.body.dataset.receiveState = "done";
       } catch (error) {
         if (writable !== null) await writable.abort().catch(() => {});
-        const text = controller.signal.aborted ? "Cancelled." : `Receiving failed: ${error.message || error}`;
+        const text = controller.signal.aborted ? "Cancelled."
+          : error instanceof PipingPgp.PassphraseError ? error.message : `Receiving failed: ${error.message || error}`;
         status(text, "error");
         ui.saveDisk.hidden = true;
         document.body.dataset.receiveState = "failed";
@@ -226,5 +246,5 @@
     });
   }
 
-  Piping.registerMode({ name: "receive", start });
+  Piping.registerMode({ name: "receive", start, show: (params) => applyParams(params) });
 })();

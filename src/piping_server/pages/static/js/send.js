@@ -1,15 +1,16 @@
 /*
- * send.js: the "send" mode. POSTs a file or a text to /<path> with XMLHttpRequest, because only
- * XHR reports upload progress; shows that progress and the server's own lines as they arrive
- * ("[INFO] Waiting for 1 receiver(s)...", then the rest), and the command a receiver runs.
+ * send.js: the "send" mode. POSTs a file with XMLHttpRequest, because only XHR reports upload
+ * progress, and a text with fetch() of a Blob, because only fetch() hands out the server's lines
+ * while the request is still on ("[INFO] Waiting for 1 receiver(s)...", then the rest): XHR shows
+ * them at the end only. Shows the command a receiver runs.
  * With a passphrase the data goes encrypted (pgp.js): a file then streams with fetch() where the
  * connection can stream uploads (HTTP/2), and is encrypted into a Blob first where it cannot.
  */
 (() => {
   "use strict";
 
-  // Long enough to be seen, short enough that the button is soon usable again.
-  const COPIED_FEEDBACK_MS = 1500;
+  // Set by start(): fills the form from a "#send?path=..." link (each time one is opened).
+  let applyParams = () => {};
 
   function start() {
     const $ = Piping.byId;
@@ -28,19 +29,27 @@
 
     function showReceive() {
       const path = Piping.normalizePath(ui.path.value) || "mypath";
-      ui.curl.textContent = Piping.curlCommand(path);
+      // With a passphrase, what comes is OpenPGP: the command decrypts it (gpg asks for the passphrase).
+      ui.curl.textContent = Piping.curlCommand(path) + (ui.pass.value !== "" ? " | gpg -d" : "");
       ui.receiveLink.href = Piping.pathUrl(path).href;
     }
 
     if (ui.path.value === "") ui.path.value = Piping.randomPath();
     ui.path.addEventListener("input", showReceive);
+    ui.pass.addEventListener("input", showReceive);
     ui.newPath.addEventListener("click", () => {
       ui.path.value = Piping.randomPath();
       showReceive();
     });
     showReceive();
+    applyParams = (params) => {
+      if (params.get("path") && request === null) {
+        ui.path.value = params.get("path");
+        showReceive();
+      }
+    };
 
-    ui.copy.addEventListener("click", () => copyText(ui.curl, ui.copy));
+    ui.copy.addEventListener("click", () => Piping.copyText(ui.curl, ui.copy));
 
     // ---- a file or a text ----
 
@@ -107,8 +116,10 @@
     /** The request body and its headers, or an error message for the user. */
     function readBody() {
       if (ui.modeText.checked) {
-        // XHR sends a string as "text/plain;charset=UTF-8".
-        return { body: ui.text.value, size: new Blob([ui.text.value]).size, headers: {} };
+        // A Blob, not the string: the browser encodes it to UTF-8 once, natively, and sends it as
+        // fast as a file (a string body was several times slower for tens of megabytes).
+        const body = new Blob([ui.text.value], { type: "text/plain;charset=utf-8" });
+        return { body, size: body.size, headers: {}, text: true };
       }
       const file = ui.file.files[0];
       if (!file) return { error: "Choose a file first.", focus: ui.file };
@@ -129,8 +140,8 @@
       // Like `piping send --pass`: the name travels inside the encrypted data, not in a header.
       const headers = { "Content-Type": "application/octet-stream" };
       if (ui.modeText.checked) {
-        const encrypted = await PipingPgp.encrypt(new TextEncoder().encode(input.body), passphrase);
-        return { body: new Blob([encrypted]), size: encrypted.length, headers };
+        const encrypted = await PipingPgp.encrypt(new Uint8Array(await input.body.arrayBuffer()), passphrase);
+        return { body: new Blob([encrypted]), size: encrypted.length, headers, text: true };
       }
       const file = input.body;
       let read = 0;
@@ -157,7 +168,7 @@
     function sendStream(url, input) {
       const controller = new AbortController();
       request = { abort: () => controller.abort() };
-      setStatus("Sending (encrypted, streaming)...", "");
+      setStatus("Waiting for the receiver, then sending (encrypted, streaming)...", "");
       fetch(url, { method: "POST", body: input.stream, duplex: "half", headers: input.headers, signal: controller.signal })
         .then(async (response) => {
           const text = await response.text();
@@ -169,6 +180,42 @@
           if (controller.signal.aborted) finish("Cancelled.", "error");
           else finish(Piping.explainStreamingFailure(error), "error");
         });
+    }
+
+    /** A body the browser has whole (a text): fetch() shows the server's lines as they come. */
+    function sendWhole(url, input) {
+      const controller = new AbortController();
+      request = { abort: () => controller.abort() };
+      setStatus("Waiting for the receiver...", "");
+      fetch(url, { method: "POST", body: input.body, headers: input.headers, signal: controller.signal })
+        .then(async (response) => {
+          const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+          let text = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += value;
+            setStatus(serverSays(text), "");
+          }
+          const failed = response.status !== 200 || /\[ERROR\]|aborted halfway/.test(text);
+          if (!failed) showProgress(input.size, input.size);
+          finish(text || `HTTP ${response.status}`, failed ? "error" : "ok");
+        })
+        .catch((error) => {
+          if (controller.signal.aborted) finish("Cancelled.", "error");
+          else finish(`The upload failed: ${error.message || error}`, "error");
+        });
+    }
+
+    /** The server's lines so far, under a first line that says what is going on. */
+    function serverSays(text) {
+      if (/Start sending|A receiver was connected/.test(text) && !/Sent successfully/.test(text)) {
+        return "Sending...\n" + text;
+      }
+      if (/Waiting for \d+ receiver/.test(text) && !/A receiver was connected/.test(text)) {
+        return "Waiting for the receiver...\n" + text;
+      }
+      return text;
     }
 
     async function send() {
@@ -202,6 +249,11 @@
           return;
         }
       }
+      if (input.text) {
+        setBusy(true);
+        sendWhole(url, input);
+        return;
+      }
 
       const xhr = new XMLHttpRequest();
       request = xhr;
@@ -211,8 +263,11 @@
       xhr.upload.addEventListener("progress", (event) => {
         showProgress(event.loaded, event.lengthComputable ? event.total : input.size);
       });
-      // The server streams its lines while the transfer runs; show each as it comes.
-      xhr.addEventListener("progress", () => setStatus(xhr.responseText, ""));
+      // The server streams its lines while the transfer runs; XHR shows them once the upload is done.
+      xhr.addEventListener("progress", () => setStatus(serverSays(xhr.responseText), ""));
+      xhr.upload.addEventListener("load", () => {
+        if (xhr.responseText === "") setStatus("Sent; the receiver is taking the last bytes...", "");
+      });
       xhr.addEventListener("load", () => {
         const text = xhr.responseText;
         const failed = xhr.status !== 200 || /\[ERROR\]|aborted halfway/.test(text);
@@ -224,7 +279,8 @@
 
       setBusy(true);
       showProgress(0, input.size);
-      setStatus("Connecting...", "");
+      // The browser pushes what the connection buffers at once; the rest waits for the receiver.
+      setStatus("Waiting for the receiver...", "");
       xhr.send(input.body);
     }
 
@@ -245,31 +301,5 @@
     });
   }
 
-  /** Copy an element's text; the clipboard API needs a secure context, hence the fallback. */
-  function copyText(source, button) {
-    const done = () => {
-      // Remember the label once, so that two quick clicks do not make "Copied!" stick.
-      if (!button.dataset.label) button.dataset.label = button.textContent;
-      button.textContent = "Copied!";
-      clearTimeout(Number(button.dataset.timer));
-      button.dataset.timer = String(setTimeout(() => { button.textContent = button.dataset.label; }, COPIED_FEEDBACK_MS));
-    };
-    const text = source.textContent;
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(done, () => selectText(source));
-      return;
-    }
-    selectText(source);
-    if (document.execCommand("copy")) done();
-  }
-
-  function selectText(element) {
-    const range = document.createRange();
-    range.selectNodeContents(element);
-    const selection = window.getSelection();
-    selection.removeAllRanges();
-    selection.addRange(range);
-  }
-
-  Piping.registerMode({ name: "send", start });
+  Piping.registerMode({ name: "send", start, show: (params) => applyParams(params) });
 })();

@@ -13,6 +13,13 @@
 (() => {
   "use strict";
 
+  // Without an answer on the tunnel within this long, say what to check instead of waiting on.
+  // A "#vnc?wait=SECONDS" link changes it (tests use a short one).
+  const DEFAULT_WAIT_S = 20;
+
+  // Set by start(): fills the paths from a "#vnc?path1=...&path2=..." link.
+  let applyParams = () => {};
+
   /**
    * A WebSocket look-alike (the properties noVNC's Websock.attach() checks) over two Piping paths.
    * noVNC sets the on* handlers after attaching; "open" is signalled once the download answered,
@@ -89,11 +96,22 @@
       command: $("vnc-command"), path1: $("vnc-path1"), path2: $("vnc-path2"), password: $("vnc-password"),
       connect: $("vnc-connect"), disconnect: $("vnc-disconnect"), status: $("vnc-status"), screen: $("vnc-screen"),
     };
-    const preset = new URLSearchParams(location.hash.split("?")[1] || "");
     const base = Piping.randomPath();
-    ui.path1.value = preset.get("path1") || `${base}/c-to-s`;
-    ui.path2.value = preset.get("path2") || `${base}/s-to-c`;
+    ui.path1.value = `${base}/c-to-s`;
+    ui.path2.value = `${base}/s-to-c`;
     let rfb = null;
+    let waitS = DEFAULT_WAIT_S;
+    applyParams = (params) => {
+      if (rfb !== null) return;
+      if (params.get("path1")) ui.path1.value = params.get("path1");
+      if (params.get("path2")) ui.path2.value = params.get("path2");
+      const wait = Number(params.get("wait"));
+      if (wait > 0) waitS = wait;
+      showCommand();
+    };
+    $("vnc-copy").addEventListener("click", () => Piping.copyText(ui.command, $("vnc-copy")));
+    // Each connection is a new pair of requests on the same paths: the tunnel serves one at a time.
+    let connections = 0;
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
 
@@ -138,9 +156,21 @@
         status(`The VNC viewer is not available: ${error.message || error}`, "error");
         return;
       }
-      status("Waiting for the tunnel on the remote machine...", "");
       document.body.dataset.vncState = "connecting";
       let trouble = "";
+      connections += 1;
+      const again = connections > 1
+        ? " The tunnel command carries one connection: after a disconnect, run it again on the remote machine."
+        : "";
+      const unanswered = setTimeout(() => {
+        if (rfb === null || document.body.dataset.vncState !== "connecting") return;
+        trouble = `No answer through the tunnel after ${waitS} s. Check that the command above runs on the ` +
+          "remote machine (with these two paths and this server), and that a VNC server listens on its port 5900." +
+          again;
+        document.body.dataset.vncTimeout = "true";
+        rfb.disconnect();
+      }, waitS * 1000);
+      status(`Waiting for the tunnel on the remote machine...${again}`, "");
       const channel = pipingChannel(Piping.pathUrl(p1).href, Piping.pathUrl(p2).href, (text) => {
         trouble = text;
       });
@@ -152,15 +182,18 @@
       rfb.scaleViewport = true;
       rfb.resizeSession = false;
       rfb.addEventListener("connect", () => {
+        clearTimeout(unanswered);
         status("Connected to the remote desktop.", "ok");
         ui.screen.scrollIntoView({ block: "nearest" });
         document.body.dataset.vncState = "connected";
       });
       rfb.addEventListener("disconnect", (event) => {
+        clearTimeout(unanswered);
         rfb = null;
         setBusy(false);
         const clean = event.detail && event.detail.clean;
-        status(trouble || (clean ? "Disconnected." : "The connection to the remote desktop was lost."),
+        const next = " To connect again, run the tunnel command on the remote machine again, then Connect.";
+        status(trouble || (clean ? "Disconnected." + next : "The connection to the remote desktop was lost." + next),
           trouble || !clean ? "error" : "");
         document.body.dataset.vncState = "disconnected";
         // Plain tunnels carry one connection: the next one needs new paths on both sides.
@@ -178,5 +211,5 @@
     ui.disconnect.addEventListener("click", () => rfb && rfb.disconnect());
   }
 
-  Piping.registerMode({ name: "vnc", start, wide: true });
+  Piping.registerMode({ name: "vnc", start, show: (params) => applyParams(params), wide: true });
 })();
