@@ -47,6 +47,9 @@ _HOP_BY_HOP = frozenset(
         INTERNAL_CLIENT,
     }
 )
+#: An owner that is starting (or being restarted) is waited for this many times, this long apart.
+CONNECT_TRIES = 50
+CONNECT_RETRY_S = 0.1
 #: The client's upload pauses above this many bytes not yet taken by the owner, resumes below the low mark.
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
@@ -75,11 +78,16 @@ class Forward(Pipe):
 
     async def _connect(self, socket_path: str) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            await loop.create_unix_connection(lambda: _Upstream(self), socket_path)
-        except OSError as exc:
-            log.warning("cannot reach the owner worker at %s: %s", socket_path, exc)
-            self._owner_lost()
+        for attempt in range(CONNECT_TRIES):
+            try:
+                await loop.create_unix_connection(lambda: _Upstream(self), socket_path)
+                return
+            except OSError as exc:
+                if self._gone or attempt == CONNECT_TRIES - 1:
+                    log.warning("cannot reach the owner worker at %s: %s", socket_path, exc)
+                    break
+                await asyncio.sleep(CONNECT_RETRY_S)  # the owner is starting, or being restarted
+        self._owner_lost()
 
     def connected(self, transport: asyncio.Transport) -> None:
         if self._gone:
@@ -96,8 +104,9 @@ class Forward(Pipe):
         lines = [b"%s %s HTTP/1.1" % (ex.method.encode("ascii"), ex.target.encode("latin-1"))]
         lines.append(b"host: " + (ex.authority() or b"localhost"))
         lines += [name + b": " + value for name, value in ex.headers if name not in _HOP_BY_HOP]
+        # No "connection: close": the owner then reads (and drops) the rest of a refused upload instead of
+        # closing on it, which could lose its answer; this side closes once the answer is through.
         lines.append(INTERNAL_CLIENT + b": " + ex.client.encode("latin-1"))
-        lines.append(b"connection: close")
         if ex.method in ("POST", "PUT"):
             length = ex.header(b"content-length")
             if length is None or not length.isdigit():
@@ -182,6 +191,8 @@ class Forward(Pipe):
         if self._status < 200 or self._done:
             return
         self._done = True
+        if self.transport is not None:
+            self.transport.close()
         if self._gone:
             return
         if self._status == 200:

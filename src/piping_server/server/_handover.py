@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._exchange import Exchange
-from .._forward import INTERNAL_CLIENT, Forward
+from .._forward import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, Forward
 from ..core import is_reserved, split_target
 from ..flow import Relay
 from ..http1.protocol import Http1Protocol
@@ -46,9 +46,6 @@ _LENGTH = struct.Struct("!I")
 _RECV_BYTES = 256 * 1024
 #: Descriptors accepted per read of a hand-over socket.
 _MAX_FDS = 64
-#: A worker being restarted is waited for this many times, this long apart, before a moved connection is dropped.
-CONNECT_TRIES = 50
-CONNECT_RETRY_S = 0.1
 _TRANSFER_METHODS = (b"GET", b"POST", b"PUT")
 
 
@@ -87,9 +84,7 @@ class Handover:
     def __init__(self, place: WorkerPlace, relay: Relay) -> None:
         self.place = place
         self.relay = relay
-        self._outgoing: dict[int, deque[tuple[int, bytes]]] = {}
-        self._senders: dict[int, asyncio.Task[None]] = {}
-        self._wakes: dict[int, asyncio.Event] = {}
+        self._channels: dict[int, _Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
         self._servers: list[asyncio.Server] = []
@@ -115,11 +110,10 @@ class Handover:
             return False
         fd = os.dup(sock.fileno())
         conn.close()  # our descriptor only: the connection lives on in ``fd``
-        self._outgoing.setdefault(owner, deque()).append((fd, data))
-        self._wakes.setdefault(owner, asyncio.Event()).set()
-        sender = self._senders.get(owner)
-        if sender is None or sender.done():
-            self._senders[owner] = asyncio.get_running_loop().create_task(self._send(owner))
+        channel = self._channels.get(owner)
+        if channel is None:
+            channel = self._channels[owner] = _Channel(self.place, owner)
+        channel.send(fd, _LENGTH.pack(len(data)) + data)
         return True
 
     def forward(self, exchange: Exchange, path: str) -> bool:
@@ -138,58 +132,6 @@ class Handover:
             exchange.on_receiver()
         exchange.pipe = Forward(self.relay, exchange, self.place.socket_path("fwd", owner))
         return True
-
-    # --- moving connections out ------------------------------------------------------------------------
-
-    async def _send(self, owner: int) -> None:
-        """Send the connections queued for ``owner`` down one kept-open channel, in order."""
-        queue, wake = self._outgoing[owner], self._wakes[owner]
-        loop = asyncio.get_running_loop()
-        sock: socket.socket | None = None
-        try:
-            while True:
-                if not queue:
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                fd, data = queue.popleft()
-                try:
-                    for attempt in range(2):  # a channel to a worker since restarted fails once: open a new one
-                        if sock is None:
-                            sock = await self._connect(self.place.socket_path("hand", owner))
-                        try:
-                            if sock is None:
-                                raise ConnectionError("the owner cannot be reached")
-                            await _send_fd(loop, sock, _LENGTH.pack(len(data)), fd)
-                            await loop.sock_sendall(sock, data)
-                            break
-                        except OSError as exc:
-                            if sock is not None:
-                                sock.close()
-                            sock = None
-                            if attempt:
-                                # the owner is gone: this client sees its connection closed
-                                log.warning("worker %d: could not hand a connection to worker %d: %s",
-                                            self.place.index, owner, exc)
-                finally:
-                    os.close(fd)
-        finally:
-            if sock is not None:
-                sock.close()
-
-    @staticmethod
-    async def _connect(path: str) -> socket.socket | None:
-        loop = asyncio.get_running_loop()
-        for _ in range(CONNECT_TRIES):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, path)
-                return sock
-            except OSError:
-                sock.close()
-                await asyncio.sleep(CONNECT_RETRY_S)  # the owner is being restarted
-        return None
 
     # --- taking connections in ---------------------------------------------------------------------------
 
@@ -213,10 +155,11 @@ class Handover:
     def close(self) -> None:
         for server in self._servers:
             server.close()
+        tasks = [*self._tasks, *(c.task for c in self._channels.values() if c.task is not None)]
+        for task in tasks:
+            task.cancel()
         for listener in self._listeners:
             listener.close()
-        for task in (*self._tasks, *self._senders.values()):
-            task.cancel()
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -228,48 +171,159 @@ class Handover:
         while True:
             conn, _ = await loop.sock_accept(listener)
             conn.setblocking(False)
-            self._spawn(self._receive(conn))
+            loop.add_reader(conn.fileno(), self._readable, _Inbound(conn))
 
-    async def _receive(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        buffer = bytearray()
-        fds: deque[int] = deque()
-        try:
-            while True:
-                await _ready(loop, conn)
-                try:
-                    data, received, _flags, _addr = socket.recv_fds(conn, _RECV_BYTES, _MAX_FDS)
-                except BlockingIOError:
-                    continue
-                fds.extend(received)
-                if not data:
-                    return
-                buffer += data
-                while len(buffer) >= _LENGTH.size:
-                    (length,) = _LENGTH.unpack_from(buffer)
-                    if len(buffer) < _LENGTH.size + length or not fds:
-                        break
-                    carried = bytes(buffer[_LENGTH.size : _LENGTH.size + length])
-                    del buffer[: _LENGTH.size + length]
-                    await self._adopt(fds.popleft(), carried)
-        except OSError as exc:
-            log.warning("worker %d: hand-over channel failed: %s", self.place.index, exc)
-        finally:
-            conn.close()
-            while fds:
-                os.close(fds.popleft())
+    def _readable(self, inbound: _Inbound) -> None:
+        """Read what a sibling sent (no task per record: this runs as the socket's reader)."""
+        conn = inbound.conn
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(conn, _RECV_BYTES, _MAX_FDS)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("worker %d: hand-over channel failed: %s", self.place.index, exc)
+                data, fds = b"", []
+            inbound.fds.extend(fds)
+            if not data:
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+                inbound.close()
+                return
+            buffer = inbound.buffer
+            buffer += data
+            while len(buffer) >= _LENGTH.size and inbound.fds:
+                (length,) = _LENGTH.unpack_from(buffer)
+                if len(buffer) < _LENGTH.size + length:
+                    break
+                carried = bytes(buffer[_LENGTH.size : _LENGTH.size + length])
+                del buffer[: _LENGTH.size + length]
+                self._adopt(inbound.fds.popleft(), carried)
 
-    async def _adopt(self, fd: int, carried: bytes) -> None:
+    def _adopt(self, fd: int, carried: bytes) -> None:
         """Serve a moved connection as if this worker had accepted it, starting with the bytes already read."""
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         relay, hand_over = self.relay, self.hand_over
+
+        async def adopt() -> None:
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: _Adopted(relay, carried, hand_over=hand_over), sock
+                )
+            except OSError:
+                sock.close()
+
+        self._spawn(adopt())
+
+
+class _Inbound:
+    """One sibling's hand-over channel, as this worker reads it."""
+
+    __slots__ = ("conn", "buffer", "fds")
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.buffer = bytearray()
+        self.fds: deque[int] = deque()  # received, their records not yet whole
+
+    def close(self) -> None:
+        self.conn.close()
+        while self.fds:
+            os.close(self.fds.popleft())
+
+
+class _Channel:
+    """The kept-open hand-over channel to one sibling: records leave in order, at once when the socket takes them.
+
+    A record is sent with one ``sendmsg`` (the descriptor on its first byte) straight from
+    ``hand_over`` when nothing waits before it; otherwise, and for what the socket did not take,
+    a task sends on as the socket drains, reconnecting (once per record) to a restarted sibling.
+    """
+
+    def __init__(self, place: WorkerPlace, owner: int) -> None:
+        self.place = place
+        self.owner = owner
+        self.sock: socket.socket | None = None
+        #: (descriptor, bytes) to send in order; descriptor -1: the rest of a record whose descriptor went
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def send(self, fd: int, record: bytes) -> None:
+        if self.sock is not None and not self.queue:
+            try:
+                sent = socket.send_fds(self.sock, [record], [fd])
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.sock.close()
+                self.sock = None  # the task reconnects
+            else:
+                os.close(fd)
+                if sent < len(record):
+                    self._queue(-1, record[sent:])
+                return
+        self._queue(fd, record)
+
+    def _queue(self, fd: int, record: bytes) -> None:
+        self.queue.append((fd, record))
+        self.wake.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+        retried = False
+        while True:
+            if not queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            fd, record = queue[0]  # left in the queue while sent, so that send() queues behind it
+            if self.sock is None:
+                if fd < 0:
+                    queue.popleft()  # the rest of a record on a channel that broke: its start is lost too
+                    continue
+                self.sock = await _connect(self.place.socket_path("hand", self.owner))
+                if self.sock is None:
+                    log.warning("worker %d: worker %d cannot be reached: a moved connection is dropped",
+                                self.place.index, self.owner)
+                    queue.popleft()
+                    os.close(fd)
+                    continue
+            try:
+                if fd >= 0:
+                    sent = await _send_fd(loop, self.sock, record, fd)
+                    record = record[sent:]
+                if record:
+                    await loop.sock_sendall(self.sock, record)
+            except OSError as exc:
+                self.sock.close()
+                self.sock = None
+                if fd >= 0 and not retried:
+                    retried = True  # a channel to a sibling since restarted fails once: open a new one
+                    continue
+                log.warning("worker %d: could not hand a connection to worker %d: %s",
+                            self.place.index, self.owner, exc)
+            queue.popleft()
+            retried = False
+            if fd >= 0:
+                os.close(fd)
+
+
+async def _connect(path: str) -> socket.socket | None:
+    loop = asyncio.get_running_loop()
+    for _ in range(CONNECT_TRIES):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: _Adopted(relay, carried, hand_over=hand_over), sock
-            )
+            await loop.sock_connect(sock, path)
+            return sock
         except OSError:
             sock.close()
+            await asyncio.sleep(CONNECT_RETRY_S)  # the sibling is being restarted
+    return None
 
 
 class _Adopted(Http1Protocol):
@@ -341,13 +395,10 @@ async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, writab
         (loop.remove_writer if writable else loop.remove_reader)(fd)
 
 
-async def _send_fd(loop: asyncio.AbstractEventLoop, sock: socket.socket, header: bytes, fd: int) -> None:
-    """Send ``header`` with ``fd`` attached to its first byte, waiting while the channel is full."""
+async def _send_fd(loop: asyncio.AbstractEventLoop, sock: socket.socket, record: bytes, fd: int) -> int:
+    """Send ``record`` with ``fd`` on its first byte, waiting while the channel is full; return the bytes sent."""
     while True:
         try:
-            sent = socket.send_fds(sock, [header], [fd])
-            break
+            return socket.send_fds(sock, [record], [fd])
         except BlockingIOError:
             await _ready(loop, sock, writable=True)
-    if sent < len(header):
-        await loop.sock_sendall(sock, header[sent:])

@@ -71,7 +71,9 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
         if worker is not None and handover is not None:
             relay.hooks.forward = handover.forward
             await handover.start()
-            await _serve_worker_metrics(worker, operator)
+            worker_metrics = await _serve_worker_metrics(worker, operator)
+            if worker_metrics is not None:
+                servers.append(worker_metrics)  # kept: uvloop closes a server nobody refers to
             hand_over = handover.hand_over
             servers.append(
                 await loop.create_server(lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket)
@@ -146,11 +148,11 @@ async def _start_https(
     return store
 
 
-async def _serve_worker_metrics(worker: Worker, operator: Operator) -> None:
+async def _serve_worker_metrics(worker: Worker, operator: Operator) -> asyncio.Server | None:
     """A worker's figures, for its supervisor to sum (``--workers`` with ``--metrics-port``)."""
     metrics = operator.metrics
     if metrics is None:
-        return
+        return None
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(metrics.render())
@@ -161,7 +163,7 @@ async def _serve_worker_metrics(worker: Worker, operator: Operator) -> None:
     path = worker.place.socket_path("metrics")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    await asyncio.start_unix_server(answer, path)
+    return await asyncio.start_unix_server(answer, path)
 
 
 def run(options: ServerOptions, *, worker: Worker | None = None) -> None:

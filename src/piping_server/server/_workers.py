@@ -295,8 +295,10 @@ class Supervisor:
                 data = await asyncio.wait_for(reader.read(), SCRAPE_TIMEOUT_S)
             finally:
                 writer.close()
-        except (OSError, TimeoutError):
-            return None  # a worker being restarted: its figures are missing from this scrape
+        except (OSError, TimeoutError) as exc:
+            # a worker being restarted: its figures are missing from this scrape
+            log.warning("worker %d: no figures for this scrape (%s)", index, exc or type(exc).__name__)
+            return None
         return data.decode()
 
 
