@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ..helpers import ServerProcess
 from .conftest import screenshot
 
 
@@ -68,3 +75,121 @@ def test_chat_over_plain_http_says_uploads_cannot_stream(http_base: str, new_pag
     text = page.text_content("#chat-status") or ""
     assert "cannot stream uploads" in text and "HTTP/2" in text, text
     assert page.get_attribute("#chat-status", "class") == "status error"
+
+
+PASSPHRASE = "chat passphrase"
+
+
+def _connect(alice: Any, bob: Any, room: str) -> None:
+    _join(alice, room)
+    alice.wait_for_function("document.body.dataset.chatState === 'joining'")
+    _join(bob, room)
+    for page in (alice, bob):
+        page.wait_for_function("['connected', 'ended'].includes(document.body.dataset.chatState)")
+
+
+def _with_passphrase(page: Any, passphrase: str) -> Any:
+    page.evaluate("document.querySelector('#chat-mode details.encrypt').open = true")
+    page.fill("#chat-pass", passphrase)
+    return page
+
+
+def test_encrypted_chat_is_live_both_ways(https_base: str, new_page: Callable[..., Any]) -> None:
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    alice = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    bob = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    _connect(alice, bob, room)
+    assert "encrypted" in (alice.text_content("#chat-status") or "")
+    alice.locator("#chat-input").press_sequentially("secret plan", delay=20)
+    bob.wait_for_function("document.getElementById('chat-peer-live').textContent === 'secret plan'")
+    alice.locator("#chat-input").press("Backspace")
+    bob.wait_for_function("document.getElementById('chat-peer-live').textContent === 'secret pla'")
+    alice.locator("#chat-input").press("Enter")
+    bob.wait_for_function("[...document.querySelectorAll('#chat-log .peer')].some(p => p.textContent === 'secret pla')")
+    bob.locator("#chat-input").press_sequentially("ok ü", delay=20)
+    alice.wait_for_function("document.getElementById('chat-peer-live').textContent === 'ok ü'")
+    screenshot(alice, "chat-encrypted")
+
+
+def test_encrypted_chat_is_openpgp_on_the_wire(
+    tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A terminal in the room (side b, as the page's header describes) gets one base64 OpenPGP
+    message per line, and gpg decrypts each."""
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed (apt-get install gnupg)")
+    assert tls_server.ca_path is not None
+    curl = ["curl", "-sS", "-N", "--cacert", tls_server.ca_path]
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    alice = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    _join(alice, room)
+    alice.wait_for_function("document.body.dataset.chatState === 'joining'")
+    alice.wait_for_function("document.getElementById('chat-status').textContent.startsWith('Waiting for someone')")
+    subprocess.run([*curl, f"{https_base}/{room}/hello"], check=True, capture_output=True, timeout=30)
+    # Side b types nothing, but must be there for alice to be connected.
+    typing = subprocess.Popen([*curl, "-T", "-", f"{https_base}/{room}/b"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reading = subprocess.Popen([*curl, f"{https_base}/{room}/a"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        alice.wait_for_function("document.body.dataset.chatState === 'connected'")
+        alice.locator("#chat-input").press_sequentially("hi", delay=50)
+        alice.locator("#chat-input").press("Enter")
+        alice.click("#chat-leave")
+        out, _ = reading.communicate(timeout=30)
+    finally:
+        for proc in (typing, reading):
+            proc.kill()
+            proc.wait(timeout=10)
+    lines = out.decode().split()
+    assert lines and all(b"hi" not in base64.b64decode(line) for line in lines)
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    plain = b""
+    for line in lines:
+        result = subprocess.run(
+            ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE,
+             "-d"], input=base64.b64decode(line), capture_output=True, timeout=30, check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        plain += result.stdout
+    assert plain == b"hi\n"
+
+
+def test_wrong_or_missing_passphrase_is_said(https_base: str, new_page: Callable[..., Any]) -> None:
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    alice = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    bob = _with_passphrase(new_page(f"{https_base}/#chat"), "another one")
+    _connect(alice, bob, room)
+    alice.locator("#chat-input").press_sequentially("hello", delay=20)
+    bob.wait_for_function("document.body.dataset.chatState === 'ended'")
+    assert bob.text_content("#chat-status") == "The passphrase is wrong: the other side uses another one."
+    # No passphrase against an encrypting side: said so, nothing shown as text.
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    carol = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    dave = new_page(f"{https_base}/#chat")
+    _connect(carol, dave, room)
+    carol.locator("#chat-input").press_sequentially("hello", delay=20)
+    dave.wait_for_function("document.body.dataset.chatState === 'ended'")
+    assert "encrypts this chat" in (dave.text_content("#chat-status") or "")
+    assert dave.text_content("#chat-peer-live") == ""
+
+
+def test_a_peer_that_goes_away_and_a_busy_room_are_explained(
+    https_base: str, browser: Any, new_page: Callable[..., Any]
+) -> None:
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    alice = new_page(f"{https_base}/#chat")
+    bob = new_page(f"{https_base}/#chat")
+    _connect(alice, bob, room)
+    # A third person: the room is busy, and said so.
+    carol = new_page(f"{https_base}/#chat")
+    _join(carol, room)
+    carol.wait_for_function("document.body.dataset.chatState === 'ended'")
+    status = carol.text_content("#chat-status") or ""
+    assert "is busy" in status and "[ERROR]" not in status, status
+    # Bob's tab closes: Alice is told that he went away, not "network error".
+    bob.context.close()
+    alice.wait_for_function("document.body.dataset.chatState === 'ended'")
+    status = alice.text_content("#chat-status") or ""
+    assert "went away" in status or "left" in status, status
+    assert "network error" not in status
