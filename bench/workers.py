@@ -103,12 +103,14 @@ def small_transfers(target: str, count: int) -> dict[str, Any]:
     deadline = time.monotonic() + deadline_s
     clients: list[bench.subprocess.Popen[str]] = []
     try:
+        cpu0 = family_cpu(server.pid)
         tag = uuid.uuid4().hex[:8]
         for i in range(2):
             clients.append(bench.client(["small", "--port", str(server.port), "--size", "1024", "--count",
                                          str(count // 2), "--concurrency", "25", "--prefix", f"s{tag}-{i}",
                                          "--timeout", "30", "--deadline", str(deadline_s)]))
         results = [bench.collect(c, deadline) for c in clients]
+        cpu1 = family_cpu(server.pid)
     finally:
         for c in clients:
             bench.stop(c)
@@ -118,13 +120,13 @@ def small_transfers(target: str, count: int) -> dict[str, Any]:
     latencies = sorted(x for r in results for x in r["latencies"])
     failed = sum(r["failed"] for r in results)
     seconds = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
-    return {"ok": failed == 0, "tps": len(latencies) / seconds,
+    return {"ok": failed == 0, "tps": len(latencies) / seconds, "cpu_ms": (cpu1 - cpu0) / len(latencies) * 1000,
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, "failed": failed}
 
 
-def median(runs: list[dict[str, Any]], key: str) -> str:
+def median(runs: list[dict[str, Any]], key: str, digits: int = 1) -> str:
     values = [r[key] for r in runs if r.get("ok")]
-    return f"{statistics.median(values):.1f}" if values else "n/a"
+    return f"{statistics.median(values):.{digits}f}" if values else "n/a"
 
 
 def main() -> int:
@@ -158,7 +160,8 @@ def main() -> int:
               f"server CPU-s/GiB" + (f"  ({len(errors)} failed: {errors[0][:80]})" if errors else ""))
     print(f"1 KiB transfers ({count}, 50 pairs at a time, new connection each), median of {runs}:")
     for target, results in small.items():
-        print(f"  {names[target]:<18} {median(results, 'tps'):>8} transfers/s  p99 {median(results, 'p99_ms')} ms")
+        print(f"  {names[target]:<18} {median(results, 'tps'):>8} transfers/s  p99 {median(results, 'p99_ms')} ms  "
+              f"server CPU {median(results, 'cpu_ms', 3)} ms per transfer")
     return 0
 
 

@@ -143,6 +143,20 @@ def test_moved_upload_keeps_the_bytes_read_with_its_head(workers_server: ServerP
         sock.close()
 
 
+def test_tls_http1_requests_to_every_worker(workers_server: ServerProcess) -> None:
+    """HTTP/1.1 over TLS cannot move: relayed to the owner, with the owner's answers and a 100 Continue."""
+    target = workers_server.target("h1-tls")
+    for owner in range(3):
+        path = owned_by(owner)
+        data = os.urandom(500_000)
+        recv = target.popen_curl(target.url(path))
+        sent = subprocess.run(target.curl("-v", "-H", "Expect: 100-continue", "-T", "-", target.url(path)),
+                              input=data, capture_output=True, timeout=WAIT_S)
+        assert sent.returncode == 0 and sent.stdout.endswith(ALL_OK), sent.stderr[-500:]
+        assert b"< HTTP/1.1 100 Continue" in sent.stderr
+        assert recv.communicate(timeout=WAIT_S)[0] == data
+
+
 def test_pipelined_requests_to_different_workers(workers_server: ServerProcess) -> None:
     """Two requests written at once on one connection: the second, queued, is relayed to its owner."""
     target = workers_server.target("h1")
@@ -192,6 +206,53 @@ def test_h2_streams_to_every_worker(workers_server: ServerProcess, transport: st
             assert bytes(client.streams[stream_id].data).endswith(ALL_OK)
     finally:
         client.close()
+
+
+def test_h2_relay_keeps_backpressure_and_carries_a_reset(workers_server: ServerProcess) -> None:
+    """Receiver streams that give no window back stall their senders (bounded bytes in flight, whichever
+    worker relays them); resetting those streams reaches the senders on the owners as aborted receivers."""
+    import threading
+
+    client = H2Client(workers_server.target("h2c"), auto_ack=False)
+    limit = 64 * 1024 * 1024
+    frame = b"%x\r\n%s\r\n" % (256 * 1024, os.urandom(256 * 1024))
+    paths = [owned_by(i) for i in range(3)]
+    pushed = [0, 0, 0]
+    stalled = [False, False, False]
+    sockets = [raw_connect(workers_server.target("h1")) for _ in paths]
+
+    def push(i: int) -> None:
+        sock = sockets[i]
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % paths[i].encode())
+        sock.settimeout(3.0)
+        while pushed[i] < limit:
+            try:
+                sock.sendall(frame)
+            except TimeoutError:
+                stalled[i] = True  # nothing taken for 3 s: held back
+                return
+            pushed[i] += len(frame)
+
+    try:
+        receivers = [client.request("GET", p) for p in paths]
+        threads = [threading.Thread(target=push, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        # read the frames as they come, but give no window back
+        client.pump_until(lambda: not any(t.is_alive() for t in threads), timeout=60)
+        for thread in threads:
+            thread.join(timeout=WAIT_S)
+        assert all(stalled), pushed
+        assert max(pushed) < 48 * 1024 * 1024, pushed
+        assert all(len(client.streams[s].data) <= 65_535 for s in receivers)  # the initial window, no more
+        for stream_id in receivers:
+            client.reset(stream_id)
+        for sock in sockets:
+            assert b"[INFO] All receiver(s) was/were aborted halfway." in recv_until(sock, b"aborted halfway")
+    finally:
+        client.close()
+        for sock in sockets:
+            sock.close()
 
 
 def test_h2_refusal_comes_back_from_the_owner(workers_server: ServerProcess) -> None:

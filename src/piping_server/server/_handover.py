@@ -37,7 +37,7 @@ from .._exchange import Exchange
 from .._forward import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, Forward
 from ..core import is_reserved, split_target
 from ..flow import Relay
-from ..http1.protocol import Http1Protocol
+from ..http1.protocol import Http1Exchange, Http1Protocol
 
 log = logging.getLogger("piping_server.workers")
 
@@ -128,6 +128,9 @@ class Handover:
         exchange._reported = True  # the owner writes its access record, with the client's address
         if sender:
             exchange.on_sender()  # its body is held until the owner is reached
+            if isinstance(exchange, Http1Exchange) and (exchange.header(b"expect") or b"").lower() == b"100-continue":
+                # the owner's own 100 Continue would stay on the internal connection
+                exchange.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         else:
             exchange.on_receiver()
         exchange.pipe = Forward(self.relay, exchange, self.place.socket_path("fwd", owner))
