@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ..helpers import ServerProcess
 from .conftest import screenshot
 
 # How much playback must advance to count as live, and within how long.
@@ -66,3 +70,125 @@ def test_camera_share_plays_live(https_base: str, new_page: Callable[..., Any]) 
     watcher.click("#share-watch")
     _assert_plays(watcher)
     sharer.click("#share-stop")
+
+
+PASSPHRASE = "share passphrase"
+
+
+def _sharer(new_page: Callable[..., Any], https_base: str, path: str, *, n: int = 1, passphrase: str = "") -> Any:
+    sharer = new_page(f"{https_base}/#share")
+    sharer.fill("#share-path", path)
+    sharer.fill("#share-n", str(n))
+    if passphrase:
+        sharer.evaluate("document.querySelector('#share-mode details.encrypt').open = true")
+        sharer.fill("#share-pass", passphrase)
+    sharer.click("#share-screen")
+    sharer.wait_for_function("document.body.dataset.shareState === 'sharing'")
+    return sharer
+
+
+def _viewer(new_page: Callable[..., Any], url: str, passphrase: str = "") -> Any:
+    viewer = new_page(url)
+    if passphrase:
+        viewer.evaluate("document.querySelector('#share-mode details.encrypt').open = true")
+        viewer.fill("#share-pass", passphrase)
+    viewer.click("#share-watch")
+    return viewer
+
+
+def test_sharer_sees_its_viewers_come_and_go(https_base: str, new_page: Callable[..., Any]) -> None:
+    path = f"share-{uuid.uuid4().hex[:10]}"
+    sharer = _sharer(new_page, https_base, path)
+    # Before anyone watches: waiting, nothing recorded, and a link to hand out (with a copy button).
+    status = sharer.text_content("#share-status") or ""
+    assert status.startswith("Waiting for a viewer"), status
+    link = sharer.text_content("#share-link") or ""
+    assert link == f"{https_base}/#share?path={path}"
+    assert sharer.is_visible("#share-copy")
+    time.sleep(1.5)  # a probe or two: still waiting, still nothing sent
+    assert sharer.evaluate("document.body.dataset.shareState") == "sharing"
+    assert "sent" not in (sharer.text_content("#share-status") or "")
+    viewer = new_page(link)  # the link fills the path in
+    viewer.click("#share-watch")
+    _assert_plays(viewer)
+    sharer.wait_for_function("document.body.dataset.shareState === 'live'")
+    assert (sharer.text_content("#share-status") or "").startswith("Live:")
+    # The viewer leaves: the sharer notices, and no empty player stays.
+    viewer.click("#share-stop")
+    sharer.wait_for_function("document.body.dataset.shareState === 'viewer-left'", timeout=PLAY_WAIT_S * 1000)
+    assert "viewer left" in (sharer.text_content("#share-status") or "")
+    assert sharer.is_hidden("#share-video")
+
+
+def test_stop_is_immediate_and_a_closed_sharer_tab_is_explained(https_base: str, new_page: Callable[..., Any]) -> None:
+    path = f"share-{uuid.uuid4().hex[:10]}"
+    sharer = _sharer(new_page, https_base, path, n=2)
+    first = _viewer(new_page, f"{https_base}/#share?path={path}&n=2")
+    first.wait_for_function("document.body.dataset.shareState === 'waiting'")
+    # One of two viewers: it does not claim that the sharer is missing.
+    status = first.text_content("#share-status") or ""
+    assert "all 2 viewers" in status and "Waiting for the sharer" not in status, status
+    second = _viewer(new_page, f"{https_base}/#share?path={path}&n=2")
+    _assert_plays(second)
+    sharer.click("#share-stop")
+    assert sharer.text_content("#share-status") == "Stopped."
+    assert sharer.is_hidden("#share-video")
+    time.sleep(0.5)  # no late "Sharing..." from the recorder's last piece
+    assert sharer.text_content("#share-status") == "Stopped."
+    first.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
+
+    # A sharer whose tab closes mid-stream: the viewer is told so, not "network error".
+    path = f"share-{uuid.uuid4().hex[:10]}"
+    sharer = _sharer(new_page, https_base, path)
+    viewer = _viewer(new_page, f"{https_base}/#share?path={path}")
+    _assert_plays(viewer)
+    sharer.context.close()
+    viewer.wait_for_function("['stopped', 'failed'].includes(document.body.dataset.shareState)",
+                             timeout=PLAY_WAIT_S * 1000)
+    status = viewer.text_content("#share-status") or ""
+    assert "network error" not in status and ("went away" in status or "stopped" in status), status
+
+
+def test_encrypted_share_plays_and_is_openpgp_on_the_wire(
+    tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any], tmp_path: Path
+) -> None:
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed (apt-get install gnupg)")
+    path = f"share-{uuid.uuid4().hex[:10]}"
+    sharer = _sharer(new_page, https_base, path, passphrase=PASSPHRASE)
+    viewer = _viewer(new_page, f"{https_base}/#share?path={path}", PASSPHRASE)
+    _assert_plays(viewer)
+    screenshot(viewer, "share-encrypted")
+    sharer.click("#share-stop")
+
+    # The command line: curl URL | gpg -d gives the WebM stream.
+    path = f"share-{uuid.uuid4().hex[:10]}"
+    sharer = _sharer(new_page, https_base, path, passphrase=PASSPHRASE)
+    assert tls_server.ca_path is not None
+    curl = subprocess.Popen(["curl", "-sS", "-N", "--cacert", tls_server.ca_path, f"{https_base}/{path}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sharer.wait_for_function("document.body.dataset.shareState === 'live'")
+    sharer.wait_for_function("/[kM]B sent/.test(document.getElementById('share-status').textContent)")
+    sharer.click("#share-stop")
+    ciphertext, err = curl.communicate(timeout=60)
+    assert ciphertext[:1] in (b"\xc3", b"\x8c"), ciphertext[:16]  # a passphrase-encrypted session key packet
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    result = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE, "-d"],
+        input=ciphertext, capture_output=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM stream
+
+
+def test_viewer_without_the_right_passphrase_says_so(https_base: str, new_page: Callable[..., Any]) -> None:
+    for given, expected in (("not it", "The passphrase is wrong."), ("", "encrypted: enter its passphrase")):
+        path = f"share-{uuid.uuid4().hex[:10]}"
+        sharer = _sharer(new_page, https_base, path, passphrase=PASSPHRASE)
+        viewer = _viewer(new_page, f"{https_base}/#share?path={path}", given)
+        viewer.wait_for_function("document.body.dataset.shareState === 'wrong-passphrase'",
+                                 timeout=PLAY_WAIT_S * 1000)
+        assert expected in (viewer.text_content("#share-status") or "")
+        assert viewer.is_hidden("#share-video")
+        sharer.click("#share-stop")
