@@ -161,6 +161,8 @@ def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
             screenshot(page, "vnc")
             page.click("#vnc-disconnect")
             page.wait_for_function("document.body.dataset.vncState === 'disconnected'")
+            # The tunnel carried its one connection: the page says what to do before connecting again.
+            assert "run the tunnel command on the remote machine again" in (page.text_content("#vnc-status") or "")
         finally:
             tunnel.terminate()
             try:
@@ -169,3 +171,43 @@ def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
                 tunnel.kill()
                 tunnel.wait(timeout=10)
             tunnel_log.close()
+
+
+def test_nothing_behind_the_paths_gives_a_clear_message_in_time(
+    http_base: str, https_base: str, new_page: Callable[..., Any], tmp_path: Path
+) -> None:
+    """No tunnel at all, then a tunnel with no VNC server behind it: each ends in one clear message."""
+    base = f"vnc-{uuid.uuid4().hex[:10]}"
+    # "wait=3": the page's own deadline, shortened for the test.
+    page = new_page(f"{https_base}/#vnc?path1={base}/up&path2={base}/down&wait=3")
+    assert page.input_value("#vnc-path1") == f"{base}/up"
+    assert page.is_visible("#vnc-copy") and "-k" in (page.text_content("#vnc-mode") or "")
+    page.click("#vnc-connect")
+    page.wait_for_function("document.body.dataset.vncState === 'disconnected'")
+    status = page.text_content("#vnc-status") or ""
+    assert "No answer through the tunnel after 3 s" in status and "port 5900" in status, status
+
+    # A tunnel runs, but nothing listens on the port it forwards to.
+    base = f"vnc-{uuid.uuid4().hex[:10]}"
+    tunnel_log = (tmp_path / "tunnel.log").open("wb")
+    tunnel = subprocess.Popen(
+        [sys.executable, "-m", "piping_server.cli", "tunnel", "server", "--host", "127.0.0.1",
+         "--port", str(free_port()), "-s", http_base, f"{base}/up", f"{base}/down"],
+        stdout=tunnel_log, stderr=subprocess.STDOUT,
+    )
+    try:
+        page.evaluate(f"location.hash = '#vnc?path1={base}/up&path2={base}/down&wait=3'")
+        page.wait_for_function(f"document.getElementById('vnc-path1').value === '{base}/up'")
+        page.click("#vnc-connect")
+        page.wait_for_function("document.body.dataset.vncState === 'disconnected'")
+        status = page.text_content("#vnc-status") or ""
+        assert page.get_attribute("#vnc-status", "class") == "status error", status
+        assert "VNC server listening" in status or "No answer through the tunnel" in status, status
+    finally:
+        tunnel.terminate()
+        try:
+            tunnel.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            tunnel.kill()
+            tunnel.wait(timeout=10)
+        tunnel_log.close()

@@ -181,7 +181,9 @@
       });
       rfb.scaleViewport = true;
       rfb.resizeSession = false;
+      let reached = false;
       rfb.addEventListener("connect", () => {
+        reached = true;
         clearTimeout(unanswered);
         status("Connected to the remote desktop.", "ok");
         ui.screen.scrollIntoView({ block: "nearest" });
@@ -193,6 +195,11 @@
         setBusy(false);
         const clean = event.detail && event.detail.clean;
         const next = " To connect again, run the tunnel command on the remote machine again, then Connect.";
+        if (!trouble && !reached && channel.readyState === "closed") {
+          // The tunnel answered, then closed before any VNC greeting: nothing listens behind it.
+          trouble = "The tunnel answered but closed at once: is a VNC server listening on port 5900 of the " +
+            "remote machine?" + next;
+        }
         status(trouble || (clean ? "Disconnected." + next : "The connection to the remote desktop was lost." + next),
           trouble || !clean ? "error" : "");
         document.body.dataset.vncState = "disconnected";
