@@ -338,8 +338,8 @@ def test_killed_worker_fails_only_its_transfers_and_comes_back(tmp_path: Path) -
         server.stop()
 
 
-def test_sigterm_lets_running_transfers_finish(tmp_path: Path) -> None:
-    """SIGTERM to the supervisor reaches every worker: the running transfer completes, then all exit 0."""
+def test_signals_reach_every_worker(tmp_path: Path) -> None:
+    """SIGHUP to the supervisor reaches every worker; so does SIGTERM: running transfers complete, all exit 0."""
     server = start_server("--workers", "2", "--shutdown-grace", "20", log_dir=tmp_path)
     target = server.target("h1")
     paths = [owned_by(0, 2), owned_by(1, 2)]
@@ -352,6 +352,8 @@ def test_sigterm_lets_running_transfers_finish(tmp_path: Path) -> None:
             send.stdin.flush()
         for recv in receivers:
             assert read_some(recv, 18) == b"before the signal\n"
+        server.proc.send_signal(signal.SIGHUP)  # both workers are serving: each says it has no config to reload
+        assert wait_until(lambda: server.log().count("config reload (SIGHUP) ignored") == 2), server.log()
         server.proc.send_signal(signal.SIGTERM)
         for send in senders:
             assert send.stdin is not None

@@ -193,8 +193,9 @@ class Supervisor:
         try:
             # the supervisor's loop and handlers are not this process's: start clean
             signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the worker can reload must not end it
             os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the supervisor only, which passes one SIGTERM on
             _die_with_parent()
             if self.metrics is not None:
