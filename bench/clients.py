@@ -9,7 +9,16 @@ They are written so that the server, not the client, is what limits a transfer:
              bytes up to ``Content-Length`` or walk the chunk framing (one ``find`` per chunk header);
 * ``relay``  a bare byte relay with no HTTP, ``splice(2)`` through a pipe (the ceiling);
 * ``small``  many small transfers (1 KiB), ``concurrency`` sender/receiver pairs at a time,
-             on raw non-blocking sockets driven by uvloop.
+             on raw non-blocking sockets driven by uvloop;
+* ``h2send`` / ``h2recv``  the same as ``send``/``recv`` over HTTP/2 (TLS with ALPN h2, or h2c with
+             prior knowledge): the ``h2`` library keeps the connection's state, but DATA frames are
+             framed here as large as the peer allows (h2's ``send_data`` costs more per frame than
+             the server it would measure), with h2's window accounting kept as ``send_data`` keeps it;
+* ``h2small`` many 1 KiB transfers over HTTP/2: many streams on a few connections;
+* ``multi``  many one-to-one streams at once in one process (non-blocking sockets, a selector):
+             aggregate bytes and each receiver's time to first byte.
+
+``send`` and ``recv`` take ``--tls`` (HTTP/1.1 over TLS, ALPN http/1.1).
 
 Every client talks to 127.0.0.1 only, has a socket timeout and a total deadline, and prints
 one JSON line on stdout with what it measured (monotonic clock: comparable across processes).
@@ -24,8 +33,11 @@ import fcntl
 import json
 import os
 import resource
+import selectors
 import signal
 import socket
+import ssl
+import struct
 import sys
 import time
 from typing import Any
@@ -75,6 +87,18 @@ def _connect(port: int, timeout: float) -> socket.socket:
     return sock
 
 
+def _tls(sock: socket.socket, alpn: str) -> ssl.SSLSocket:
+    """TLS over ``sock`` (the bench's self-signed certificate is not checked), with one ALPN protocol."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    tls = ctx.wrap_socket(sock, server_hostname=HOST)
+    if tls.selected_alpn_protocol() not in (alpn, None if alpn == "http/1.1" else alpn):
+        raise ClientError(f"TLS ALPN chose {tls.selected_alpn_protocol()!r}, wanted {alpn}")
+    return tls
+
+
 def _pattern() -> bytes:
     # any bytes do; a fixed non-zero pattern keeps runs comparable
     return (bytes(range(256)) * (CHUNK // 256))[:CHUNK]
@@ -105,6 +129,8 @@ def run_send(args: argparse.Namespace) -> None:
     sock = _connect(args.port, args.timeout)
     if args.sockbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.sockbuf)
+    if args.tls:
+        sock = _tls(sock, "http/1.1")
     http = args.mode in ("chunked", "length")
     if args.mode in ("chunked",):
         head = f"POST {args.path} HTTP/1.1\r\nHost: {HOST}:{args.port}\r\nTransfer-Encoding: chunked\r\n"
@@ -173,6 +199,8 @@ def run_recv(args: argparse.Namespace) -> None:
     sock = _connect(args.port, args.timeout)
     if args.sockbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.sockbuf)
+    if args.tls:
+        sock = _tls(sock, "http/1.1")
     buf = bytearray(RECV_BUF)
     mv = memoryview(buf)
     recv_into = sock.recv_into
@@ -424,6 +452,568 @@ def run_small(args: argparse.Namespace) -> None:
     _emit(result)
 
 
+# --- HTTP/2: one stream with light clients -----------------------------------------------------------
+
+#: What our h2 clients advertise: windows and frames as large as the protocol allows, so that the
+#: server's own limits (not the client's) decide the frame sizes and how often windows are updated.
+H2_WINDOW = 2**31 - 1
+H2_MAX_FRAME = 2**24 - 1
+_H2_DATA_HEAD = struct.Struct(">HBBBL")  # 24-bit length, type 0 (DATA), flags, stream id
+
+
+class _H2:
+    """A blocking HTTP/2 client connection: h2 keeps the state, this class moves the bytes."""
+
+    def __init__(self, port: int, tls: bool, timeout: float) -> None:
+        import h2.config
+        import h2.connection
+        import h2.settings
+
+        sock: socket.socket = _connect(port, timeout)
+        if tls:
+            sock = _tls(sock, "h2")
+        self.sock = sock
+        self.scheme = b"https" if tls else b"http"
+        self.authority = f"{HOST}:{port}".encode()
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        codes = h2.settings.SettingCodes
+        conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                codes.INITIAL_WINDOW_SIZE: H2_WINDOW,
+                codes.MAX_FRAME_SIZE: H2_MAX_FRAME,
+                codes.ENABLE_PUSH: 0,
+            },
+        )
+        conn.max_inbound_frame_size = H2_MAX_FRAME  # valid from our SETTINGS on, before the ACK
+        conn.initiate_connection()
+        conn.increment_flow_control_window(H2_WINDOW - 65_535)
+        self.conn = conn
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, method: bytes, path: str, end: bool) -> int:
+        sid: int = self.conn.get_next_available_stream_id()
+        headers = [
+            (b":method", method),
+            (b":scheme", self.scheme),
+            (b":authority", self.authority),
+            (b":path", path.encode()),
+        ]
+        if method == b"POST":
+            headers.append((b"content-type", b"application/octet-stream"))
+        self.conn.send_headers(sid, headers, end_stream=end)
+        self.flush()
+        return sid
+
+    def events(self, nbytes: int = RECV_BUF) -> list[Any]:
+        data = self.sock.recv(nbytes)
+        if not data:
+            raise ClientError("the server closed the HTTP/2 connection")
+        return list(self.conn.receive_data(data))
+
+
+def _h2_check_end(event: Any, sid: int) -> None:
+    import h2.events
+
+    if isinstance(event, h2.events.StreamReset) and event.stream_id == sid:
+        raise ClientError(f"stream reset by the server (code {event.error_code})")
+    if isinstance(event, h2.events.ConnectionTerminated):
+        raise ClientError(f"GOAWAY from the server (code {event.error_code})")
+
+
+def run_h2send(args: argparse.Namespace) -> None:
+    import h2.events
+
+    size: int = args.size
+    deadline = time.monotonic() + args.deadline
+    c = _H2(args.port, args.tls, args.timeout)
+    conn = c.conn
+    sid = c.request(b"POST", args.path, end=False)
+    pattern = _pattern() * 16  # 1 MiB: frames are slices of it
+    view = memoryview(pattern)
+    pack = _H2_DATA_HEAD.pack
+    response = bytearray()
+    status = 0
+    ended = False
+
+    def handle(events: list[Any]) -> None:
+        nonlocal status, ended
+        for ev in events:
+            _h2_check_end(ev, sid)
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                status = int(dict(ev.headers)[b":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                if ev.stream_id == sid:
+                    response.extend(ev.data)
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                ended = True
+
+    _mark_cpu()
+    t_start = time.monotonic()
+    remaining = size
+    sendall = c.sock.sendall
+    stream = conn.streams[sid]
+    while remaining:
+        window = min(conn.outbound_flow_control_window, stream.outbound_flow_control_window)
+        if window <= 0:
+            if time.monotonic() > deadline:
+                raise ClientError("sender deadline passed")
+            handle(c.events())
+            c.flush()
+            continue
+        max_frame = conn.max_outbound_frame_size
+        pieces: list[bytes | memoryview] = []
+        batch = min(window, remaining, RECV_BUF)
+        left = batch
+        while left:
+            n = min(left, max_frame, len(view))
+            pieces.append(pack(n >> 8, n & 0xFF, 0, 0, sid))
+            pieces.append(view[:n])
+            left -= n
+        sendall(b"".join(pieces))
+        conn.outbound_flow_control_window -= batch
+        stream.outbound_flow_control_window -= batch
+        remaining -= batch
+    conn.end_stream(sid)
+    c.flush()
+    t_sent = time.monotonic()
+    while not ended and time.monotonic() < deadline:
+        try:
+            handle(c.events())
+        except TimeoutError:
+            break
+        c.flush()
+    c.sock.close()
+    ok = status == 200 and ended and b"received successfully" in response
+    _emit(
+        {
+            "role": "send",
+            "t_start": t_start,
+            "t_sent": t_sent,
+            "t_end": time.monotonic(),
+            "ok": ok,
+            "response_tail": "" if ok else f"status {status}: " + bytes(response[-200:]).decode("latin-1"),
+        }
+    )
+
+
+def run_h2recv(args: argparse.Namespace) -> None:
+    """One HTTP/2 receiver. DATA frames are walked here, not by h2 (its per-frame parsing and events
+    would cost more than the server it measures): their payload is counted and skipped in the buffer.
+    Every other frame (HEADERS, SETTINGS, PING, RST_STREAM, GOAWAY) goes through h2, which keeps the
+    HPACK state and answers SETTINGS and PING. The windows we advertised (2^31 - 1) are given back
+    by hand once half of them is used."""
+    import h2.events
+
+    size: int = args.size
+    deadline = time.monotonic() + args.deadline
+    c = _H2(args.port, args.tls, args.timeout)
+    conn = c.conn
+    _mark_cpu()
+    t_connected = time.monotonic()
+    sid = c.request(b"GET", args.path, end=True)
+    if args.announce:
+        print("connected", flush=True)
+    buf = bytearray(RECV_BUF)
+    mv = memoryview(buf)
+    recv_into = c.sock.recv_into
+    pos = filled = skip = 0
+    status = payload = unacked = 0
+    t_first = 0.0
+    error = ""
+    end_after_skip = ended = False
+    while not ended:
+        if skip:
+            take = min(skip, filled - pos)
+            pos += take
+            skip -= take
+            if not skip and end_after_skip:
+                break
+            if pos < filled:
+                continue
+        elif filled - pos >= 9:
+            length = int.from_bytes(buf[pos : pos + 3], "big")
+            kind, flags = buf[pos + 3], buf[pos + 4]
+            stream = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+            if kind == 0:  # DATA
+                if flags & 0x8:
+                    error = "padded DATA frames: not handled by this bench client"
+                    break
+                if not t_first:
+                    t_first = time.monotonic()
+                if stream == sid:
+                    payload += length
+                unacked += length
+                pos += 9
+                skip = length
+                end_after_skip = bool(flags & 0x1) and stream == sid
+                if not skip and end_after_skip:
+                    break
+                if unacked > H2_WINDOW // 2:  # give the windows back (streams past 1 GiB)
+                    conn.increment_flow_control_window(unacked)
+                    conn.increment_flow_control_window(unacked, sid)
+                    c.flush()
+                    unacked = 0
+                continue
+            if filled - pos >= 9 + length:
+                events = conn.receive_data(bytes(buf[pos : pos + 9 + length]))
+                pos += 9 + length
+                for ev in events:
+                    if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                        status = int(dict(ev.headers)[b":status"])
+                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                        ended = True
+                    else:
+                        try:
+                            _h2_check_end(ev, sid)
+                        except ClientError as exc:
+                            error, ended = str(exc), True
+                c.flush()
+                continue
+        # more bytes are needed: keep an incomplete frame head (or control frame) at the buffer's start
+        rest = filled - pos
+        if rest and pos:
+            buf[0:rest] = buf[pos:filled]
+        pos, filled = 0, rest
+        if filled == len(buf):
+            error = "a control frame larger than the buffer"
+            break
+        try:
+            n = recv_into(mv[filled:])
+        except TimeoutError:
+            error = "receiver timed out"
+            break
+        if n == 0:
+            error = "EOF before the end of the stream"
+            break
+        filled += n
+        if payload & 0xFFFFFFF < n and time.monotonic() > deadline:  # now and then
+            error = "receiver deadline passed"
+            break
+    t_end = time.monotonic()
+    c.sock.close()
+    if not error and payload != size:
+        error = f"received {payload} bytes, expected {size}"
+    _emit(
+        {
+            "role": "recv",
+            "status": status,
+            "framing": "h2",
+            "bytes": payload,
+            "t_connected": t_connected,
+            "t_first": t_first,
+            "t_end": t_end,
+            "ok": not error and status == 200,
+            "error": error,
+        }
+    )
+
+
+# --- HTTP/2: many small transfers on a few connections -----------------------------------------------
+
+
+class _H2Async(asyncio.Protocol):
+    """An HTTP/2 client connection on asyncio: requests are futures of (status, body)."""
+
+    def __init__(self, scheme: bytes, authority: bytes) -> None:
+        import h2.config
+        import h2.connection
+
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.scheme, self.authority = scheme, authority
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, tuple[asyncio.Future[tuple[int, bytes]], list[Any]]] = {}
+        self.slots = asyncio.Semaphore(100)  # a bound below any server's MAX_CONCURRENT_STREAMS
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(H2_WINDOW - 65_535)
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events
+
+        for ev in self.conn.receive_data(data):
+            sid = getattr(ev, "stream_id", None)
+            entry = self.pending.get(sid) if sid else None
+            if isinstance(ev, h2.events.ResponseReceived) and entry:
+                entry[1][0] = int(dict(ev.headers)[b":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                if entry:
+                    entry[1][1] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and entry:
+                del self.pending[ev.stream_id]
+                if not entry[0].done():
+                    entry[0].set_result((entry[1][0], bytes(entry[1][1])))
+            elif isinstance(ev, h2.events.StreamReset) and entry:
+                del self.pending[ev.stream_id]
+                if not entry[0].done():
+                    entry[0].set_exception(ClientError(f"stream reset ({ev.error_code})"))
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self._fail(ClientError(f"GOAWAY ({ev.error_code})"))
+        if self.transport is not None:
+            self.transport.write(self.conn.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ClientError("connection lost"))
+
+    def _fail(self, exc: Exception) -> None:
+        for fut, _ in self.pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.pending.clear()
+
+    async def request(self, method: bytes, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        async with self.slots:
+            assert self.transport is not None
+            conn = self.conn
+            sid = conn.get_next_available_stream_id()
+            headers = [
+                (b":method", method),
+                (b":scheme", self.scheme),
+                (b":authority", self.authority),
+                (b":path", path.encode()),
+            ]
+            if body:
+                headers += [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(body))]
+            fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+            self.pending[sid] = (fut, [0, bytearray()])
+            conn.send_headers(sid, headers, end_stream=not body)
+            if body:
+                conn.send_data(sid, body, end_stream=True)  # 1 KiB: within the initial windows
+            self.transport.write(conn.data_to_send())
+            return await fut
+
+
+async def _h2small(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    ssl_ctx: ssl.SSLContext | None = None
+    if args.tls:
+        ssl_ctx = ssl.create_default_context()
+        ssl_ctx.check_hostname = False
+        ssl_ctx.verify_mode = ssl.CERT_NONE
+        ssl_ctx.set_alpn_protocols(["h2"])
+    scheme = b"https" if args.tls else b"http"
+    authority = f"{HOST}:{args.port}".encode()
+    conns: list[_H2Async] = []
+    for _ in range(max(2, args.conns)):
+        transport, proto = await loop.create_connection(
+            lambda: _H2Async(scheme, authority), HOST, args.port, ssl=ssl_ctx, server_hostname=HOST if ssl_ctx else None
+        )
+        conns.append(proto)
+    body = b"x" * args.size
+    latencies: list[float] = []
+    failures: list[str] = []
+    next_index = 0
+    deadline = time.monotonic() + args.deadline
+
+    async def one(i: int) -> None:
+        path = f"/{args.prefix}-{i}"
+        receiver_conn = conns[i % len(conns)]
+        sender_conn = conns[(i + 1) % len(conns)]  # another connection than its receiver's
+        t0 = time.monotonic()
+        (r_status, received), (s_status, sent) = await asyncio.wait_for(
+            asyncio.gather(receiver_conn.request(b"GET", path), sender_conn.request(b"POST", path, body)), args.timeout
+        )
+        if r_status != 200 or received != body:
+            failures.append(f"{path}: receiver got {r_status} {received[:80]!r}")
+        elif s_status != 200 or b"received successfully" not in sent:
+            failures.append(f"{path}: sender got {s_status} {sent[-80:]!r}")
+        else:
+            latencies.append(time.monotonic() - t0)
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < args.count and time.monotonic() < deadline:
+            i = next_index
+            next_index += 1
+            try:
+                await one(i)
+            except (OSError, TimeoutError, ClientError) as exc:
+                failures.append(f"{i}: {type(exc).__name__} {exc}")
+
+    _mark_cpu()
+    t_start = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    t_end = time.monotonic()
+    for proto in conns:
+        if proto.transport is not None:
+            proto.transport.close()
+    return {
+        "role": "h2small",
+        "t_start": t_start,
+        "t_end": t_end,
+        "latencies": latencies,
+        "failures": failures[:20],
+        "failed": len(failures),
+    }
+
+
+def run_h2small(args: argparse.Namespace) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(_h2small(args))
+    else:
+        result = uvloop.run(_h2small(args))
+    _emit(result)
+
+
+# --- many streams at once ----------------------------------------------------------------------------
+
+
+def run_multi(args: argparse.Namespace) -> None:
+    """``args.streams`` one-to-one HTTP/1 streams of ``size`` bytes at once (Content-Length uploads).
+
+    All receivers connect first (their GET sent), then every sender starts; one selector drives
+    them all. Time to first byte: from a sender's first body byte to its receiver's first body byte.
+    """
+    size: int = args.size
+    deadline = time.monotonic() + args.deadline
+    sel = selectors.DefaultSelector()
+    buf = bytearray(RECV_BUF)
+    mv = memoryview(buf)
+    chunk = memoryview(_pattern() * 4)  # 256 KiB, sent again and again
+    recvs: dict[int, dict[str, Any]] = {}
+    for i in range(args.streams):
+        sock = _connect(args.port, args.timeout)
+        sock.sendall(f"GET {args.path}-{i} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        sock.setblocking(False)
+        state = {"i": i, "sock": sock, "head": b"", "body": 0, "t_first": 0.0, "t_end": 0.0}
+        recvs[sock.fileno()] = state
+        sel.register(sock, selectors.EVENT_READ, ("recv", state))
+    if args.announce:
+        print("connected", flush=True)
+        sys.stdin.readline()  # "go": every process's receivers are waiting
+    _mark_cpu()
+    t_start = time.monotonic()
+    send_start: dict[int, float] = {}
+    sends: list[dict[str, Any]] = []
+    for i in range(args.streams):
+        sock = _connect(args.port, args.timeout)
+        sock.sendall(
+            (
+                f"POST {args.path}-{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n"
+                "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+            ).encode()
+        )
+        sock.setblocking(False)
+        state = {"i": i, "sock": sock, "left": size, "response": b"", "done": False}
+        sends.append(state)
+        send_start[i] = time.monotonic()
+        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, ("send", state))
+    open_count = 2 * args.streams
+    errors: list[str] = []
+    while open_count and time.monotonic() < deadline:
+        for key, mask in sel.select(1.0):
+            role, state = key.data
+            sock = state["sock"]
+            try:
+                if role == "recv":
+                    n = sock.recv_into(mv)
+                    if n == 0:
+                        state["t_end"] = time.monotonic()
+                        sel.unregister(sock)
+                        sock.close()
+                        open_count -= 1
+                        continue
+                    if state["head"] is not None:
+                        head = state["head"] + bytes(mv[:n])
+                        end = head.find(b"\r\n\r\n")
+                        if end < 0:
+                            state["head"] = head
+                            continue
+                        state["head"] = None
+                        n = len(head) - end - 4
+                        if not head.startswith(b"HTTP/1.1 200"):
+                            errors.append(f"receiver {state['i']}: {head[:60]!r}")
+                    if n:
+                        if not state["t_first"]:
+                            state["t_first"] = time.monotonic()
+                        state["body"] += n
+                        if state["body"] >= size:
+                            state["t_end"] = time.monotonic()
+                            sel.unregister(sock)
+                            sock.close()
+                            open_count -= 1
+                else:
+                    if mask & selectors.EVENT_WRITE and state["left"]:
+                        n = sock.send(chunk[: min(len(chunk), state["left"])])
+                        state["left"] -= n
+                        if not state["left"]:
+                            sel.modify(sock, selectors.EVENT_READ, key.data)
+                    if mask & selectors.EVENT_READ:
+                        part = sock.recv(65536)
+                        state["response"] += part
+                        if not part or state["response"].endswith(b"\r\n0\r\n\r\n"):
+                            sel.unregister(sock)
+                            sock.close()
+                            open_count -= 1
+                            state["done"] = True
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                errors.append(f"{role} {state['i']}: {exc}")
+                sel.unregister(sock)
+                sock.close()
+                open_count -= 1
+    if open_count:
+        errors.append(f"{open_count} sockets still open at the deadline")
+    ttfb = [r["t_first"] - send_start[r["i"]] for r in recvs.values() if r["t_first"]]
+    unconfirmed = [s["i"] for s in sends if b"received successfully" not in s["response"]]
+    if unconfirmed:
+        errors.append(f"{len(unconfirmed)} senders were not told of success")
+    short = [r["i"] for r in recvs.values() if r["body"] != size]
+    if short:
+        errors.append(f"{len(short)} receivers got the wrong size")
+    _emit(
+        {
+            "role": "multi",
+            "t_start": t_start,
+            "t_end": max((r["t_end"] for r in recvs.values()), default=time.monotonic()),
+            "bytes": sum(r["body"] for r in recvs.values()),
+            "ttfb": ttfb,
+            "ok": not errors,
+            "error": "; ".join(errors[:5]),
+        }
+    )
+
+
+# --- a counter at the end of a pipe ------------------------------------------------------------------
+
+
+def run_count(args: argparse.Namespace) -> None:
+    """Count stdin to its end: first and last byte's times (a receiving client's output piped here)."""
+    deadline = time.monotonic() + args.deadline
+    buf = bytearray(RECV_BUF)
+    readinto = sys.stdin.buffer.raw.readinto  # type: ignore[attr-defined]
+    total = 0
+    t_first = 0.0
+    error = ""
+    while True:
+        n = readinto(buf)
+        if not n:
+            break
+        if not t_first:
+            t_first = time.monotonic()
+        total += n
+        if time.monotonic() > deadline:
+            error = "counter deadline passed"
+            break
+    t_end = time.monotonic()
+    if not error and total != args.size:
+        error = f"counted {total} bytes, expected {args.size}"
+    _emit({"role": "count", "bytes": total, "t_first": t_first, "t_end": t_end, "ok": not error, "error": error})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -434,12 +1024,25 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--timeout", type=float, default=30.0, help="socket inactivity timeout, seconds")
     common.add_argument("--sockbuf", type=int, default=0, help="SO_SNDBUF/SO_RCVBUF (default: the kernel's autotuning)")
     common.add_argument("--deadline", type=float, default=600.0, help="total time bound, seconds")
+    common.add_argument("--tls", action="store_true", help="over TLS (send, recv: HTTP/1.1; h2*: h2, else h2c)")
     p = sub.add_parser("send", parents=[common])
     p.add_argument("--mode", choices=["chunked", "length", "raw", "rawfile"], default="chunked")
     p.add_argument("--file", help="file to sendfile from (length, rawfile)")
     p = sub.add_parser("recv", parents=[common])
     p.add_argument("--mode", choices=["http", "raw"], default="http")
     p.add_argument("--announce", action="store_true", help="print 'connected' once connected (raw)")
+    sub.add_parser("h2send", parents=[common])
+    p = sub.add_parser("h2recv", parents=[common])
+    p.add_argument("--announce", action="store_true", help="print 'connected' once the request is sent")
+    p = sub.add_parser("h2small", parents=[common])
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--conns", type=int, default=2, help="HTTP/2 connections (at least 2)")
+    p.add_argument("--prefix", default="h2small")
+    sub.add_parser("count", parents=[common])
+    p = sub.add_parser("multi", parents=[common])
+    p.add_argument("--streams", type=int, default=50)
+    p.add_argument("--announce", action="store_true", help="print 'connected', then wait for a line on stdin")
     p = sub.add_parser("relay", parents=[common])
     p.add_argument("--port-a", type=int, required=True)
     p.add_argument("--port-b", type=int, required=True)
@@ -449,7 +1052,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prefix", default="small")
     args = parser.parse_args(argv)
     try:
-        {"send": run_send, "recv": run_recv, "relay": run_relay, "small": run_small}[args.cmd](args)
+        commands = {
+            "send": run_send,
+            "recv": run_recv,
+            "relay": run_relay,
+            "small": run_small,
+            "h2send": run_h2send,
+            "h2recv": run_h2recv,
+            "h2small": run_h2small,
+            "multi": run_multi,
+            "count": run_count,
+        }
+        commands[args.cmd](args)
     except (OSError, ClientError) as exc:
         _emit({"role": args.cmd, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
         sys.exit(1)
