@@ -35,6 +35,7 @@ Examples:
   piping get https://ppng.io/mypath -o photo.jpg
   piping get mypath -o downloads/                  a file lands under the sender's name;
                                                    a folder is unpacked into downloads/
+  piping get mypath -o a/b/c.txt --create-dirs     a/ and a/b/ are created if missing
   piping get mypath | tar x                        raw stream to stdout
   piping get --pass secret mypath -o report.pdf    decrypt (also what `gpg -c | curl -T -` sent)"""
 
@@ -112,6 +113,7 @@ def cli() -> None:
 @click.argument("url")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, allow_dash=True))
 @click.option("--n", "-n", "n", type=click.IntRange(min=1), help="Number of receivers (each gets a copy).")
+@click.option("--live", is_flag=True, help="A live stream: receivers join and leave at any time (not with --n).")
 @click.option("--name", metavar="NAME", help="File name announced to receivers (default: the file's own).")
 @click.option("--content-type", metavar="TYPE", help="Content-Type of a single file or stdin.")
 @_crypto(confirm=True)
@@ -120,6 +122,7 @@ def send(
     url: str,
     files: tuple[str, ...],
     n: int | None,
+    live: bool,
     name: str | None,
     content_type: str | None,
     passphrase: str | None,
@@ -151,6 +154,7 @@ def send(
             source,
             server=server,
             n=n,
+            live=live,
             passphrase=secret,
             filename=name,
             content_type=content_type,
@@ -167,9 +171,11 @@ def send(
     "-o",
     metavar="DEST",
     type=click.Path(dir_okay=True, writable=True),
-    help="File or folder to write; default: stdout.",
+    help="File or folder to write (existing files are overwritten); default: stdout.",
 )
+@click.option("--create-dirs", is_flag=True, help="Create the missing folders of DEST (as curl --create-dirs).")
 @click.option("--n", "-n", "n", type=click.IntRange(min=1), help="Number of receivers, as the sender gave.")
+@click.option("--from-start", is_flag=True, help="Wait for a live sender (send --live) and get its stream from byte 0.")
 @click.option("--no-extract", is_flag=True, help="Save a received folder as its .tar instead of unpacking it.")
 @_crypto(confirm=False)
 @_common
@@ -177,6 +183,8 @@ def get(
     url: str,
     output: str | None,
     n: int | None,
+    from_start: bool,
+    create_dirs: bool,
     no_extract: bool,
     passphrase: str | None,
     encrypt: bool,
@@ -186,8 +194,11 @@ def get(
 ) -> None:
     """Receive from URL into DEST (-o) or stdout.
 
-    The file or folder appears only once all of it arrived (and, encrypted, was verified):
-    a cut stream or a wrong passphrase leaves nothing behind.
+    DEST/ or an existing folder receives a file under the sender's name, or a folder's
+    entries; any other DEST is the file, or the folder, to write. As with curl -o, existing
+    files are overwritten (folders receive what arrives) and the folder that DEST is in must
+    exist (--create-dirs creates it). The file or folder appears only once all of it arrived
+    (and, encrypted, was verified): a cut stream or a wrong passphrase leaves nothing behind.
     """
     secret = _passphrase(passphrase, encrypt, confirm=False)
     reporter = CliReporter(quiet)
@@ -198,8 +209,10 @@ def get(
             dest,
             server=server,
             n=n,
+            from_start=from_start,
             passphrase=secret,
             extract=not no_extract,
+            create_dirs=create_dirs,
             reporter=reporter,
             verify_tls=not insecure,
         )

@@ -33,6 +33,28 @@ class GetResult:
     data: bytes | None = None
 
 
+def plan_destination(dest: str | os.PathLike[str], create_dirs: bool) -> tuple[Path, bool]:
+    """Check ``-o DEST`` before joining a transfer; return the path and whether it names a folder.
+
+    curl's rule: ``DEST`` (or, for ``DEST/`` and an existing folder, ``DEST`` itself) must be in a
+    folder that exists, unless ``create_dirs`` asks to create the missing folders; existing files
+    are overwritten later, and existing folders receive what arrives.
+    """
+    path = Path(dest)
+    names_folder = str(dest).endswith(("/", os.sep)) or path.is_dir()
+    folder = path if names_folder else path.parent
+    if not folder.is_dir():
+        if folder.exists() or folder.is_symlink():
+            raise UsageError(f"'{folder}' is not a folder")
+        if not create_dirs:
+            raise UsageError(f"the folder '{folder}' does not exist (--create-dirs creates it)")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the folder '{folder}': {e.strerror or e}") from None
+    return path, names_folder
+
+
 class _FileSink:
     """Writes to a hidden temporary file next to the target, renamed into place only on success."""
 
@@ -45,9 +67,9 @@ class _FileSink:
 
     def open(self, name: str | None) -> None:
         target = self._dest / safe_filename(name) if self._dest_is_dir else self._dest
-        if self._dest_is_dir and target.exists():
-            raise UsageError(f"'{target}' already exists; not overwriting it (give -o with a file name)")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir() and not target.is_symlink():
+            # An existing file is overwritten (as curl -o does), a folder never.
+            raise UsageError(f"'{target}' is a folder; a file of that name is arriving")
         self._tmp = target.parent / f".{target.name}.piping-partial-{secrets.token_hex(4)}"
         self._f = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
         self.final = target
@@ -80,8 +102,10 @@ async def get_async(
     *,
     server: str | None = None,
     n: int | None = None,
+    from_start: bool = False,
     passphrase: str | None = None,
     extract: bool = True,
+    create_dirs: bool = False,
     reporter: Reporter | None = None,
     verify_tls: bool = True,
 ) -> GetResult:
@@ -89,11 +113,21 @@ async def get_async(
 
     ``dest``: ``None`` returns the bytes in :attr:`GetResult.data`; a binary file object (``stdout``)
     gets the raw stream; a path gets a file, or, for a folder sent by :func:`send` (when ``extract``),
-    the unpacked folder. An existing directory receives the file under the sender's name. The file or
-    folder appears only once everything arrived (and was verified, with a ``passphrase``).
+    the unpacked folder. An existing directory (or a path ending in ``/``) receives the file under the
+    sender's name, or the folder's entries. Existing files are overwritten and existing folders
+    receive what arrives; the folder ``dest`` is in must exist unless ``create_dirs``. That is checked
+    before the transfer is joined, and a clash (a file where a folder is, or the reverse) ends it
+    when the clashing entry arrives, so that the sender learns that it failed. The file or folder
+    appears only once everything arrived (and was verified, with a ``passphrase``).
     """
     reporter = reporter or Reporter()
-    full_url = resolve_url(url, server, n)
+    if from_start and n is not None:
+        raise UsageError("--from-start waits for a live sender, which has no number of receivers: drop --n")
+    # ``from_start``: wait for a live sender with ``?live``, so as to get its stream from byte 0 (section 11)
+    full_url = resolve_url(url, server, n, live=from_start)
+    planned: tuple[Path, bool] | None = None
+    if dest is not None and not hasattr(dest, "write"):
+        planned = plan_destination(dest, create_dirs)
     conn = HttpConnection(full_url, verify=verify_tls)
     try:
         await conn.connect()
@@ -117,13 +151,14 @@ async def get_async(
         elif hasattr(dest, "write"):
             stream = dest  # type: ignore[assignment]
         else:
-            path = Path(dest)
-            if isinstance(dest, str) and dest.endswith(("/", os.sep)):
-                path.mkdir(parents=True, exist_ok=True)  # "-o downloads/" names a folder, even a new one
+            assert planned is not None
+            path, names_folder = planned
             if archive and extract:
                 unpacker = TarUnpacker(path)
             else:
-                sink = _FileSink(path, path.is_dir())
+                sink = _FileSink(path, names_folder)
+                if not passphrase:
+                    sink.open(header_name)  # decide before taking the data (encrypted: the name is inside)
 
         def name() -> str | None:
             return (decryptor.filename if decryptor is not None else None) or header_name

@@ -7,7 +7,14 @@ written to a temporary file nor held whole in memory, and the slow side paces th
 Unpacking is safe: every member goes through ``tarfile.data_filter`` (no absolute paths, no ``..``,
 no links that point out of the destination, no device files) after our own stricter check, and
 lands in a hidden temporary directory that is moved into place only once the whole stream (and, for
-encrypted data, its integrity check) succeeded.
+encrypted data, its integrity check) succeeded. Existing files are overwritten and existing folders
+receive the arriving entries (as ``tar x`` does); a file where a folder is, or a folder where a file
+or a link is, ends the transfer as soon as that entry arrives.
+
+Modes travel without the bits that grant more than the sender's own rights could mean here
+(setuid, setgid, sticky, group and other write): ``data_filter`` does so for files but drops folders'
+modes, so a 0700 folder would arrive as 0755; folders keep theirs (the owner always keeps rwx, or
+the unpacking could not fill them).
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._bridge import Cancelled, Emit, iterate_in_thread
-from ._errors import ArchiveError, UsageError
+from ._errors import ArchiveError, PipingError, UsageError
 
 __all__ = ["TarPacker", "TarUnpacker", "scan_sources"]
 
 _CHUNK = 256 * 1024
 _MAX_QUEUED = 8
+# What of a mode travels and lands: permission bits, less group and other write (tarfile.data_filter's mask).
+_SAFE_MODE = 0o755
 
 
 def scan_sources(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[tuple[Path, str]], int]:
@@ -97,6 +106,7 @@ class TarPacker:
                 self._on_warning(f"skipping special file {path}")
             return
         info = tar.gettarinfo(str(path), arcname)
+        info.mode &= 0o777  # never setuid, setgid or sticky
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         if stat.S_ISREG(st.st_mode):
@@ -150,9 +160,45 @@ def _strict_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
         # data_filter already refuses links that resolve outside; refuse ".." outright, it is never needed.
         raise ArchiveError(f"unsafe link in the received archive: {member.name!r} -> {member.linkname!r}")
     try:
-        return tarfile.data_filter(member, dest)
+        filtered = tarfile.data_filter(member, dest)
     except tarfile.FilterError as e:
         raise ArchiveError(f"unsafe entry in the received archive: {e}") from None
+    if filtered is not None and filtered.isdir():
+        # data_filter leaves a folder's mode out (None: the umask's); keep it, made safe.
+        filtered = filtered.replace(mode=(member.mode & _SAFE_MODE) | 0o700, deep=False)
+    return filtered
+
+
+def _is_folder(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink()
+
+
+def _check_clash(dest: Path, member: tarfile.TarInfo) -> None:
+    """Refuse an entry that would replace a folder by a file, or a file or link by a folder (at once)."""
+    parts = [p for p in member.name.replace("\\", "/").split("/") if p not in ("", ".")]
+    for i in range(1, len(parts) + 1):
+        existing = dest.joinpath(*parts[:i])
+        arriving_folder = i < len(parts) or member.isdir()
+        if not (existing.exists() or existing.is_symlink()):
+            return  # nothing there: nothing below it either
+        if arriving_folder and not _is_folder(existing):
+            raise UsageError(f"'{existing}' exists and is not a folder; a folder of that name is arriving")
+        if not arriving_folder and _is_folder(existing):
+            raise UsageError(f"'{existing}' is a folder; a file of that name is arriving")
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move ``src``'s entries into the existing folder ``dst``: files replace files, folders merge."""
+    for name in sorted(os.listdir(src)):
+        s, d = src / name, dst / name
+        if _is_folder(s) and _is_folder(d):
+            _merge(s, d)
+        elif _is_folder(d):
+            raise UsageError(f"'{d}' is a folder; a file of that name arrived")
+        elif _is_folder(s) and (d.exists() or d.is_symlink()):
+            raise UsageError(f"'{d}' exists and is not a folder; a folder of that name arrived")
+        else:
+            os.replace(s, d)
 
 
 class TarUnpacker:
@@ -160,10 +206,9 @@ class TarUnpacker:
 
     def __init__(self, dest: Path) -> None:
         self._dest = dest
-        if dest.exists() and not dest.is_dir():
-            raise UsageError(f"'{dest}' exists and is not a directory: a folder is arriving")
-        parent = dest.parent if not dest.is_dir() else dest
-        parent.mkdir(parents=True, exist_ok=True)
+        if (dest.exists() or dest.is_symlink()) and not _is_folder(dest):
+            raise UsageError(f"'{dest}' exists and is not a folder; a folder is arriving")
+        parent = dest if dest.is_dir() else dest.parent
         self._tmp = parent / f".{dest.name or 'piping'}.piping-partial-{secrets.token_hex(4)}"
         self._tmp.mkdir()
         self._queue: queue.Queue[bytes | None] = queue.Queue()
@@ -199,7 +244,7 @@ class TarUnpacker:
     def _run(self) -> None:
         try:
             with tarfile.open(fileobj=self, mode="r|") as tar:  # type: ignore[call-overload]
-                tar.extractall(self._tmp, filter=_strict_filter)
+                tar.extractall(self._tmp, filter=self._filter)
             while self.read(_CHUNK):  # drain the padding after the end-of-archive blocks
                 pass
         except Cancelled:
@@ -208,6 +253,19 @@ class TarUnpacker:
             self._error = e
         finally:
             self._done.set()
+            # Wake a feed() waiting for room in the queue: no one will take from it any more.
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                self._loop.call_soon_threadsafe(self._release_all)
+
+    def _release_all(self) -> None:
+        for _ in range(_MAX_QUEUED + 1):
+            self._slots.release()
+
+    def _filter(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        filtered = _strict_filter(member, dest)
+        if filtered is not None:
+            _check_clash(self._dest, filtered)
+        return filtered
 
     # ---- event loop side
     async def feed(self, data: bytes) -> None:
@@ -216,11 +274,14 @@ class TarUnpacker:
         if self._done.is_set() or not data:
             return
         await self._slots.acquire()
-        self._queue.put(data)
+        if self._error is not None:
+            self._raise()
+        if not self._done.is_set():
+            self._queue.put(data)
 
     def _raise(self) -> None:
         e = self._error
-        if isinstance(e, ArchiveError):
+        if isinstance(e, PipingError):
             raise e
         if isinstance(e, tarfile.TarError | EOFError):
             raise ArchiveError(f"the received archive is malformed: {e}")
@@ -243,18 +304,14 @@ class TarUnpacker:
             raise
 
     def _move_into_place(self) -> list[Path]:
-        if not self._dest.exists():
+        if not (self._dest.exists() or self._dest.is_symlink()):
             self._tmp.rename(self._dest)
             return [self._dest / name for name in sorted(os.listdir(self._dest))]
-        if not self._dest.is_dir():
-            raise UsageError(f"'{self._dest}' exists and is not a directory")
+        if not _is_folder(self._dest):
+            raise UsageError(f"'{self._dest}' exists and is not a folder")
         names = sorted(os.listdir(self._tmp))
-        for name in names:
-            if (self._dest / name).exists() or (self._dest / name).is_symlink():
-                raise UsageError(f"'{self._dest / name}' already exists; not overwriting it")
-        for name in names:
-            (self._tmp / name).rename(self._dest / name)
-        self._tmp.rmdir()
+        _merge(self._tmp, self._dest)
+        shutil.rmtree(self._tmp, ignore_errors=True)  # the folders whose entries were merged
         return [self._dest / name for name in names]
 
     def abort(self) -> None:
