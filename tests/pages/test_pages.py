@@ -279,6 +279,12 @@ def test_index_escapes_the_base_url() -> None:
     assert len([e for e in parse(page.body) if e.tag == "script"]) == 1
 
 
+def test_index_carries_the_https_port_when_there_is_one() -> None:
+    # A page reached over plain HTTP links to the server's HTTPS listener (chat, share, VNC need h2).
+    assert by_id(parse(render_page("/", base_url=BASE, https_port=8443).body))["app"].attrs["data-https-port"] == "8443"
+    assert by_id(parse(render_page("/", base_url=BASE).body))["app"].attrs["data-https-port"] == ""
+
+
 # ---- /noscript ----------------------------------------------------------------------------------
 
 CSP = re.compile(r"default-src 'none'; style-src 'nonce-([A-Za-z0-9+/=]+)'")

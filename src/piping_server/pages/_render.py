@@ -33,15 +33,15 @@ def _robots() -> Page:
     return Page(status=404, headers=[], body=b"")
 
 
-_Renderer = Callable[[str, str], Page]  # (base_url, query) -> Page
+_Renderer = Callable[[str, str, int | None], Page]  # (base_url, query, https_port) -> Page
 
 _RENDERERS: dict[str, _Renderer] = {
-    "/": lambda base_url, query: render_index(base_url=base_url, query=query),  # https_port: see render_page
-    "/noscript": lambda base_url, query: render_noscript(base_url=base_url, query=query),
-    "/version": lambda base_url, query: render_version(),
-    "/help": lambda base_url, query: render_help(base_url=base_url),
-    "/favicon.ico": lambda base_url, query: _favicon(),
-    "/robots.txt": lambda base_url, query: _robots(),
+    "/": lambda base_url, query, https_port: render_index(base_url=base_url, query=query, https_port=https_port),
+    "/noscript": lambda base_url, query, https_port: render_noscript(base_url=base_url, query=query),
+    "/version": lambda base_url, query, https_port: render_version(),
+    "/help": lambda base_url, query, https_port: render_help(base_url=base_url),
+    "/favicon.ico": lambda base_url, query, https_port: _favicon(),
+    "/robots.txt": lambda base_url, query, https_port: _robots(),
 }
 assert frozenset(_RENDERERS) == RESERVED_PATHS, "every reserved path needs exactly one renderer"
 
@@ -62,10 +62,7 @@ def render_page(path: str, *, base_url: str, query: str = "", https_port: int | 
     Raises:
         ValueError: ``path`` is not reserved (check :func:`is_reserved` first).
     """
-    canonical = _canonical(path)
-    renderer = _RENDERERS.get(canonical)
+    renderer = _RENDERERS.get(_canonical(path))
     if renderer is None:
         raise ValueError(f"not a reserved path: {path!r}")
-    if canonical == "/":
-        return render_index(base_url=base_url, query=query, https_port=https_port)
-    return renderer(base_url, query)
+    return renderer(base_url, query, https_port)

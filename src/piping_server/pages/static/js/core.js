@@ -314,7 +314,9 @@ const Piping = (() => {
     if (!problem) return;
     const target = httpsUrl();
     for (const element of document.querySelectorAll("[data-needs-https]")) {
-      element.textContent = problem.replace(/ Open it with .*$/, "") + " ";
+      // The attribute's value, if any, says what still works here (watching a share does).
+      element.textContent = problem.replace(/ Open it with .*$/, "") + " " +
+        (element.dataset.needsHttps ? element.dataset.needsHttps + " " : "");
       if (target) {
         const link = document.createElement("a");
         link.href = target;
