@@ -67,17 +67,17 @@ def _common(f: F) -> F:
 
 
 def _crypto(confirm: bool) -> Callable[[F], F]:
+    """``--pass``/``-e``: a sender (``confirm``: asked twice) encrypts, a receiver decrypts."""
+    if confirm:
+        pass_help = f"Encrypt end to end with this passphrase (OpenPGP, as gpg -c) [env: {PASS_ENV}]."
+        ask_help = "Ask for a passphrase on the terminal (twice) and encrypt end to end."
+    else:
+        pass_help = f"Decrypt with this passphrase what was sent encrypted (OpenPGP, as gpg -d) [env: {PASS_ENV}]."
+        ask_help = "Ask for the passphrase on the terminal and decrypt."
+
     def deco(f: F) -> F:
-        f = click.option(
-            "--pass",
-            "passphrase",
-            metavar="PASSPHRASE",
-            envvar=PASS_ENV,
-            help=f"Encrypt end to end with this passphrase (OpenPGP, as gpg -c) [env: {PASS_ENV}].",
-        )(f)
-        f = click.option(
-            "--encrypt", "-e", is_flag=True, help="Ask for a passphrase on the terminal and encrypt end to end."
-        )(f)
+        f = click.option("--pass", "passphrase", metavar="PASSPHRASE", envvar=PASS_ENV, help=pass_help)(f)
+        f = click.option("--encrypt", "-e", is_flag=True, help=ask_help)(f)
         return f
 
     return deco
@@ -98,15 +98,29 @@ def _passphrase(passphrase: str | None, encrypt: bool, confirm: bool) -> str | N
     return first
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _help_without_command(ctx: click.Context) -> None:
+    """A group run alone prints its help as any help is printed (stdout, exit 0), not as an error."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    invoke_without_command=True,
+    no_args_is_help=False,
+    subcommand_metavar="COMMAND [ARGS]...",
+)
 @click.version_option(package_name="piping-server", prog_name="piping", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Send and get files, folders and streams through a Piping Server; tunnel TCP over it.
 
     \b
     piping send https://ppng.io/mypath FILE...   (on one machine)
     piping get  https://ppng.io/mypath -o DEST   (on another)
     """
+    _help_without_command(ctx)
 
 
 @cli.command(epilog=_EPILOG_SEND)
@@ -221,12 +235,16 @@ def get(
         click.echo(f"piping: saved {', '.join(str(p) for p in result.paths)}", err=True)
 
 
-@cli.group(epilog=_EPILOG_TUNNEL)
-def tunnel() -> None:
+@cli.group(
+    epilog=_EPILOG_TUNNEL, invoke_without_command=True, no_args_is_help=False, subcommand_metavar="COMMAND [ARGS]..."
+)
+@click.pass_context
+def tunnel(ctx: click.Context) -> None:
     """Forward TCP connections over two Piping paths.
 
     Compatible with piping-tunnel and the curl + nc/socat one-liners.
     """
+    _help_without_command(ctx)
 
 
 def _tunnel_options(default_host: str, port_help: str) -> Callable[[F], F]:

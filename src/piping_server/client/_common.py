@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["TAR_MARKER", "content_disposition", "is_marked", "is_tar", "parse_filename", "safe_filename"]
+from ..core import is_reserved, remove_dot_segments
+from ._errors import UsageError
+
+__all__ = [
+    "TAR_MARKER",
+    "check_transfer_path",
+    "content_disposition",
+    "is_marked",
+    "is_tar",
+    "parse_filename",
+    "safe_filename",
+]
 
 # Sent as ``X-Piping: tar`` (the server forwards X-Piping headers to receivers): the body is a folder
 # or several files as one tar, to be unpacked. The Content-Type alone is not enough: a plain
@@ -62,3 +73,12 @@ def safe_filename(name: str | None, default: str = "piping-download") -> str:
     if base in ("", ".", ".."):
         return default
     return base[:255]
+
+
+def check_transfer_path(url: str, typed: str) -> None:
+    """Refuse a URL whose path is one of the server's pages (``/``, ``/help`` ...): no transfer happens there.
+
+    A receiver would get the page's HTML and succeed (PROTOCOL.md section 2); a tunnel would carry it.
+    """
+    if is_reserved(remove_dot_segments(urlsplit(url).path or "/")):
+        raise UsageError(f"'{typed}' is a page of the server, not a transfer path")

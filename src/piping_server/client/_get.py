@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ._common import is_tar, parse_filename, safe_filename
+from ._common import check_transfer_path, is_tar, parse_filename, safe_filename
 from ._errors import PipingError, ServerRejectedError, UsageError
 from ._http import HttpConnection, error_text
 from ._openpgp import Decryptor
@@ -125,6 +125,7 @@ async def get_async(
         raise UsageError("--from-start waits for a live sender, which has no number of receivers: drop --n")
     # ``from_start``: wait for a live sender with ``?live``, so as to get its stream from byte 0 (section 11)
     full_url = resolve_url(url, server, n, live=from_start)
+    check_transfer_path(full_url, url)
     planned: tuple[Path, bool] | None = None
     if dest is not None and not hasattr(dest, "write"):
         planned = plan_destination(dest, create_dirs)

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from ._common import is_marked
+from ._common import check_transfer_path, is_marked
 from ._errors import PipingError, ServerRejectedError, TransferInterruptedError, UsageError
 from ._http import HttpConnection, error_text
 from ._url import resolve_url
@@ -57,7 +57,10 @@ def tunnel_paths(paths: tuple[str, ...], server: str | None) -> TunnelPaths:
         paths = (f"{base}/c-to-s", f"{base}/s-to-c")
     if len(paths) != 2:
         raise UsageError("give one path (PATH/c-to-s and PATH/s-to-c are used) or two paths PATH1 PATH2")
-    return TunnelPaths(resolve_url(paths[0], server), resolve_url(paths[1], server))
+    urls = [resolve_url(p, server) for p in paths]
+    for url, typed in zip(urls, paths, strict=True):
+        check_transfer_path(url, typed)
+    return TunnelPaths(urls[0], urls[1])
 
 
 def _silent(_: str) -> None:
