@@ -175,7 +175,7 @@ def test_wrong_or_missing_passphrase_is_said(https_base: str, new_page: Callable
 
 
 def test_a_peer_that_goes_away_and_a_busy_room_are_explained(
-    https_base: str, browser: Any, new_page: Callable[..., Any]
+    tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any]
 ) -> None:
     room = f"room-{uuid.uuid4().hex[:10]}"
     alice = new_page(f"{https_base}/#chat")
@@ -187,9 +187,33 @@ def test_a_peer_that_goes_away_and_a_busy_room_are_explained(
     carol.wait_for_function("document.body.dataset.chatState === 'ended'")
     status = carol.text_content("#chat-status") or ""
     assert "is busy" in status and "[ERROR]" not in status, status
-    # Bob's tab closes: Alice is told that he went away, not "network error".
+    # Bob's tab closes (the page ends its stream as it goes): Alice reads that he left.
     bob.context.close()
     alice.wait_for_function("document.body.dataset.chatState === 'ended'")
-    status = alice.text_content("#chat-status") or ""
-    assert "went away" in status or "left" in status, status
-    assert "network error" not in status
+    assert alice.text_content("#chat-status") == "The other side left the chat."
+
+    # A peer whose connection is cut (a terminal killed): "went away", not "network error".
+    assert tls_server.ca_path is not None
+    curl = ["curl", "-sS", "-N", "--cacert", tls_server.ca_path]
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    dave = new_page(f"{https_base}/#chat")
+    _join(dave, room)
+    dave.wait_for_function("document.getElementById('chat-status').textContent.startsWith('Waiting for someone')")
+    subprocess.run([*curl, f"{https_base}/{room}/hello"], check=True, capture_output=True, timeout=30)
+    typing = subprocess.Popen([*curl, "-T", "-", f"{https_base}/{room}/b"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reading = subprocess.Popen([*curl, "-o", "/dev/null", f"{https_base}/{room}/a"])
+    try:
+        dave.wait_for_function("document.body.dataset.chatState === 'connected'")
+        assert typing.stdin is not None
+        typing.stdin.write(b"hello from a terminal")
+        typing.stdin.flush()
+        dave.wait_for_function("document.getElementById('chat-peer-live').textContent === 'hello from a terminal'")
+        typing.kill()
+        dave.wait_for_function("document.body.dataset.chatState === 'ended'")
+        status = dave.text_content("#chat-status") or ""
+        assert "went away" in status and "network error" not in status, status
+    finally:
+        for proc in (typing, reading):
+            proc.kill()
+            proc.wait(timeout=10)
