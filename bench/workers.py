@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -45,7 +46,7 @@ def start(target: str, ref_bin: Path | None) -> bench.Server:
     else:
         cmd = [sys.executable, "-m", "piping_server", "--host", HOST, "--http-port", str(port),
                "--workers", target[1:]]
-    proc = bench.spawn(cmd, stdout=bench.subprocess.DEVNULL, stderr=bench.subprocess.DEVNULL)
+    proc = bench.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bench.wait_listening(port, proc)
     time.sleep(0.5)  # every worker up, not only the first
     return bench.Server(target, proc, port)
@@ -69,8 +70,8 @@ def parallel_streams(target: str, ref_bin: Path | None, streams: int, size: int)
     deadline_s = bench.stream_deadline(size * streams)
     deadline = time.monotonic() + deadline_s
     common = ["--size", str(size), "--timeout", "30", "--deadline", str(deadline_s)]
-    receivers: list[bench.subprocess.Popen[str]] = []
-    senders: list[bench.subprocess.Popen[str]] = []
+    receivers: list[subprocess.Popen[str]] = []
+    senders: list[subprocess.Popen[str]] = []
     try:
         paths = [f"/par-{uuid.uuid4().hex[:8]}" for _ in range(streams)]
         for path in paths:
@@ -101,7 +102,7 @@ def small_transfers(target: str, count: int) -> dict[str, Any]:
     server = start(target, None)
     deadline_s = 120.0 + count / 50
     deadline = time.monotonic() + deadline_s
-    clients: list[bench.subprocess.Popen[str]] = []
+    clients: list[subprocess.Popen[str]] = []
     try:
         cpu0 = family_cpu(server.pid)
         tag = uuid.uuid4().hex[:8]
@@ -122,6 +123,16 @@ def small_transfers(target: str, count: int) -> dict[str, Any]:
     seconds = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
     return {"ok": failed == 0, "tps": len(latencies) / seconds, "cpu_ms": (cpu1 - cpu0) / len(latencies) * 1000,
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, "failed": failed}
+
+
+def guarded(run: Any, *args: Any) -> dict[str, Any]:
+    """One measurement; a server that fails to start (say) costs that run only."""
+    try:
+        result: dict[str, Any] = run(*args)
+    except RuntimeError as exc:
+        bench.log(f"run failed: {exc}")
+        return {"ok": False, "error": str(exc)}
+    return result
 
 
 def median(runs: list[dict[str, Any]], key: str, digits: int = 1) -> str:
@@ -148,10 +159,10 @@ def main() -> int:
         order = [t for t in streams if t != "ref" or ref_bin is not None]
         for target in order if i % 2 == 0 else order[::-1]:
             bench.log(f"run {i + 1}: 8 streams, {target}")
-            streams[target].append(parallel_streams(target, ref_bin, 8, size))
+            streams[target].append(guarded(parallel_streams, target, ref_bin, 8, size))
         for target in ("w2", "w1") if i % 2 == 0 else ("w1", "w2"):
             bench.log(f"run {i + 1}: {count} small transfers, {target}")
-            small[target].append(small_transfers(target, count))
+            small[target].append(guarded(small_transfers, target, count))
     names = {"w2": "ours --workers 2", "w1": "ours --workers 1", "ref": "reference"}
     print(f"8 parallel streams of {size // bench.MiB} MiB (light clients), median of {runs}:")
     for target, results in streams.items():
