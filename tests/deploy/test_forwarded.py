@@ -163,3 +163,34 @@ def test_bad_value_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, timeout=WAIT_S)
     assert result.returncode == 2 and b"server.forwarded_allow_ips: not an IP address or network" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+TRUSTED = "127.0.0.1, 10.0.0.0/8"
+ORIGIN_CASES = [
+    # (peer, headers, expected client, expected TLS)
+    ("127.0.0.1", [("x-forwarded-for", "203.0.113.7")], "203.0.113.7", False),
+    ("127.0.0.1", [("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.2.3")], "203.0.113.7", False),
+    ("127.0.0.1", [("x-forwarded-for", "10.0.0.1, 10.0.0.2")], "10.0.0.1", False),  # all trusted: leftmost
+    ("127.0.0.1", [("x-forwarded-for", "203.0.113.7:4711")], "203.0.113.7", False),
+    ("127.0.0.1", [("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")], "2.2.2.2", False),
+    ("127.0.0.1", [("x-forwarded-for", "a, b"), ("x-forwarded-proto", "http, https")], "b", True),
+    ("::ffff:127.0.0.1", [("x-forwarded-for", "2001:db8::1"), ("x-forwarded-proto", "https")], "2001:db8::1", True),
+    ("192.0.2.1", [("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")], "192.0.2.1", False),
+    ("127.0.0.1", [("forwarded", 'for=192.0.2.60;proto=https;by=203.0.113.43')], "192.0.2.60", True),
+    ("127.0.0.1", [("forwarded", 'for="[2001:db8:cafe::17]:4711", for=10.0.0.9;proto=http')],
+     "2001:db8:cafe::17", False),
+    ("127.0.0.1", [("forwarded", 'for="_hidden", for=10.0.0.9')], "_hidden", False),
+    ("127.0.0.1", [("forwarded", 'for="<script>"')], "unknown", False),
+    ("127.0.0.1", [("forwarded", "for=1.2.3.4"), ("x-forwarded-for", "5.6.7.8")], "5.6.7.8", False),
+    ("127.0.0.1", [("forwarded", "by=10.0.0.1")], "127.0.0.1", False),  # names no client
+    ("127.0.0.1", [], "127.0.0.1", False),
+]
+
+
+@pytest.mark.parametrize(("peer", "headers", "client", "tls"), ORIGIN_CASES)
+def test_forwarded_origin(peer: str, headers: list[tuple[str, str]], client: str, tls: bool) -> None:
+    """The rules of the module docstring, one case each (the functions the server calls, no process)."""
+    from piping_server._forwarded import TrustedProxies, forwarded_origin
+
+    raw = [(name.encode(), value.encode()) for name, value in headers]
+    assert forwarded_origin(peer, False, raw, TrustedProxies(TRUSTED)) == (client, tls)
