@@ -69,7 +69,7 @@ echo 'hello!' | piping send --server {url} mypath
 piping get --server {url} mypath > myfile
 ## A folder (streamed as tar, unpacked on arrival), end-to-end encrypted with a passphrase
 piping send --server {url} -e mypath ./mydir          # -e asks for the passphrase
-piping get --server {url} -e mypath -o ./here/
+piping get --server {url} -e mypath -o .          # unpacked here
 ## Forward a TCP port (e.g. SSH): on the machine with the service, then on yours
 piping tunnel server --server {url} --port 22 mypath/in mypath/out
 piping tunnel client --server {url} --port 2222 mypath/in mypath/out    # ssh -p 2222 localhost
