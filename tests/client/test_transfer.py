@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import tarfile
 import time
@@ -374,3 +375,23 @@ def start_cmd(*args: str) -> list[str]:
     from conftest import piping_cmd
 
     return piping_cmd(*args)
+
+
+def test_ctrl_c_and_sigterm_end_a_transfer_cleanly(server: str, path: str, tmp_path: Path) -> None:
+    """Ctrl-C on a receiver mid-transfer: 130; SIGTERM on its sender: 143; no traceback, no partial file."""
+    dest = tmp_path / "out.bin"
+    receiver = start_piping("get", "-q", server + path, "-o", str(dest))
+    sender = start_piping("send", "-q", server + path, stdin=subprocess.PIPE)
+    assert sender.stdin is not None and receiver.stderr is not None
+    for _ in range(20):  # bounded: the transfer is running
+        sender.stdin.write(b"c" * 65536)
+        sender.stdin.flush()
+        time.sleep(0.02)
+    receiver.send_signal(signal.SIGINT)
+    code, _, err = finish(receiver, 30)
+    assert (code, err) == (130, b"piping: interrupted\n")
+    sender.send_signal(signal.SIGTERM)
+    code, _, err = finish(sender, 30)
+    assert b"Traceback" not in err, err
+    assert code in (143, 5), err  # the receiver's leaving may have ended it first
+    assert list(tmp_path.iterdir()) == []
