@@ -93,6 +93,19 @@ def test_bad_workers_flag_is_a_usage_error() -> None:
     ]
 
 
+def test_port_taken_is_one_line(workers_server: ServerProcess) -> None:
+    """The supervisor binds the ports before any worker starts: a taken port is one line and exit code 1."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port",
+                           str(workers_server.http_port), "--workers", "2"], capture_output=True, timeout=WAIT_S)
+    assert done.returncode == 1
+    port = workers_server.http_port
+    assert done.stderr.decode().strip().splitlines() == [
+        f"piping-server: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
 def test_keep_alive_requests_move_between_workers(workers_server: ServerProcess) -> None:
     """One HTTP/1.1 connection sends to paths of workers 0, 1, 2 and 0 again: each request meets its receiver."""
     target = workers_server.target("h1")
