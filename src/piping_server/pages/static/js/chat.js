@@ -154,7 +154,7 @@
       }
       const controller = new AbortController();
       const passphrase = ui.pass.value;
-      session = { controller, upload: null, typed: "", passphrase, outbox: "", sealing: false };
+      session = { controller, upload: null, typed: "", passphrase, outbox: "", sealing: null };
       ui.join.disabled = true;
       ui.room.disabled = true;
       ui.pass.disabled = true;
@@ -162,6 +162,8 @@
       document.body.dataset.chatState = "joining";
       status("Joining...", "");
       try {
+        // Loaded before anyone waits on us, so the first keystroke goes out at once.
+        if (passphrase) await Piping.loadLibrary("openpgp");
         const roles = await handshake(room, controller.signal);
         if (session === null || session.controller !== controller) return;
         // No abort signal: leaving closes this body, so the other side sees a clean end, not a cut.
@@ -294,20 +296,20 @@
         return;
       }
       current.outbox += text;
-      if (current.sealing) return; // the loop below picks it up: what came meanwhile goes as one message
-      current.sealing = true;
-      (async () => {
+      if (current.sealing !== null) return; // the loop below picks it up: what came meanwhile goes as one message
+      current.sealing = (async () => {
         try {
-          while (current.outbox !== "" && session === current) {
+          // Also after Leave: what was typed before goes out, then the stream ends (see end()).
+          while (current.outbox !== "") {
             const batch = current.outbox;
             current.outbox = "";
             const sealed = await PipingPgp.encrypt(new TextEncoder().encode(batch), current.passphrase);
-            if (session === current) current.upload.write(toBase64(sealed) + "\n");
+            current.upload.write(toBase64(sealed) + "\n");
           }
         } catch (error) {
           end(`Encryption failed: ${error.message || error}`, "error");
         } finally {
-          current.sealing = false;
+          current.sealing = null;
         }
       })();
     }
@@ -335,9 +337,10 @@
 
     function end(text, kind) {
       if (session === null) return;
-      const { controller, upload } = session;
+      const { controller, upload, sealing } = session;
       session = null;
-      if (upload !== null) upload.close();
+      // A message still being sealed goes out first, then the body ends cleanly.
+      if (upload !== null) Promise.resolve(sealing).finally(() => upload.close());
       controller.abort();
       ui.input.disabled = true;
       ui.join.disabled = false;
