@@ -354,7 +354,10 @@ def test_chromium_streams_a_fetch_upload_through_nginx(
                 result = page.evaluate("() => window.upload")
             finally:
                 browser.close()
-        out, err = receiver.communicate(timeout=WAIT_S)
+        receiver.wait(timeout=WAIT_S)
+        # read() and not communicate(): communicate reads the pipe's file descriptor, past what
+        # readline() above left in the file object's buffer
+        out, err = receiver.stdout.read(), receiver.stderr.read() if receiver.stderr else b""
     finally:
         receiver.kill()
         running.stop()
