@@ -69,7 +69,6 @@ def nginx_config(tmp: Path, port: int, upstreams: list[int], cert: str, key: str
         ("/var/lib/nginx/body", str(tmp / "body")),
         (servers, "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in upstreams)),
         ("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
-        ("        listen [::]:443 ssl http2;\n", ""),
         ("/etc/ssl/piping/fullchain.pem", cert),
         ("/etc/ssl/piping/privkey.pem", key),
     ])
