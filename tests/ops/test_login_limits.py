@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -101,3 +102,21 @@ def test_the_failure_budget_is_configurable(tmp_path: Path) -> None:
         wait = int(headers["retry-after"][0])
         assert 1 <= wait <= 60  # one failure is regained every 60 s
         assert body == b"[ERROR] Too many failed logins from your address: try again in %d second(s).\n" % wait
+
+
+def test_a_client_gone_while_its_password_is_checked(tmp_path: Path) -> None:
+    with server_with(config=_users(), tmp=tmp_path) as (server, _):
+        port = server.http_port
+        path = unique_path()
+        for password in ("s3cret", "wrong"):  # the first check of each is off the loop: the client leaves meanwhile
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('alice', password)}\r\n"
+                             "Content-Length: 100\r\n\r\npart of the body".encode())
+        # the path is still free and the server well
+        assert request(port, "GET", "/version")[0] == 200
+        receiver = Receiver(port, path, headers={"Authorization": basic("alice", "s3cret")})
+        status, _, _ = request(port, "POST", path, headers={"Authorization": basic("alice", "s3cret")}, body=b"ok\n")
+        assert status == 200
+        receiver.read_to_close()
+        assert receiver.body() == (b"ok\n", True)
+        assert "Traceback" not in server.log()
