@@ -145,6 +145,10 @@ def test_server_with_socat_client_oneliner(server: str, path: str, echo_port: in
     oneliner = subprocess.Popen(
         [
             "socat",
+            # -t: after our half-close socat waits only 0.5 s by default for the echo to come back,
+            # less than a loaded machine may take through the whole tunnel.
+            "-t",
+            "30",
             f"TCP-LISTEN:{lport},bind=127.0.0.1,reuseaddr",
             f"EXEC:curl -NsS {u}{path}/bbb!!EXEC:curl -NsST - {u}{path}/aaa",
         ]
