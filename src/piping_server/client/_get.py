@@ -33,7 +33,7 @@ class GetResult:
     data: bytes | None = None
 
 
-def plan_destination(dest: str | os.PathLike[str], create_dirs: bool) -> tuple[Path, bool]:
+def _plan_destination(dest: str | os.PathLike[str], create_dirs: bool) -> tuple[Path, bool]:
     """Check ``-o DEST`` before joining a transfer; return the path and whether it names a folder.
 
     curl's rule: ``DEST`` (or, for ``DEST/`` and an existing folder, ``DEST`` itself) must be in a
@@ -128,7 +128,7 @@ async def get_async(
     check_transfer_path(full_url, url)
     planned: tuple[Path, bool] | None = None
     if dest is not None and not hasattr(dest, "write"):
-        planned = plan_destination(dest, create_dirs)
+        planned = _plan_destination(dest, create_dirs)
     conn = HttpConnection(full_url, verify=verify_tls)
     try:
         await conn.connect()

@@ -67,7 +67,7 @@ def _silent(_: str) -> None:
     pass
 
 
-def connect_reason(e: OSError) -> str:
+def _connect_reason(e: OSError) -> str:
     """``connection refused`` rather than asyncio's ``Connect call failed ('127.0.0.1', 22)``."""
     if e.errno:
         return os.strerror(e.errno).lower()
@@ -262,7 +262,7 @@ async def run_tunnel_server(
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError as e:
-        reason = f"cannot connect to {host}:{port}: {connect_reason(e)}"
+        reason = f"cannot connect to {host}:{port}: {_connect_reason(e)}"
         try:
             # Tell the client host first (it waits on PATH2), and only then drop its upload.
             await _tell_client_host(paths.server_to_client, verify_tls, reason)
@@ -515,7 +515,7 @@ class _MuxServerSide(_MuxSide):
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as e:
-            reason = f"cannot connect to {self.host}:{self.port}: {connect_reason(e)}"
+            reason = f"cannot connect to {self.host}:{self.port}: {_connect_reason(e)}"
             self.log(f"[INFO] Stream {stream.sid}: {reason}")
             session.send(RST, stream.sid, reason.encode())
             session.streams.pop(stream.sid, None)
