@@ -209,13 +209,14 @@
 
     /** The server's lines so far, under a first line that says what is going on. */
     function serverSays(text) {
-      if (/Start sending|A receiver was connected/.test(text) && !/Sent successfully/.test(text)) {
-        return "Sending...\n" + text;
-      }
-      if (/Waiting for \d+ receiver/.test(text) && !/A receiver was connected/.test(text)) {
-        return "Waiting for the receiver...\n" + text;
-      }
-      return text;
+      if (/Sent successfully|\[ERROR\]/.test(text)) return text;
+      if (/Start sending/.test(text)) return "Sending...\n" + text;
+      const waiting = /Waiting for (\d+) receiver/.exec(text);
+      if (!waiting) return text;
+      // "?n=N": the server says each receiver that comes; the transfer starts with the last one.
+      const missing = Number(waiting[1]) - (text.match(/A receiver was connected/g) || []).length;
+      const who = missing === 1 && waiting[1] === "1" ? "the receiver" : `${missing} more receiver(s)`;
+      return `Waiting for ${who}...\n` + text;
     }
 
     async function send() {
