@@ -420,14 +420,16 @@ def test_help_piping_lines(shell: Shell) -> None:
 # ------------------------------------------------------------------------------------------- in sync
 
 
+# A command line added to (or changed in) a document fails here: copy it into the lists above and run
+# it in a scenario, or, if it cannot run in a test, put it in NOT_RUN with the reason.
 def test_documents_print_these_lines(help_text: str, our_server: str) -> None:
     """Each document's command lines are the ones run above (or in NOT_RUN, with the reason)."""
     readme = sh_lines((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert [line for line in readme if line not in NOT_RUN] == README_USING + README_CLIENT
+    assert [line for line in readme if line not in NOT_RUN] == README_USING + README_CLIENT, "README.md"
     client = sh_lines((ROOT / "docs" / "client.md").read_text(encoding="utf-8"))
     assert [line for line in client if line not in NOT_RUN] == (
         CLIENT_SEND + CLIENT_CRYPTO + CLIENT_TUNNEL + CLIENT_COMPLETION
-    )
-    assert help_lines(help_text) == [line.format(url=our_server) for line in HELP]
+    ), "docs/client.md"
+    assert help_lines(help_text) == [line.format(url=our_server) for line in HELP], "/help"
     for line in HELP_IN_COMMENTS:
         assert re.search(f"get it with: {re.escape(line.format(url=our_server))}$", help_text, re.MULTILINE)
