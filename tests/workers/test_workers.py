@@ -13,6 +13,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -23,7 +24,17 @@ import pytest
 from piping_server.server._handover import owner_of
 from piping_server.server._workers import parse_workers
 
-from ..helpers import WAIT_S, ServerProcess, free_port, raw_connect, recv_until, start_server, unique_path, wait_until
+from ..helpers import (
+    WAIT_S,
+    ServerProcess,
+    Target,
+    free_port,
+    raw_connect,
+    recv_until,
+    start_server,
+    unique_path,
+    wait_until,
+)
 from ..http2._client import H2Client
 
 ALL_OK = b"[INFO] All receiver(s) was/were received successfully.\n"
@@ -124,6 +135,42 @@ def test_keep_alive_requests_move_between_workers(workers_server: ServerProcess)
             assert out == body
     finally:
         sock.close()
+
+
+def _pin(target: Target, sock: socket.socket, owner: int) -> None:
+    """Send one small transfer on ``sock`` to a path of ``owner``: the connection then lives in that worker."""
+    path = owned_by(owner)
+    recv = target.popen_curl(target.url(path))
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\npin" % path.encode())
+    assert ALL_OK in recv_until(sock, b"0\r\n\r\n")
+    assert recv.communicate(timeout=WAIT_S)[0] == b"pin"
+
+
+def test_sender_and_receiver_from_different_workers_meet(workers_server: ServerProcess) -> None:
+    """Two kept-alive connections living in workers 1 and 2 carry a receiver and a sender for paths of worker
+    0 (both move), of worker 0 again (neither moves), then of worker 2 (one moves), in both arrival orders."""
+    target = workers_server.target("h1")
+    receiving, sending = raw_connect(target), raw_connect(target)
+    try:
+        _pin(target, receiving, 1)
+        _pin(target, sending, 2)
+        for round_, (owner, receiver_first) in enumerate(((0, True), (0, False), (2, True))):
+            path = owned_by(owner).encode()
+            body = b"round %d\n" % round_
+            get = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path
+            post = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (path, len(body), body)
+            first, second = (receiving, get), (sending, post)
+            if not receiver_first:
+                first, second = second, first
+            first[0].sendall(first[1])
+            time.sleep(0.3)  # the first is registered before the second comes
+            second[0].sendall(second[1])
+            got = recv_until(receiving, body)
+            assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(body), got
+            assert ALL_OK in recv_until(sending, b"0\r\n\r\n")
+    finally:
+        receiving.close()
+        sending.close()
 
 
 def test_moved_upload_keeps_the_bytes_read_with_its_head(workers_server: ServerProcess) -> None:
