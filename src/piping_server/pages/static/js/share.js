@@ -213,6 +213,13 @@
           recorder.start(TIMESLICE_MS);
           liveStatus();
           setState("live");
+        } else if (state === "waiting" && seen === "unknown") {
+          // Something between refuses the question (a proxy, an operator's rule): record at once,
+          // as the server holds the upload until the viewers come, and stop asking.
+          state = "untracked";
+          recorder.start(TIMESLICE_MS);
+          setState("live");
+          return;
         } else if (state === "live" && seen === "free") {
           finish(viewers() > 1 ? "All viewers left: sharing stopped." : "The viewer left: sharing stopped.", "",
             "viewer-left");
