@@ -127,3 +127,27 @@ def test_plain_tunnel_to_a_service_that_is_not_there(server: str, path: str) -> 
         assert cli_code == 1
     finally:
         stop(srv, cli)
+
+
+def test_multiplex_tunnel_to_a_service_that_is_not_there(server: str, path: str) -> None:
+    """Each connection is closed at once with the reason logged on both hosts; both keep running."""
+    lport = free_port()
+    closed_port = free_port()
+    srv = start_piping("tunnel", "server", "-m", "-s", server, "--host", "127.0.0.1", "-p", str(closed_port), path)
+    cli = start_piping("tunnel", "client", "-m", "-s", server, "-p", str(lport), path)
+    try:
+        wait_listening(cli)
+        with socket.create_connection(("127.0.0.1", lport), timeout=30) as s:
+            s.sendall(b"hello?")
+            assert _recv_exactly(s, 1) == b""
+        assert srv.poll() is None and cli.poll() is None
+        for proc in (cli, srv):  # the client host first: the server host outlives it
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == INTERRUPTED
+        reason = f"cannot connect to 127.0.0.1:{closed_port}: connection refused"
+        srv_err, cli_err = _stderr(srv), _stderr(cli)
+        assert f"[INFO] Stream 1: {reason}\n" in srv_err, srv_err
+        assert f"[INFO] Stream 1: the server host closed it: {reason}\n" in cli_err, cli_err
+        assert "Traceback" not in srv_err + cli_err
+    finally:
+        stop(srv, cli)
