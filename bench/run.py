@@ -207,7 +207,10 @@ def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
     https_port = free_port() if https else None
     log_path = ctx.workdir / f"{name}-{port}.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    proc = spawn(server_command(ctx, name, port, https_port), stdout=logf, stderr=subprocess.STDOUT, cwd=ctx.workdir)
+    # "ours-copy": our server with the kernel paths (splice, tee) off, everything through user space
+    env = {**os.environ, "PIPING_SPLICE": "0"} if name == "ours-copy" else None
+    cmd = server_command(ctx, "ours" if name == "ours-copy" else name, port, https_port)
+    proc = spawn(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ctx.workdir, env=env)
     logf.close()
     server = Server(name, proc, port, https_port)
     try:
@@ -386,7 +389,7 @@ def run_stream(
     relay: subprocess.Popen[Any] | None = None
     recvs: list[subprocess.Popen[str]] = []
     try:
-        if target in ("ours", "ref"):
+        if target in ("ours", "ref", "ours-copy"):
             tls = transport in ("h1tls", "h2")
             if tls:
                 ctx.cert = ctx.cert or make_cert(ctx.workdir)
@@ -1005,6 +1008,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many-size-mib", type=int, default=64, help="MiB per stream in (9) (default 64)")
     parser.add_argument("--h2-small-count", type=int, default=5000, help="transfers in (10) (default 5000)")
     parser.add_argument("--client-size-mib", type=int, default=256, help="MiB sent in (11) (default 256)")
+    parser.add_argument(
+        "--with-copy", action="store_true", help="(1), (2): also our server with splice/tee off (PIPING_SPLICE=0)"
+    )
     parser.add_argument("--no-ref", action="store_true", help="ours only: no reference (its columns stay empty)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 32 MiB, 1 run, 200 transfers, 200 waiting, 10 x 4 MiB at once"
@@ -1100,6 +1106,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 row(k + "-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
                 row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}")
+            if args.with_copy:
+                row(k + "-copy-mbs", "copying path (PIPING_SPLICE=0): throughput", "MB/s", single=True)
+                row(k + "-copy-cpu", "copying path (PIPING_SPLICE=0): server CPU per GiB", "s", "", "{:.2f}", True)
     if 3 in only:
         row("3", f"(3) {size_label} curl -T - -> curl -o /dev/null", "section")
         row("3-mbs", "throughput", "MB/s", ">= 1.0")
@@ -1166,11 +1175,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for mode in ("chunked", "length"):
                 stream_targets = targets + (["splice", "socat"] if n == 1 and 6 in only else [])
+                stream_targets += ["ours-copy"] if args.with_copy else []
                 for target in interleaved(stream_targets, run):
                     res = guarded(run_stream, ctx, target, size, mode, recv_n)
                     if not record(f"{n}-{mode}", target, run, res):
                         continue
                     k = f"{n}-{mode}"
+                    if target == "ours-copy":
+                        rows[k + "-copy-mbs"].ours.append(res["mb_s"])
+                        rows[k + "-copy-cpu"].ours.append(res["cpu_per_gib"])
+                        continue
                     if target in ("splice", "socat"):
                         rows[f"6-{target}-{mode}"].ours.append(res["mb_s"])
                         rows[f"6-{target}-{mode}-cpu"].ours.append(res["cpu_per_gib"])

@@ -79,6 +79,26 @@ def test_three_receivers_first(target: Target, tmp_path: Path) -> None:
     assert sent.body.decode().endswith(START.format(n=3) + SENT + ALL_OK)
 
 
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_two_receivers_get_a_large_body_whole(target: Target, tmp_path: Path, framing: str) -> None:
+    """Several receivers of a body large enough to fill the kernel's pipes many times (on plain HTTP/1,
+    the tee(2) relay; on "h1-copy" and the other transports, the copying path): each gets every byte."""
+    path = unique_path() + "?n=2"
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    src = tmp_path / "body.bin"
+    src.write_bytes(data)
+    receivers = [receiver(target, path, tmp_path) for _ in range(2)]
+    time.sleep(SETTLE_S)
+    if framing == "length":
+        sent = CurlExchange(target, "-T", str(src), target.url(path), tmp=tmp_path).finish()
+    else:
+        sent = sender(target, path, tmp_path).finish(input=data)
+    for recv in receivers:
+        got = recv.finish()
+        assert got.status == 200 and hashlib.sha256(got.body).digest() == hashlib.sha256(data).digest()
+    assert sent.body.decode().endswith(ALL_OK)
+
+
 def test_put_file_with_length_and_headers(target: Target, tmp_path: Path) -> None:
     path = unique_path()
     src = tmp_path / "payload.bin"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import os
 import socket
@@ -406,3 +407,259 @@ class SpliceRelay:
     def _receiver_broken(self) -> None:
         self.stop()
         self._on_receiver_broken()
+
+
+# --- one upload to several receivers: tee(2) ------------------------------------------------------------
+
+
+def _load_tee() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``tee(2)`` (the os module has ``splice`` but no ``tee``), or None where it is missing."""
+    if not SPLICE_AVAILABLE:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        tee = libc.tee
+    except (OSError, AttributeError):
+        return None
+    tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+    tee.restype = ctypes.c_ssize_t
+
+    def call(fd_in: int, fd_out: int, length: int, flags: int) -> int:
+        moved = int(tee(fd_in, fd_out, length, flags))
+        if moved < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return moved
+
+    return call
+
+
+_tee = _load_tee()
+#: Whether an upload can be spliced to several receivers at once (tee duplicates the pipe's pages).
+TEE_AVAILABLE = _tee is not None
+
+
+class _Branch:
+    """One more receiver of a fan-out: its socket, its own pipe (filled by tee), what it still owes."""
+
+    __slots__ = ("out", "pipe_r", "pipe_w", "in_pipe", "pending", "gone")
+
+    def __init__(self, out_fd: int, pipe_size: int, gone: Callable[[], bool]) -> None:
+        self.out = os.dup(out_fd)
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, pipe_size)
+        self.in_pipe = 0  # bytes tee'd into this branch's pipe, not yet in its socket
+        self.pending = b""  # framing to write before the pipe's bytes
+        self.gone = gone
+
+    def close(self) -> None:
+        for fd in (self.out, self.pipe_r, self.pipe_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class FanOutRelay(SpliceRelay):
+    """``SpliceRelay`` to several receivers: one (the *primary*) drains the relay's pipe, the others their
+    own pipes, which ``tee(2)`` fills with the same pages (no copy, no byte in user space).
+
+    A *round* is what the pipe holds when it is emptied: it is tee'd once to every other receiver's
+    (empty, equally sized) pipe, then each receiver's copy goes out as its socket takes it; nothing new
+    enters the pipe until every receiver has its whole round (the slowest receiver sets the pace, as on
+    the ordinary path). Framing written by the relay (``_pending``) goes to every receiver. A receiver
+    that breaks or leaves is dropped and the others go on; ``on_receiver_broken_at(index)`` says which
+    broke. ``count(read, written)`` counts the primary's bytes written.
+    """
+
+    __slots__ = ("_branches", "_primary", "_round", "_blocked", "_writers", "_on_branch_broken", "_inner")
+
+    def __init__(
+        self,
+        *,
+        in_fd: int,
+        out_fds: list[int],
+        gone: list[Callable[[], bool]],
+        reader: BodyReader,
+        chunked_out: bool,
+        on_done: Callable[[bytes], None],
+        on_sender_broken: Callable[[], None],
+        on_receiver_broken_at: Callable[[int], None],
+        on_bad_framing: Callable[[str], None],
+        count: Callable[[int, int], None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        super().__init__(
+            in_fd=in_fd,
+            out_fd=out_fds[0],
+            reader=reader,
+            chunked_out=chunked_out,
+            on_done=on_done,
+            on_sender_broken=on_sender_broken,
+            on_receiver_broken=lambda: None,  # each branch reports its own (on_receiver_broken_at)
+            on_bad_framing=on_bad_framing,
+            count=count,
+            cancelled=cancelled,
+        )
+        first = _Branch.__new__(_Branch)  # the primary uses the relay's own pipe and descriptor
+        first.out, first.pipe_r, first.pipe_w = self._out, self._pipe_r, self._pipe_w
+        first.in_pipe, first.pending, first.gone = 0, b"", gone[0]
+        self._branches: list[_Branch | None] = [first]
+        try:
+            for fd, is_gone in zip(out_fds[1:], gone[1:], strict=True):
+                self._branches.append(_Branch(fd, self._pipe_size, is_gone))
+        except OSError:
+            self.stop()
+            raise
+        self._primary = 0
+        self._round = False  # the pipe's bytes were tee'd: nothing more goes in until every branch has them
+        self._blocked: set[int] = set()  # descriptors that could not take more
+        self._writers: set[int] = set()  # descriptors registered with the loop for writing
+        self._on_branch_broken = on_receiver_broken_at
+        self._inner = self._stepper
+        self._stepper = self._fan_step
+
+    def start(self) -> None:
+        self._fan_step()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        for fd in self._writers:
+            self._loop.remove_writer(fd)
+        self._writers.clear()
+        super().stop()  # closes the primary's descriptors (the relay's own)
+        for index, branch in enumerate(self._branches):
+            if branch is not None and index != self._primary:
+                branch.close()
+
+    def _fan_step(self) -> None:
+        if self._stopped:
+            return
+        for index, branch in enumerate(self._branches):
+            if branch is not None and branch.gone():
+                self._drop(index, broken=False)
+                if self._stopped:
+                    return
+        self._inner()
+
+    # --- output to every branch ------------------------------------------------------------------------
+
+    def _write_pending(self) -> bool:
+        if self._pending:
+            for branch in self._branches:
+                if branch is not None:
+                    branch.pending += self._pending
+            self._pending = b""
+        return self._flush(pipes=False)
+
+    def _splice_out(self) -> bool:
+        if not self._round:
+            moved = self._in_pipe
+            for index, branch in enumerate(self._branches):
+                if branch is None or index == self._primary:
+                    continue
+                if not self._tee_to(branch, moved):  # cannot happen with an empty pipe as large as ours
+                    self._drop(index, broken=True)
+                    if self._stopped:
+                        return False
+            primary = self._branches[self._primary]
+            assert primary is not None
+            primary.in_pipe = moved
+            self._round = True
+            self._in_pipe = self._pipe_size  # no room: nothing goes in before the round is out
+        if not self._flush(pipes=True):
+            return False
+        self._round = False
+        self._in_pipe = 0
+        if self._chunked_out and not isinstance(self._reader, ChunkedReader):
+            self._pending += b"\r\n"  # the end of this run's chunk
+        return True
+
+    def _tee_to(self, branch: _Branch, length: int) -> bool:
+        assert _tee is not None
+        try:
+            copied = _tee(self._pipe_r, branch.pipe_w, length, _SPLICE_FLAGS)
+        except OSError:
+            return False
+        branch.in_pipe = copied
+        return copied == length
+
+    def _flush(self, *, pipes: bool) -> bool:
+        """Write every branch's framing (and, with ``pipes``, its pipe's bytes); True once all are out."""
+        self._blocked.clear()
+        counted = 0
+        for index, branch in enumerate(self._branches):
+            if branch is None:
+                continue
+            try:
+                while branch.pending:
+                    written = os.write(branch.out, branch.pending)
+                    branch.pending = branch.pending[written:]
+                while pipes and branch.in_pipe:
+                    moved = os.splice(branch.pipe_r, branch.out, branch.in_pipe, flags=_SPLICE_FLAGS)
+                    branch.in_pipe -= moved
+                    if index == self._primary:
+                        counted += moved
+            except BlockingIOError:
+                self._blocked.add(branch.out)
+            except OSError:
+                self._drop(index, broken=True)
+                if self._stopped:
+                    return False
+        if counted:
+            self._count(0, counted)
+        if self._blocked:
+            self._wait("write")
+            return False
+        return True
+
+    def _drop(self, index: int, *, broken: bool) -> None:
+        branch = self._branches[index]
+        if branch is None:
+            return
+        self._branches[index] = None
+        self._blocked.discard(branch.out)
+        if branch.out in self._writers:
+            self._writers.discard(branch.out)
+            self._loop.remove_writer(branch.out)
+        if broken:
+            self._on_branch_broken(index)
+        heirs = [i for i, b in enumerate(self._branches) if b is not None]
+        if not heirs:
+            self._branches[index] = branch  # stop() closes the relay's own descriptors
+            self.stop()
+            return
+        if index != self._primary:
+            branch.close()
+            return
+        # The primary leaves: the next branch's pipe becomes the relay's pipe.
+        heir = self._branches[heirs[0]]
+        assert heir is not None
+        if not self._round and self._in_pipe and not self._tee_to(heir, self._in_pipe):
+            # bytes not yet tee'd must reach the heir's (empty) pipe; failing that, the upload is cut
+            self._branches[index] = branch
+            self._sender_broken()
+            return
+        branch.close()  # in a round, what the primary had not taken is thrown away with its pipe
+        self._primary = heirs[0]
+        self._pipe_r, self._pipe_w, self._out = heir.pipe_r, heir.pipe_w, heir.out
+
+    # --- registration ------------------------------------------------------------------------------------
+
+    def _wait(self, what: str | None) -> None:
+        if what == "write":
+            for fd in self._writers - self._blocked:
+                self._loop.remove_writer(fd)
+            for fd in self._blocked - self._writers:
+                self._loop.add_writer(fd, self._stepper)
+            self._writers = set(self._blocked)
+            if self._waiting_on == "read":
+                self._loop.remove_reader(self._in)
+            self._waiting_on = "write"
+            return
+        for fd in self._writers:
+            self._loop.remove_writer(fd)
+        self._writers.clear()
+        if self._waiting_on == "write":
+            self._waiting_on = ""
+        super()._wait(what)

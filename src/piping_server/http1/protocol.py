@@ -33,6 +33,7 @@ from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
 from ._body import BodyReader, reader_for
+from ._fanout import begin_fan_out, fan_out_partners
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
@@ -238,6 +239,9 @@ class Http1Exchange(Exchange):
             # inside the sender's own data_received, whose remaining bytes go the ordinary way first).
             self.conn.pause_reading(_PAUSE_SPLICE)
             asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+        elif partners := fan_out_partners(self, pipe):  # ?n=2 and more: tee(2) to every receiver
+            self.conn.pause_reading(_PAUSE_SPLICE)
+            asyncio.get_running_loop().call_soon(begin_fan_out, self, pipe, partners, _PAUSE_SPLICE)
         self.conn.resume_reading(_PAUSE_WAITING)
 
     def _splice_partner(self, pipe: Pipe) -> Http1Exchange | None:
