@@ -359,8 +359,24 @@ def test_killed_worker_fails_only_its_transfers_and_comes_back(tmp_path: Path) -
             send.stdin.flush()
         got = {p: read_some(r, len(first)) for p, r in receivers.items()}
         assert got[doomed] == first and got[survivor] == first  # both are mid-transfer
+        # and an HTTP/2 receiver of another of worker 0's paths (relayed to it, or on a connection it holds)
+        h2 = H2Client(server.target("h2c"))
+        doomed_h2 = owned_by(0, 2)
+        stream = h2.request("GET", doomed_h2)
+        h2_sender = target.popen_curl("-T", "-", target.url(doomed_h2), stdin=subprocess.PIPE)
+        assert h2_sender.stdin is not None
+        h2_sender.stdin.write(first)
+        h2_sender.stdin.flush()
+        assert h2.pump_until(lambda: len(h2.streams[stream].data) == len(first))
 
         os.kill(pids[0], signal.SIGKILL)
+        # the h2 stream is reset (relayed) or its connection closed (held by the killed worker): cut either way
+        h2.pump_until(lambda: h2.streams[stream].reset is not None or h2.closed)
+        assert not h2.streams[stream].ended and (h2.streams[stream].reset is not None or h2.closed)
+        h2.close()
+        with contextlib.suppress(BrokenPipeError):
+            h2_sender.stdin.close()
+        h2_sender.wait(timeout=WAIT_S)
         rest = os.urandom(512 * 1024)
         send = senders[survivor]
         assert send.stdin is not None
