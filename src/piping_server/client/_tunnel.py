@@ -10,7 +10,11 @@ Paths: ``PATH1`` carries client-to-server bytes, ``PATH2`` server-to-client byte
 
 Plain mode forwards one TCP connection and stops; it interoperates with the one-liners and with
 piping-tunnel's default mode. ``--multiplex`` carries any number of connections over one pair of
-paths with the framing described in ``docs/client.md`` (both ends must be this program).
+paths with the framing described in ``docs/client.md`` (both ends must be this program); a
+multiplexed server host serves one client host after another until it is stopped.
+
+What each end can know when a stream is cut is that the other host went away: the errors say
+"the tunnel client host went away" (or server host), never who sent what.
 """
 
 from __future__ import annotations
@@ -91,9 +95,9 @@ class _Upload:
         self.conn = HttpConnection(url, verify=verify)
         self.peer = peer
 
-    async def start(self, body: AsyncIterator[bytes], headers: list[tuple[str, str]] | None = None) -> None:
+    async def start(self, body: AsyncIterator[bytes]) -> None:
         await self.conn.connect()
-        await self.conn.send_head("POST", [("Content-Type", "application/octet-stream"), *(headers or [])])
+        await self.conn.send_head("POST", [("Content-Type", "application/octet-stream")])
         self.sending = asyncio.create_task(self.conn.send_body(body))
         self.watching = asyncio.create_task(self._watch())
 
