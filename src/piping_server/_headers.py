@@ -1,12 +1,15 @@
 """Header rules shared by every transport (PROTOCOL.md sections 3, 6 and 7).
 
-Header names are lowercase bytes here; HTTP/1 writes them as they are (names are case-insensitive)
-and HTTP/2 requires lowercase anyway.
+Header names are lowercase bytes here, as HTTP/2 requires; HTTP/1 writes them in their
+conventional capitalization (``Content-Length``), as the reference does, since scripts and
+raw-byte clients compare names as written (``canonical_name``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from email.utils import formatdate
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -74,3 +77,32 @@ def receiver_headers(
         (b"cache-control", b"no-store"),
     ]
     return headers
+
+
+# Names whose conventional spelling is not the capitalized words of the lowercase name.
+_SPECIAL_NAMES = {b"www-authenticate": b"WWW-Authenticate", b"etag": b"ETag", b"te": b"TE"}
+_canonical: dict[bytes, bytes] = {}
+
+
+def canonical_name(name: bytes) -> bytes:
+    """How HTTP/1.x writes a lowercase header name: ``content-type`` -> ``Content-Type`` (memoized)."""
+    known = _canonical.get(name)
+    if known is None:
+        known = _SPECIAL_NAMES.get(name) or b"-".join(word[:1].upper() + word[1:] for word in name.split(b"-"))
+        if len(_canonical) < 1024:  # names come from clients too (X-Piping...): keep the memo bounded
+            _canonical[name] = known
+    return known
+
+
+_date_second = -1
+_date_value = b""
+
+
+def http_date() -> bytes:
+    """The ``Date`` of a response (RFC 9110 6.6.1), formatted at most once a second."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_value = formatdate(now, usegmt=True).encode()
+    return _date_value

@@ -1,4 +1,4 @@
-"""HTTP/1.x corners with raw sockets: 1.0, Expect, keep-alive, pipelining, half-close, cuts, bad input."""
+"""HTTP/1.x corners with raw sockets: 1.0, Expect, keep-alive, pipelining, cuts, bad input."""
 
 from __future__ import annotations
 
@@ -170,19 +170,6 @@ def test_byte_by_byte_streaming(h1: Target) -> None:
     sender.sendall(b"0\r\n\r\n")
     rest = recv_until(receiver, b"0\r\n\r\n")
     assert dechunk(body_so_far + rest) == (b">stream!", True)
-
-
-@pytest.mark.beyond
-def test_half_closed_sender_still_waits(h1: Target) -> None:
-    path = unique_path()
-    sender = raw_connect(h1)
-    sender.sendall(request("POST", path, {"Content-Length": "11"}) + b"half closed")
-    sender.shutdown(socket.SHUT_WR)
-    assert b"Waiting for 1 receiver" in recv_until(sender, b"Waiting")
-    time.sleep(0.3)
-    got = subprocess.run(h1.curl(h1.url(path)), capture_output=True, timeout=WAIT_S, check=True).stdout
-    assert got == b"half closed"
-    assert b"received successfully" in recv_until(sender, b"received successfully")
 
 
 def test_waiting_sender_that_leaves_frees_the_path(h1: Target) -> None:
@@ -379,3 +366,60 @@ def test_odd_chunking_arrives_intact(request: pytest.FixtureRequest, copying: bo
     body = recv_until(receiver, b"\r\n0\r\n\r\n", timeout=60, limit=1 << 26)
     assert dechunk(split_response(body)[2]) == (b"".join(pieces), True)
     assert b"received successfully" in recv_until(sender, b"received successfully")
+
+
+# --- how the heads are written ------------------------------------------------------------------
+
+_DATE = re.compile(rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                   rb"\d{2}:\d{2}:\d{2} GMT$")
+
+
+def _conventional(name: bytes) -> bytes:
+    return b"-".join(word[:1].upper() + word[1:].lower() for word in name.split(b"-"))
+
+
+def _head_lines(raw: bytes) -> list[tuple[bytes, bytes]]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return [(line.partition(b":")[0], line.partition(b":")[2].strip()) for line in head.split(b"\r\n")[1:]]
+
+
+def test_heads_write_conventional_names_and_a_date(h1: Target) -> None:
+    """Content-Length, Content-Type, Access-Control-Allow-Origin... as the reference writes them; and Date."""
+    heads: list[bytes] = []
+    for raw_request in (request("GET", "/version"), request("OPTIONS", "/x"), request("DELETE", "/x"),
+                        request("POST", "/help", {"Content-Length": "0"})):
+        sock = raw_connect(h1)
+        sock.sendall(raw_request)
+        heads.append(recv_until(sock, b"\r\n\r\n"))
+        sock.close()
+    path = unique_path("names")
+    receiver = open_receiver(h1, path)
+    time.sleep(0.3)
+    sender = raw_connect(h1)
+    sender.sendall(request("POST", path, {"Content-Length": "2", "Content-Type": "text/plain",
+                                          "Content-Disposition": "attachment", "X-Piping": "v"}) + b"hi")
+    heads.append(recv_until(sender, b"\r\n\r\n"))
+    heads.append(recv_until(receiver, b"\r\n\r\n"))
+    written = {name for head in heads for name, _ in _head_lines(head)}
+    for expected in (b"Content-Length", b"Content-Type", b"Access-Control-Allow-Origin", b"Transfer-Encoding",
+                     b"Content-Disposition", b"X-Piping", b"X-Robots-Tag", b"Allow", b"Access-Control-Max-Age"):
+        assert expected in written, (expected, written)
+    assert all(name == _conventional(name) for name in written), written
+    for head in heads:
+        dates = [value for name, value in _head_lines(head) if name == b"Date"]
+        assert len(dates) == 1 and _DATE.match(dates[0]), head
+
+
+def test_curl_head_output_greps_as_written(h1: Target) -> None:
+    out = subprocess.run(h1.curl("-I", h1.url("/version")), capture_output=True, timeout=WAIT_S, check=True).stdout
+    assert re.search(rb"^Content-Length: \d+\r$", out, re.M), out
+    assert re.search(rb"^Date: ", out, re.M), out
+
+
+@pytest.mark.ours
+def test_malformed_request_answer_is_written_the_same_way(h1: Target) -> None:
+    sock = raw_connect(h1)
+    sock.sendall(b"GARBAGE\r\n\r\n")
+    names = [name for name, _ in _head_lines(recv_all(sock))]
+    assert b"Content-Length" in names and b"Date" in names
+    assert all(name == _conventional(name) for name in names), names

@@ -102,7 +102,7 @@ def test_connection_limit_while_other_transfers_flow(tmp_path: Path) -> None:
             refused = recv_all(sock, timeout=10)
         assert refused.startswith(b"HTTP/1.1 503 ")
         assert refused.endswith(b"[ERROR] Too many connections to this server; try again later.\n")
-        assert b"connection: close" in refused and b"retry-after: 5" in refused
+        assert b"Connection: close" in refused and b"Retry-After: 5" in refused
         # ...while the running transfer goes on untouched
         data = os.urandom(200_000)
         sender.send(data)

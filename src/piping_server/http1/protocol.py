@@ -26,7 +26,7 @@ import httptools
 
 from .._exchange import Exchange
 from .._forward import Forward
-from .._headers import MESSAGE_HEADERS, Headers
+from .._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
 from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ProtocolError, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
@@ -386,15 +386,17 @@ class Http1Exchange(Exchange):
         self._status = status
         version = b"HTTP/1.0" if self.version == "1.0" else b"HTTP/1.1"
         lines = [b"%s %d %s" % (version, status, _REASONS.get(status, b""))]
-        lines += [name + b": " + value for name, value in headers]
+        # the conventional capitalization, as the reference writes it (scripts grep for Content-Length)
+        lines += [canonical_name(name) + b": " + value for name, value in headers]
+        lines.append(b"Date: " + http_date())
         if length is not None:
-            lines.append(b"content-length: %d" % length)
+            lines.append(b"Content-Length: %d" % length)
         if chunked:
-            lines.append(b"transfer-encoding: chunked")
+            lines.append(b"Transfer-Encoding: chunked")
         if self._close_after:
-            lines.append(b"connection: close")
+            lines.append(b"Connection: close")
         elif self.version == "1.0":
-            lines.append(b"connection: keep-alive")
+            lines.append(b"Connection: keep-alive")
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def _respond(self, status: int, headers: Headers, body: bytes, *, head_only: bool = False) -> None:
@@ -559,12 +561,15 @@ class Http1Protocol(asyncio.Protocol):
         if (
             active is not None
             and active._role == "sender"
+            and active.pipe is not None
             and active.request_complete
             and not active.response_ended
             and not self._queue
         ):
-            return True  # a half-closed sender that sent its whole body still waits (beyond the reference)
-        return None  # anything else: the peer has left, close
+            return True  # a running sender that sent its whole body may half-close: it still gets its lines
+        # Anything else has left, a waiting sender too, even with its whole body sent: a server cannot
+        # tell a half-close from a close without writing, and the path must be free (PROTOCOL.md 8).
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -760,8 +765,9 @@ class Http1Protocol(asyncio.Protocol):
             incoming = None
         if self._active is None or (incoming is self._active and not incoming.response_ended and not incoming._role):
             head = (
-                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\naccess-control-allow-origin: *\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, _REASONS[status], len(message))
+                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\nDate: %s\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                % (status, _REASONS[status], http_date(), len(message))
             )
             self.write(head + message.encode())
             self._report_malformed(status)

@@ -46,7 +46,7 @@ from h2.stream import StreamState
 
 from .._exchange import Exchange
 from .._forward import Forward
-from .._headers import MESSAGE_HEADERS, Headers
+from .._headers import MESSAGE_HEADERS, Headers, http_date
 from .._hooks import Refusal
 from ..core import PeerLost, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
@@ -317,6 +317,8 @@ class Http2Stream(Exchange):
             self.response_started = True
         block = [(b":status", b"%d" % status)]
         block += [(name, value) for name, value in headers if name not in _HOP_BY_HOP]
+        if final:
+            block.append((b"date", http_date()))  # RFC 9110 6.6.1
         self.conn.send_headers(self.stream_id, block, end)
         if end:
             self._ended()
