@@ -143,11 +143,12 @@ def test_byte_by_byte_between_streams_of_one_connection(h2target: Target) -> Non
 
 
 def test_large_windows(h2target: Target) -> None:
-    """The server's settings and connection window leave room for a fast upload."""
+    """The server's settings and connection window leave room for a fast upload (frames of 64 KiB: larger
+    ones measured slower, see MAX_INBOUND_FRAME)."""
     client = H2Client(h2target)
     try:
         client.pump_until(lambda: client.conn.remote_settings.max_frame_size > 16_384, timeout=5)
-        assert client.conn.remote_settings.max_frame_size >= 256 * 1024
+        assert client.conn.remote_settings.max_frame_size >= 64 * 1024
         assert client.conn.outbound_flow_control_window >= 1 << 30
     finally:
         client.close()
