@@ -58,6 +58,10 @@ class CliReporter(Reporter):
         if not self.quiet:
             self._line(line)
 
+    def receivers(self, now: int, served: int) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{now} listening, {served} served", refresh=False)
+
     def warning(self, message: str) -> None:
         self._line(f"piping: warning: {message}")
 

@@ -17,6 +17,9 @@ class Reporter:
     def status(self, line: str) -> None:
         """A status line, e.g. the server's ``[INFO] Waiting for 1 receiver(s)...``."""
 
+    def receivers(self, now: int, served: int) -> None:
+        """A live transfer's audience changed: ``now`` receivers listen, ``served`` ever joined."""
+
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the transfer."""
 

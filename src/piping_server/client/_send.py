@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import mimetypes
 import os
+import re
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,8 @@ class _Outcome:
         self.aborted = 0
         self.delivered = False
         self.sent = False
+        self.listening = 0  # a live transfer's receivers now, and all that ever joined
+        self.served = 0
 
 
 async def _read_status(conn: HttpConnection, reporter: Reporter, outcome: _Outcome) -> None:
@@ -156,8 +159,24 @@ async def _read_status(conn: HttpConnection, reporter: Reporter, outcome: _Outco
                 outcome.aborted += 1
             elif "sent successfully" in low:
                 outcome.sent = True
-            elif "received successfully" in low:
+            elif "received successfully" in low or line.startswith(_LIVE_ENDED):
                 outcome.delivered = True
+            _count_listeners(line, reporter, outcome)
+
+
+#: The live lines of docs/protocol.md section 11 that name the receivers there now, and the summary.
+_LIVE_NOW = re.compile(r"^\[INFO\] A receiver (joined|left|fell too far behind and was cut) \((\d+) now\)\.$")
+_LIVE_ENDED = "[INFO] Live ended:"
+
+
+def _count_listeners(line: str, reporter: Reporter, outcome: _Outcome) -> None:
+    match = _LIVE_NOW.match(line)
+    if match is None:
+        return
+    if match.group(1) == "joined":
+        outcome.served += 1
+    outcome.listening = int(match.group(2))
+    reporter.receivers(outcome.listening, outcome.served)
 
 
 async def send_async(
@@ -166,6 +185,7 @@ async def send_async(
     *,
     server: str | None = None,
     n: int | None = None,
+    live: bool = False,
     passphrase: str | None = None,
     filename: str | None = None,
     content_type: str | None = None,
@@ -177,10 +197,14 @@ async def send_async(
     ``source``: a path (a file travels as itself, with its name in ``Content-Disposition``; a folder as
     a tar), a list of paths (one tar), bytes, a binary file object, an (async) iterable of bytes, or
     ``None`` for stdin. ``url`` may be a bare path when ``server`` (or ``$PIPING_SERVER``) is given.
-    ``passphrase`` encrypts end to end (OpenPGP, ``gpg -d`` compatible). Raises a :class:`PipingError`.
+    ``passphrase`` encrypts end to end (OpenPGP, ``gpg -d`` compatible). ``live`` sends a live stream
+    (docs/protocol.md section 11): receivers join and leave at any time, and it succeeds when the
+    whole stream was read. Raises a :class:`PipingError`.
     """
     reporter = reporter or Reporter()
-    full_url = resolve_url(url, server, n)
+    if live and n is not None:
+        raise UsageError("a live transfer has no number of receivers: give either live or n")
+    full_url = resolve_url(url, server, n, live=live)
     payload = _prepare(source, reporter, filename, content_type)
     headers: list[tuple[str, str]] = []
     length: int | None = None

@@ -10,11 +10,12 @@ from ._errors import UsageError
 SERVER_ENV = "PIPING_SERVER"
 
 
-def resolve_url(target: str, server: str | None = None, n: int | None = None) -> str:
+def resolve_url(target: str, server: str | None = None, n: int | None = None, *, live: bool = False) -> str:
     """Return an absolute http(s) URL for ``target``.
 
     ``target`` is either a full URL or a path (``mypath``, ``/a/b``) that is joined to ``server``
-    (default: the ``PIPING_SERVER`` environment variable). ``n`` adds the ``n=`` query parameter.
+    (default: the ``PIPING_SERVER`` environment variable). ``n`` adds the ``n=`` query parameter;
+    ``live`` the ``live`` one (a live transfer, docs/protocol.md section 11).
     """
     if "://" in target:
         parts = urlsplit(target)
@@ -39,4 +40,6 @@ def resolve_url(target: str, server: str | None = None, n: int | None = None) ->
     if n is not None:
         kept = [q for q in query.split("&") if q and not q.startswith("n=")]
         query = "&".join([*kept, f"n={n}"])
+    if live and not any(q == "live" or q.startswith("live=") for q in query.split("&")):
+        query = "&".join([q for q in query.split("&") if q] + ["live"])
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
