@@ -7,7 +7,9 @@ lines, never the clock; sizes are small except where a backlog must be overrun.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -367,3 +369,46 @@ def test_ten_receivers_join_at_random_moments(
         assert len(body) == send.position - offset
         assert body == pattern(offset, len(body)), f"receiver at {offset}: not the stream from its offset on"
     assert rss_peak - rss_start < 64 * 1024, "memory must not follow the stream (KiB)"
+
+
+# --- a real live video (the README's lines), when ffmpeg is installed ---------------------------------------------
+
+
+@pytest.mark.ours
+def test_mpegts_joined_midway_decodes(server: ServerProcess | None, tmp_path: Path) -> None:
+    """``ffmpeg ... -f mpegts - | curl -T - 'URL?live'`` and a viewer joining midway: what it got plays."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg is not installed")
+    assert server is not None
+    target = server.target("h1")
+    url = target.url(unique_path("tv"))
+    encoder = subprocess.Popen(
+        [ffmpeg, "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "5",
+         "-c:v", "mpeg2video", "-g", "25", "-f", "mpegts", "-"],
+        stdout=subprocess.PIPE,
+    )
+    uploader = subprocess.Popen(target.curl("-T", "-", url + "?live"), stdin=encoder.stdout,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert encoder.stdout is not None
+    encoder.stdout.close()  # the uploader owns the pipe now
+    try:
+        first = Reader(target, "-o", os.devnull, url, tmp=tmp_path, read=False)  # watches from the start
+        time.sleep(2)  # the broadcast runs in real time (-re): the next viewer comes midway
+        clip = tmp_path / "midway.ts"
+        viewer = Reader(target, "--max-time", "2", "-o", str(clip), url, tmp=tmp_path, read=False)
+        viewer.finish(timeout=WAIT_S)
+        assert viewer.offset > 0, "joined midway"
+        decoded = subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-f", "framemd5", "-"],
+                                 capture_output=True, timeout=WAIT_S)
+        frames = [line for line in decoded.stdout.splitlines() if line and not line.startswith(b"#")]
+        assert decoded.returncode == 0 and len(frames) >= 10, decoded.stderr
+        sent, _ = uploader.communicate(timeout=WAIT_S)
+        assert b"[INFO] Live ended: 2 receiver(s) served" in sent
+        first.finish()
+        assert first.proc.returncode == 0
+    finally:
+        for proc in (encoder, uploader):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=WAIT_S)
