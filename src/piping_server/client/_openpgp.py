@@ -123,23 +123,28 @@ class _PartialWriter:
         self._started = False
 
     def write(self, data: bytes) -> bytes:
-        self._buf += data
-        if len(self._buf) <= self._chunk:
+        buf, chunk = self._buf, self._chunk
+        if len(buf) + len(data) <= chunk:
+            buf += data
             return b""
-        out = bytearray()
+        # Whole chunks are sliced from ``data`` as they are and joined once: one copy per byte.
+        head = bytes([0xE0 | self._power])
+        parts: list[bytes | memoryview] = []
         if not self._started:
-            out += self._tag
+            parts.append(self._tag)
             self._started = True
-        view = memoryview(self._buf)
+        view = memoryview(data)
         pos = 0
+        if buf:
+            pos = chunk - len(buf)
+            parts += [head, bytes(buf), view[:pos]]
+            buf.clear()
         # Keep at least one byte back: the packet must end with a definite-length chunk.
-        while len(self._buf) - pos > self._chunk:
-            out.append(0xE0 | self._power)
-            out += view[pos : pos + self._chunk]
-            pos += self._chunk
-        view.release()
-        del self._buf[:pos]
-        return bytes(out)
+        while len(data) - pos > chunk:
+            parts += [head, view[pos : pos + chunk]]
+            pos += chunk
+        buf += view[pos:]
+        return b"".join(parts)
 
     def finish(self) -> bytes:
         out = b"" if self._started else self._tag
