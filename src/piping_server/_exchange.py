@@ -10,6 +10,7 @@ knows (the client's address, the authority, what is still buffered).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from .pages import render_page
 
 if TYPE_CHECKING:
     from .flow import Pipe, Relay
+
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: What the 405 answer and the preflight advertise (PROTOCOL.md sections 3 and 7).
 ALLOW = b"GET, HEAD, POST, PUT, OPTIONS"
@@ -117,6 +120,11 @@ class Exchange:
         self._path, self._query = path, query
         method = self.method
         hooks = self.relay.hooks
+        if not self._target_form_ok():
+            # RFC 9112 3.2 / RFC 9113 8.3.1: never a page nor a transfer on "*" or "version"
+            self._role = "refused"
+            self._respond(400, MESSAGE_HEADERS, b"[ERROR] Bad request: invalid request target.\n")
+            return
         closing = self.connection_refusal()
         if closing is not None:
             # the operator's connection limit: every request on it gets the refusal, then it closes
@@ -199,6 +207,18 @@ class Exchange:
             self._respond(
                 405, [*MESSAGE_HEADERS, (b"allow", ALLOW)], f"[ERROR] Unsupported method: {method}.\n".encode()
             )
+
+    #: HTTP/1 takes absolute-form targets (``http://host/p``, RFC 9112 3.2.2); HTTP/2's :path never is one
+    absolute_form = False
+
+    def _target_form_ok(self) -> bool:
+        """Origin-form (``/p``), ``*`` for OPTIONS, or absolute-form where the transport allows it."""
+        target = self.target
+        if target.startswith("/"):
+            return True
+        if target == "*":
+            return self.method == "OPTIONS"
+        return self.absolute_form and _ABSOLUTE_FORM.match(target) is not None
 
     def view(self) -> RequestView:
         """This request as the operator's hooks see it."""

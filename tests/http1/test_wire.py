@@ -275,7 +275,7 @@ def _assert_other_transfer_unharmed(h1: Target) -> None:
     ("raw", "status"),
     [
         (b"GARBAGE\r\n\r\n", b"400"),
-        (b"GET /x HTTP/9.9\r\n\r\n", b"400"),
+        (b"GET /x HTTP/9.9\r\n\r\n", b"505"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, b"400"),
         (b"GET /x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", b"431"),
         (b"GET /x HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(10_000)) + b"\r\n", b"431"),

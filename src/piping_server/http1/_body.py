@@ -210,8 +210,12 @@ def reader_for(headers: list[tuple[bytes, bytes]]) -> BodyReader | None:
     if coding is not None:
         if length is not None:
             raise ProtocolError("both Content-Length and Transfer-Encoding")
-        if coding != b"chunked":
-            raise ProtocolError("unsupported Transfer-Encoding", status_hint=501)
+        codings = [c.strip() for c in coding.split(b",")]
+        if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+            # RFC 9112 6.3: the body's length cannot be told: 400, and the connection closes
+            raise ProtocolError("Transfer-Encoding must end with chunked, once")
+        if len(codings) > 1:
+            raise ProtocolError("unsupported Transfer-Encoding", status_hint=501)  # RFC 9112 6.1
         return ChunkedReader()
     if length is not None:
         if not length.isdigit() or len(length) > 18:

@@ -34,6 +34,7 @@ from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
 from ._body import BodyReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
+from ._rules import check_head
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
@@ -113,6 +114,7 @@ class Http1Exchange(Exchange):
     # --- what Exchange asks of a transport ----------------------------------------------------------------
 
     transport_name = "h1"
+    absolute_form = True
 
     @property
     def relay(self) -> Relay:
@@ -501,7 +503,9 @@ class Http1Protocol(asyncio.Protocol):
             elif isinstance(reason, ProtocolError):
                 self.fail_request(reason.status_hint, f"[ERROR] Bad request: {reason}.\n")
             else:
-                self.fail_request(400, f"[ERROR] Bad request: {_parser_reason(exc)}.\n")
+                text = _parser_reason(exc)
+                status = 505 if "HTTP version" in text else 400  # llhttp knows HTTP/1.x only
+                self.fail_request(status, f"[ERROR] Bad request: {text}.\n")
 
     def _read_head(self, data: bytes) -> bytes:
         """Feed httptools one request head at most; return what follows it."""
@@ -631,7 +635,7 @@ class Http1Protocol(asyncio.Protocol):
         self._url += url
         self._head_bytes += len(url)
         if self._head_bytes > self._max_head_bytes:
-            raise _HeadTooLarge
+            raise ProtocolError("request target too long", status_hint=414)  # RFC 9112 3: a MUST
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
@@ -641,6 +645,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        check_head(parser.get_http_version(), self._headers)  # what llhttp lets through (RFC 9112)
         exchange = Http1Exchange(
             self,
             parser.get_method().decode("ascii", "replace"),
