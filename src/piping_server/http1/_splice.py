@@ -24,6 +24,7 @@ import fcntl
 import os
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable
 
 from ..core import ProtocolError
@@ -61,6 +62,7 @@ class SpliceRelay:
         "_reader",
         "_chunked_out",
         "_in_pipe",
+        "_segments",
         "_pipe_size",
         "_pending",
         "_open",
@@ -105,6 +107,9 @@ class SpliceRelay:
         # chunked to chunked passes the sender's checked framing through; anything else moves raw data
         self._stepper = self._step_chunked if chunked_out and isinstance(reader, ChunkedReader) else self._step
         self._in_pipe = 0  # bytes in the kernel pipe, not yet in the receiver's socket
+        # what the pipe holds, in order: body bytes (> 0) and the sender's framing passed through (< 0),
+        # so that only body bytes are counted as they leave, as on the ordinary path
+        self._segments: deque[int] = deque()
         self._pending = b""  # framing (and small data) to write to the receiver before the pipe's bytes
         # chunked to chunked: the sender's own chunk heads go through the pipe once checked (see _step_chunked)
         self._open = False  # the receiver's current chunk is one of the sender's, its data still coming
@@ -177,6 +182,7 @@ class SpliceRelay:
             return False
         self._reader.consumed_raw(moved)
         self._in_pipe = moved
+        self._segments.append(moved)
         self._count(moved, 0)
         if self._chunked_out:
             self._pending += b"%x\r\n" % moved
@@ -192,10 +198,27 @@ class SpliceRelay:
             self._receiver_broken()
             return False
         self._in_pipe -= moved
-        self._count(0, moved)
+        self._count(0, self._body_bytes_out(moved))
         if self._in_pipe == 0 and self._chunked_out and not isinstance(self._reader, ChunkedReader):
             self._pending += b"\r\n"  # the end of this run's chunk (the chunked stepper ends its own runs)
         return True
+
+    def _body_bytes_out(self, moved: int) -> int:
+        """How many of the ``moved`` bytes that left the pipe were body bytes (not framing)."""
+        segments = self._segments
+        body = 0
+        while moved and segments:
+            segment = segments[0]
+            take = min(moved, abs(segment))
+            moved -= take
+            if segment > 0:
+                body += take
+            rest = abs(segment) - take
+            if rest:
+                segments[0] = rest if segment > 0 else -rest
+            else:
+                segments.popleft()
+        return body
 
     def _write_pending(self) -> bool:
         try:
@@ -224,7 +247,6 @@ class SpliceRelay:
         if not data:
             self._sender_broken()
             return False
-        self._count(len(data), 0)
         try:
             used = self._reader.feed(data, self._emit)
         except ProtocolError as exc:
@@ -244,7 +266,7 @@ class SpliceRelay:
         return True
 
     def _emit(self, piece: memoryview) -> None:
-        self._count(0, len(piece))
+        self._count(len(piece), len(piece))  # body bytes only: the framing read around them is not counted
         if self._chunked_out:
             self._pending += b"%x\r\n%s\r\n" % (len(piece), piece)
         else:
@@ -346,6 +368,10 @@ class SpliceRelay:
         if data:
             self._reader.consumed_raw(data)
         self._in_pipe += moved
+        if framing:
+            self._segments.append(-framing)
+        if data:
+            self._segments.append(data)
         self._count(data, 0)
         return moved
 
@@ -599,7 +625,7 @@ class FanOutRelay(SpliceRelay):
                     moved = os.splice(branch.pipe_r, branch.out, branch.in_pipe, flags=_SPLICE_FLAGS)
                     branch.in_pipe -= moved
                     if index == self._primary:
-                        counted += moved
+                        counted += self._body_bytes_out(moved)
             except BlockingIOError:
                 self._blocked.add(branch.out)
             except OSError:
