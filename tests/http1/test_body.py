@@ -56,8 +56,8 @@ def test_length_any_split(data: bytes, cuts: list[int]) -> None:
 def test_chunk_extensions_are_ignored() -> None:
     reader = ChunkedReader()
     body = bytearray()
-    reader.feed(b"3;name=value\r\nabc\r\n0\r\n\r\n", body.extend)
-    assert body == b"abc" and reader.done
+    reader.feed(b'3;name=value\r\nabc\r\n3 ; a ; b = "q \\" x"\r\ndef\r\n0;last\r\n\r\n', body.extend)
+    assert body == b"abcdef" and reader.done
 
 
 def test_splice_accounting() -> None:
@@ -73,8 +73,10 @@ def test_splice_accounting() -> None:
 
 @pytest.mark.parametrize(
     "wire",
-    [b"zz\r\n", b"3\r\nabcd\r\n", b"3\nabc\n", b"-1\r\n", b"1" * 5000, b"3\r\nabc\r\n0\r\n" + b"X: y\r\n" * 20000],
-    ids=["not-hex", "too-long-data", "bare-lf", "negative", "endless-size-line", "huge-trailers"],
+    [b"zz\r\n", b"3\r\nabcd\r\n", b"3\nabc\n", b"-1\r\n", b"1" * 5000, b"3\r\nabc\r\n0\r\n" + b"X: y\r\n" * 20000,
+     b"3;\x01\r\nabc\r\n", b"3;a b\r\nabc\r\n", b'3;a="x\r\nabc\r\n', b"3 x\r\nabc\r\n"],
+    ids=["not-hex", "too-long-data", "bare-lf", "negative", "endless-size-line", "huge-trailers",
+         "control-in-extension", "space-in-extension-name", "unclosed-quoted-extension", "junk-after-size"],
 )
 def test_bad_chunked_is_refused(wire: bytes) -> None:
     with pytest.raises(ProtocolError):

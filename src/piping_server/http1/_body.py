@@ -13,6 +13,7 @@ as ``memoryview`` slices of the input, never copied.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from ..core import ProtocolError
@@ -25,6 +26,10 @@ MAX_TRAILER_BYTES = 64 * 1024
 Emit = Callable[[memoryview], None]
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+# RFC 9112 7.1.1: *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_EXTENSIONS = re.compile(rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_TOKEN, _TOKEN, _QUOTED))
 
 # chunked states
 _SIZE = 0  # reading a chunk-size line
@@ -181,9 +186,12 @@ class ChunkedReader(BodyReader):
         return pos
 
     def _chunk_size(self, line: bytes) -> None:
-        digits = line[:-2].split(b";", 1)[0].rstrip(b" \t")
+        digits, semicolon, extensions = line[:-2].partition(b";")
+        digits = digits.rstrip(b" \t")
         if not digits or len(digits) > 16 or not _HEX.issuperset(digits):
             raise ProtocolError("bad chunk size")
+        if semicolon and not _CHUNK_EXTENSIONS.fullmatch(semicolon + extensions):
+            raise ProtocolError("bad chunk extension")  # ignored, but only once known to be one (RFC 9112 7.1.1)
         size = int(digits, 16)
         if size == 0:
             self._state = _TRAILER
