@@ -10,8 +10,13 @@ Scenarios (``--only`` takes their numbers):
   3  one stream curl -T - -> curl -o /dev/null (client-bound: what users see)
   4  many 1 KiB transfers, pairs at a time: transfers/s, server CPU per transfer, p50/p99 latency
   5  senders waiting with no receiver: server RSS per waiting connection
-  6  the ceiling: (1) through a bare byte relay with no HTTP (splice relay, socat)
-  7  (1) over HTTP/2: h2 with TLS against the reference's h2, and h2c (only once ours serves it)
+  6  the ceiling: (1) through a bare byte relay with no HTTP (splice relay, socat); shown beside (1) too
+  7  (1) over HTTP/2 with light h2 clients: h2 with TLS against the reference's, h2c against our HTTP/1
+     plain line; and curl --http2 over TLS (client-bound)
+  8  (1) over HTTP/1.1 with TLS, light clients
+  9  many one-to-one streams at once (100 x 64 MiB), two client processes: aggregate MB/s, CPU, p99 TTFB
+ 10  many 1 KiB transfers over HTTP/2 with TLS, many streams on a few connections: transfers/s, p99
+ 11  the piping client: piping send -> piping get against curl -> curl, with --pass, against gpg
 
 Every loop is bounded in count and time; everything talks to 127.0.0.1 only.
 """
