@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pytest
 from test_tunnel import echo_port, wait_bound
@@ -48,6 +52,8 @@ README_USING = [
     "curl 'http://localhost:8080/mypath?n=3'          # three times",
     "seq inf | curl -T - http://localhost:8080/ticks",
     "curl -N http://localhost:8080/ticks",
+    "ffmpeg -re -i movie.mp4 -c copy -f mpegts - | curl -T - 'http://localhost:8080/tv?live'",
+    "curl -sN http://localhost:8080/tv | ffplay -",
 ]
 README_CLIENT = [
     "piping send mypath photo.jpg            # one file travels as itself, with its name",
@@ -187,7 +193,15 @@ class Shell:
         line = line.replace("nc -l 2222", f"nc -l 127.0.0.1 {self.port}")
         return line.replace("TCP-LISTEN:2222", f"TCP-LISTEN:{self.port},bind=127.0.0.1")
 
-    def start(self, line: str, cwd: str, *, passphrase: bool = False, tty_input: str | None = None) -> int:
+    def start(
+        self,
+        line: str,
+        cwd: str,
+        *,
+        passphrase: bool = False,
+        tty_input: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> int:
         folder = self.root / cwd
         folder.mkdir(exist_ok=True)
         e = env()
@@ -195,6 +209,7 @@ class Shell:
         e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e['PATH']}"  # `piping`, as installed
         if passphrase:
             e["PIPING_PASS"] = PASS  # what -e would ask for on the terminal
+        e.update(extra_env or {})
         cmd = ["bash", "-c", self.localize(line)]
         if tty_input is not None:
             cmd = ["script", "-qec", self.localize(line), "/dev/null"]  # a terminal, for openssl's prompt
@@ -288,7 +303,7 @@ def pair(shell: Shell, send: str, receive: str, out: str = "b", **kw: bool) -> b
 
 
 def test_readme_curl_lines(shell: Shell) -> None:
-    get, send_file, send_text, send_dir, get_dir, send_n, get_n, ticks, watch = README_USING
+    get, send_file, send_text, send_dir, get_dir, send_n, get_n, ticks, watch = README_USING[:9]
     pair(shell, send_file, get)
     assert (shell.root / "b" / "out.bin").read_bytes() == sent(shell, "myfile")
     pair(shell, send_text, get, "c")
@@ -304,6 +319,41 @@ def test_readme_curl_lines(shell: Shell) -> None:
     stdout = shell.procs[watcher].stdout
     assert stdout is not None
     assert [stdout.readline() for _ in range(3)] == [b"1\n", b"2\n", b"3\n"]
+
+
+def _read_until(stream: IO[bytes] | None, word: bytes, timeout: float = 30) -> bytes:
+    """What ``stream`` gave until ``word`` appeared in it (bounded in time and reads)."""
+    assert stream is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    for _ in range(10_000):
+        left = deadline - time.monotonic()
+        if word in seen or left <= 0 or not select.select([stream], [], [], left)[0]:
+            break
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def test_readme_live_lines(shell: Shell) -> None:
+    needs("ffmpeg")
+    needs("ffplay")
+    broadcast, watch = README_USING[9:]
+    movie = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "3"]
+    subprocess.run([*movie, "-c:v", "mpeg4", str(shell.root / "a" / "movie.mp4")], check=True, timeout=60)
+    # A plain viewer must come after the live sender (docs/protocol.md 11), and curl shows the sender's
+    # lines only at its end: a `?live` receiver, which may come before or after the sender, gets its
+    # response head once the sender is there.
+    with ThreadPoolExecutor(1) as pool:
+        probe = pool.submit(urllib.request.urlopen, shell.server + "/tv?live", timeout=30)
+        sender = shell.start(broadcast, "a")
+        probe.result(timeout=30).close()
+    # ffplay with SDL's dummy drivers: no display here. It plays until stopped; it must have opened the stream.
+    viewer = shell.start(watch, "b", extra_env={"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"})
+    assert b"Input #0, mpegts" in _read_until(shell.procs[viewer].stderr, b"Input #0, mpegts")
+    shell.finish(sender)
 
 
 def test_readme_client_lines(shell: Shell) -> None:
