@@ -45,7 +45,8 @@ Client host (where you connect):        piping tunnel client --port 2222 PATH1 P
                                         ssh -p 2222 localhost
 PATH1 carries client->server bytes, PATH2 server->client (one PATH: PATH/c-to-s, PATH/s-to-c).
 Plain mode forwards one connection and works with the curl one-liners and piping-tunnel;
---multiplex (on both ends) carries many connections at once."""
+--multiplex (on both ends) carries many connections at once, and its server host serves one
+client host after another until stopped (Ctrl-C: exit code 130 on either host)."""
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
