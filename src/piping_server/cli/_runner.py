@@ -12,6 +12,7 @@ the command is ending are not news to the user: they are dropped instead of prin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -45,7 +46,9 @@ async def _main(coro: Coroutine[Any, Any, Any], received: list[signal.Signals]) 
         task.cancel()
 
     for sig in _EXIT_BY_SIGNAL:
-        loop.add_signal_handler(sig, on_signal, sig)
+        # Windows' loops have no signal handlers: there Ctrl-C stays a KeyboardInterrupt, handled in run().
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal, sig)
     return await coro
 
 
