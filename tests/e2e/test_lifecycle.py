@@ -69,15 +69,18 @@ def _clean_transfer(target: Target, path: str, data: bytes) -> tuple[bytes, byte
     while True:
         sender = subprocess.Popen(target.curl("-T", "-", target.url(path)), stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert sender.stdout is not None
+        assert sender.stdout is not None and sender.stdin is not None
+        sender.stdin.write(data)  # (curl sends an HTTP/2 request only once it has some of its body)
+        sender.stdin.close()
         readable, _, _ = select.select([sender.stdout], [], [], WAIT_S)
         first = sender.stdout.readline() if readable else b""
         if b"Another sender" not in first or time.monotonic() > deadline:
             break
-        sender.communicate(timeout=WAIT_S)
+        sender.wait(timeout=WAIT_S)
         time.sleep(0.1)
     receiver = subprocess.Popen(target.curl(target.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    rest, _ = sender.communicate(input=data, timeout=WAIT_S)
+    sender.wait(timeout=WAIT_S)  # its few lines fit in the pipe
+    rest = sender.stdout.read()
     got, _ = receiver.communicate(timeout=WAIT_S)
     return first + rest, got
 
@@ -112,15 +115,18 @@ def test_running_sender_that_closes_after_its_whole_body_still_delivers(target: 
     else:
         sock = _h1_socket(target)
         sock.sendall(_post_head(path, len(data)) + data)
-        assert started in recv_until(sock, started)
-        if target.name == "h1-tls":
+        lines = recv_until(sock, started)
+        assert started in lines
+        if target.name == "h1-tls" and b"Sent successfully" not in lines:
             # uvloop's TLS treats an EOF without close_notify as a broken connection and drops what it
             # had not yet handed on: this client closes once the server has read the body
-            assert b"Sent successfully" in recv_until(sock, b"Sent successfully")
+            lines += recv_until(sock, b"Sent successfully")
         if how == "half-close":
             sock.shutdown(socket.SHUT_WR)
             # the sender still gets its lines to the end
-            assert b"received successfully" in recv_until(sock, b"received successfully")
+            if b"received successfully" not in lines:
+                lines += recv_until(sock, b"received successfully")
+            assert b"received successfully" in lines
         sock.close()  # nothing unread (or the upload is read already): a plain FIN
     got, _ = receiver.communicate(timeout=WAIT_S)
     assert got == data
