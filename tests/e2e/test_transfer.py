@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -97,6 +98,46 @@ def test_two_receivers_get_a_large_body_whole(target: Target, tmp_path: Path, fr
         got = recv.finish()
         assert got.status == 200 and hashlib.sha256(got.body).digest() == hashlib.sha256(data).digest()
     assert sent.body.decode().endswith(ALL_OK)
+
+
+@pytest.mark.ours  # the reference stalls the remaining receiver (PROTOCOL.md 8 requires it to go on)
+def test_first_receiver_leaving_mid_body_leaves_the_other_whole(target: Target, tmp_path: Path) -> None:
+    """The first of two receivers goes away after 1 MiB of a 16 MiB body; the other still gets every byte
+    (on plain HTTP/1 the tee(2) relay then hands its pipe to the other receiver)."""
+    import threading
+
+    path = unique_path() + "?n=2"
+    data = os.urandom(16 * 1024 * 1024)
+    leaver = target.popen_curl(target.url(path))
+    time.sleep(SETTLE_S)
+    stayer = receiver(target, path, tmp_path)
+    time.sleep(SETTLE_S)
+    send = sender(target, path, tmp_path)
+    stdin = send.proc.stdin
+    assert stdin is not None and leaver.stdout is not None
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError):
+            stdin.write(data)
+        stdin.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    got = 0
+    while got < 1024 * 1024:
+        piece = leaver.stdout.read(64 * 1024)
+        assert piece, "the leaving receiver got too little"
+        got += len(piece)
+    leaver.kill()
+    leaver.communicate(timeout=WAIT_S)
+    body = stayer.finish().body
+    feeder.join(timeout=WAIT_S)
+    send.proc.stdin = None  # the feeder closed it: communicate() must not flush it
+    sent = send.finish()
+    assert len(body) == len(data) and body == data
+    # (whether the sender hears "A receiver aborted." depends on how much the kernel had buffered for
+    # the leaver when it went: not asserted)
+    assert sent.status == 200 and "Sent successfully" in sent.body.decode()
 
 
 def test_put_file_with_length_and_headers(target: Target, tmp_path: Path) -> None:
