@@ -44,6 +44,7 @@ _HOP_BY_HOP = frozenset(
         b"http2-settings",
         b"expect",  # the owner would answer 100 Continue on a connection the client never sees
         b"host",
+        b"date",  # the edge writes its own: one Date per response
         INTERNAL_CLIENT,
     }
 )

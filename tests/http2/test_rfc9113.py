@@ -14,13 +14,14 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
 import pytest
 
-from ..helpers import WAIT_S, ServerProcess, Target, unique_path
+from ..helpers import WAIT_S, CurlExchange, ServerProcess, Target, start_server, unique_path
 from ._client import H2Client
 
 _DATE = re.compile(rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
@@ -138,3 +139,23 @@ def test_every_response_has_a_date(h2target: Target) -> None:
             assert all(k == k.lower() for k, _ in client.streams[sid].headers)
     finally:
         client.close()
+
+
+@pytest.mark.ours
+def test_one_date_when_a_worker_relays_the_stream(tmp_path: Path) -> None:
+    """With --workers, a stream relayed to the path's owner gets the edge's Date only, not the owner's too."""
+    proc = start_server("--workers", "3")
+    try:
+        target = proc.target("h2c")
+        paths = [unique_path("w") for _ in range(6)]  # some are owned by another worker than the edge's
+        receivers = [CurlExchange(target, target.url(p), tmp=tmp_path) for p in paths]
+        time.sleep(0.5)
+        for path in paths:
+            subprocess.run(target.curl("-T", "-", target.url(path)), input=b"x", capture_output=True,
+                           timeout=WAIT_S, check=True)
+        for receiver in receivers:
+            got = receiver.finish()
+            assert got.body == b"x"
+            assert len(got.all("date")) == 1, got.headers
+    finally:
+        proc.stop()
