@@ -7,6 +7,7 @@ raw-byte clients compare names as written (``canonical_name``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -106,3 +107,15 @@ def http_date() -> bytes:
         _date_second = now
         _date_value = formatdate(now, usegmt=True).encode()
     return _date_value
+
+
+# RFC 9112 3.2 (Host) and RFC 9113 8.3.1 (:authority): uri-host [ ":" port ], from RFC 3986
+# (IP-literal, IPv4address or reg-name; no userinfo)
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a ``Host`` or ``:authority`` value is a host and optional port (an empty one is)."""
+    return _HOST.fullmatch(value.strip()) is not None

@@ -101,6 +101,9 @@ CASES = {
     "body-shorter-than-length": (_post("/rfc9113-short", (b"content-length", b"10")), b"abc"),
     "body-longer-than-length": (_post("/rfc9113-long", (b"content-length", b"2")), b"abc"),
     "bad-content-length": (_post("/rfc9113-bad", (b"content-length", b"x")), b"abc"),
+    "length-but-no-body": (_post("/rfc9113-none", (b"content-length", b"5")), None),
+    "userinfo-in-authority": (GET[:3] + [(b":authority", b"user@127.0.0.1")], None),
+    "space-in-authority": (GET[:3] + [(b":authority", b"a b")], None),
 }
 
 

@@ -9,14 +9,8 @@ framing rules (section 6.3) are ``_body.reader_for``'s.
 
 from __future__ import annotations
 
-import re
-
+from .._headers import valid_host
 from ..core import ProtocolError
-
-# RFC 9112 3.2: Host = uri-host [ ":" port ], uri-host from RFC 3986 (IP-literal, IPv4address, reg-name)
-_HOST = re.compile(
-    rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
-)
 
 
 def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -32,7 +26,7 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> None:
     hosts = [value for name, value in headers if name == b"host"]
     if len(hosts) > 1:
         raise ProtocolError("more than one Host header")
-    if hosts and not _HOST.fullmatch(hosts[0].strip()):
+    if hosts and not valid_host(hosts[0]):
         raise ProtocolError("invalid Host header")
     if not hosts and version == "1.1":
         raise ProtocolError("an HTTP/1.1 request needs a Host header")

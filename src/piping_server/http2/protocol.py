@@ -46,7 +46,7 @@ from h2.stream import StreamState
 
 from .._exchange import Exchange
 from .._forward import Forward
-from .._headers import MESSAGE_HEADERS, Headers, http_date
+from .._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
 from .._hooks import Refusal
 from ..core import PeerLost, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
@@ -613,6 +613,11 @@ class Http2Protocol(asyncio.Protocol):
             self, stream_id, method.decode("ascii", "replace"), path.decode("latin-1"), authority, headers
         )
         self._streams[stream_id] = stream
+        problem = _malformed(authority, headers, ended=event.stream_ended is not None)
+        if problem:
+            stream._role = "refused"  # RFC 9113 8.1.1: never a page nor a transfer
+            stream._respond(400, MESSAGE_HEADERS, f"[ERROR] Bad request: {problem}.\n".encode())
+            return
         stream.dispatch()
 
     # --- used by the streams ---------------------------------------------------------------------------
@@ -756,6 +761,18 @@ class Http2Protocol(asyncio.Protocol):
         if self.transport is not None and not self._closing:
             self._closing = True
             self.transport.close()
+
+
+def _malformed(authority: bytes | None, headers: Headers, *, ended: bool) -> str:
+    """What makes a request malformed (RFC 9113 8.1.1, 8.3.1) that h2 leaves to the server; "" if nothing."""
+    if authority is not None and not valid_host(authority):
+        return "invalid :authority"
+    if ended:
+        # h2 checks a content-length against DATA frames, not against a request that ends with its headers
+        for name, value in headers:
+            if name == b"content-length" and value.strip() != b"0":
+                return "content-length does not match the body"
+    return ""
 
 
 def take_over(
