@@ -17,6 +17,7 @@ Scenarios (``--only`` takes their numbers):
   9  many one-to-one streams at once (100 x 64 MiB), two client processes: aggregate MB/s, CPU, p99 TTFB
  10  many 1 KiB transfers over HTTP/2 with TLS, many streams on a few connections: transfers/s, p99
  11  the piping client: piping send -> piping get against curl -> curl, with --pass, against gpg
+ 12  scp of 50 MB to a throwaway sshd through `piping tunnel` against the curl + socat one-liners
 
 Every loop is bounded in count and time; everything talks to 127.0.0.1 only.
 """
@@ -788,6 +789,94 @@ def run_client_line(ctx: Context, kind: str, size: int) -> dict[str, Any]:
     return {"ok": True, "seconds": secs, "mb_s": size / secs / MB, "cpu_per_gib": (cpu1 - cpu0) / (size / GiB)}
 
 
+# --- scenario 12: scp through a tunnel ----------------------------------------------------------------
+
+
+@dataclass
+class Sshd:
+    proc: subprocess.Popen[Any]
+    port: int
+    ssh_opts: list[str]
+
+
+def start_sshd(ctx: Context) -> Sshd | None:
+    """A throwaway sshd on 127.0.0.1 with temporary keys (None when openssh is missing or cannot run)."""
+    sshd_bin = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+    if not sshd_bin or not shutil.which("scp") or not shutil.which("ssh-keygen"):
+        return None
+    with contextlib.suppress(OSError):
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    d = ctx.workdir / "ssh"
+    d.mkdir(exist_ok=True)
+    for name in ("host", "user"):
+        if not (d / name).exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True, timeout=30)
+    (d / "authorized_keys").write_text((d / "user.pub").read_text())
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress {HOST}\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        "PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\n"
+    )
+    proc = spawn([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc, timeout=10)
+    except RuntimeError:
+        stop(proc)
+        return None
+    opts = ["-i", str(d / "user"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    opts += ["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"]
+    return Sshd(proc, port, opts)
+
+
+def run_scp(ctx: Context, sshd: Sshd, kind: str, size: int) -> dict[str, Any]:
+    """``scp`` of ``size`` random bytes to sshd through a tunnel over our server: ``piping`` (piping tunnel
+    server + client) or ``socat`` (the curl + socat one-liners of piping-server's README). MB/s = size /
+    scp's wall time (the ssh handshake included, the same for both)."""
+    data = random_file(ctx, size)
+    piping = str(Path(sys.executable).with_name("piping"))
+    server = start_server(ctx, "ours")
+    base = f"http://{HOST}:{server.port}"
+    tag = uuid.uuid4().hex[:8]
+    p1, p2 = f"scp-{tag}-c2s", f"scp-{tag}-s2c"
+    lport = free_port()
+    procs: list[subprocess.Popen[Any]] = []
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    try:
+        if kind == "piping":
+            for side, port in (("server", sshd.port), ("client", lport)):
+                cmd = [piping, "tunnel", side, "-q", "--server", base, "--port", str(port), p1, p2]
+                procs.append(spawn(cmd, **quiet))
+        else:
+            far = f"curl -sSN {base}/{p1} | socat - TCP:{HOST}:{sshd.port} | curl -sSNT - {base}/{p2}"
+            procs.append(spawn(["bash", "-c", far], **quiet))
+            u = base.replace(":", "\\:")
+            near = f"EXEC:curl -NsS {u}/{p2}!!EXEC:curl -NsST - {u}/{p1}"
+            procs.append(spawn(["socat", "-t", "30", f"TCP-LISTEN:{lport},bind={HOST},reuseaddr", near], **quiet))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # bound, without a probe connection (socat serves exactly one)
+            if f":{lport:04X} 00000000:0000 0A" in Path("/proc/net/tcp").read_text():
+                break
+            time.sleep(0.05)
+        user = os.environ.get("USER") or "root"
+        cpu0 = server.cpu()
+        t0 = time.monotonic()
+        res = subprocess.run(  # -O: the scp protocol (the throwaway sshd has no sftp subsystem)
+            ["scp", "-O", "-q", "-P", str(lport), *sshd.ssh_opts, str(data), f"{user}@{HOST}:/dev/null"],
+            capture_output=True,
+            timeout=stream_deadline(size),
+        )
+        secs = time.monotonic() - t0
+        cpu1 = server.cpu()
+    finally:
+        for proc in procs:
+            stop(proc)
+        server.stop()
+    if res.returncode != 0:
+        return {"ok": False, "error": f"scp ({kind}) exit {res.returncode}: {res.stderr[-200:]!r}"}
+    return {"ok": True, "seconds": secs, "mb_s": size / secs / MB, "cpu_per_gib": (cpu1 - cpu0) / (size / GiB)}
+
+
 # --- scenario 5: waiting senders -----------------------------------------------------------------------
 
 
@@ -1004,7 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=4.0, help="bytes per stream in GiB (default 4)")
     parser.add_argument("--runs", type=int, default=3, help="runs per target, interleaved (default 3)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11", help="scenarios to run, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12", help="scenarios to run, e.g. 1,4")
     parser.add_argument("--small-count", type=int, default=5000, help="transfers in (4) (default 5000)")
     parser.add_argument("--small-pairs", type=int, default=50, help="pairs at a time in (4) (default 50)")
     parser.add_argument("--small-procs", type=int, default=2, help="client processes in (4) (default 2)")
@@ -1013,6 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many-size-mib", type=int, default=64, help="MiB per stream in (9) (default 64)")
     parser.add_argument("--h2-small-count", type=int, default=5000, help="transfers in (10) (default 5000)")
     parser.add_argument("--client-size-mib", type=int, default=256, help="MiB sent in (11) (default 256)")
+    parser.add_argument("--scp-mb", type=int, default=50, help="MB sent by scp in (12) (default 50)")
     parser.add_argument(
         "--with-copy", action="store_true", help="(1), (2): also our server with splice/tee off (PIPING_SPLICE=0)"
     )
@@ -1033,6 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
         args.size_gib, args.runs = 32 / 1024, 1
         args.small_count, args.waiting = 200, 200
         args.many_streams, args.many_size_mib, args.h2_small_count, args.client_size_mib = 10, 4, 200, 32
+        args.scp_mb = 5
     if args.profile_report:
         print_profile_top(Path(args.profile_report))
         return 0
@@ -1172,6 +1263,13 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("gpg"):
             row("11-gpg", "piping --pass (ref column: gpg -c|curl, curl|gpg -d)", "MB/s")
 
+    sshd = start_sshd(ctx) if 12 in only else None
+    if 12 in only:
+        na = "" if sshd else ": n/a (no sshd)"
+        row("12", f"(12) scp of {args.scp_mb} MB through a tunnel over our server{na}", "section")
+        if sshd:
+            row("12-scp", "piping tunnel (ref column: curl + socat one-liners)", "MB/s", ">= 1.0")
+
     started = time.monotonic()
     for run in range(runs):
         log(f"run {run + 1}/{runs}")
@@ -1266,6 +1364,11 @@ def main(argv: list[str] | None = None) -> int:
                     add("10-tps", target, res["tps"])
                     add("10-cpu", target, res["cpu_ms_per_transfer"])
                     add("10-p99", target, res["p99_ms"])
+        if sshd is not None:
+            for kind in interleaved(["piping", "socat"], run):
+                res = guarded(run_scp, ctx, sshd, kind, args.scp_mb * MB)
+                if record(f"12-scp-{kind}", "ours", run, res):
+                    add("12-scp", "ours" if kind == "piping" else "ref", res["mb_s"])
         if 11 in only:
             kinds = ["piping", "curl", "piping-pass"] + (["gpg"] if shutil.which("gpg") else [])
             client_mbs: dict[str, float] = {}
@@ -1281,6 +1384,9 @@ def main(argv: list[str] | None = None) -> int:
                 if key in rows and ours_kind in client_mbs and ref_kind in client_mbs:
                     rows[key].ours.append(client_mbs[ours_kind])
                     rows[key].ref.append(client_mbs[ref_kind])
+
+    if sshd:
+        stop(sshd.proc)
 
     # (1) beside the ceiling: medians against the best relay's median, CPU against the splice relay's
     for mode in ("chunked", "length"):

@@ -40,6 +40,8 @@ def test_bench_quick_runs_every_scenario(tmp_path: Path) -> None:
         "piping --pass (ref column: piping) [MB/s]",
     ):
         assert measured.get(label, "n/a") != "n/a", f"{label} not measured:\n{table}"
+    if "(no sshd)" not in table:  # scp through the tunnels needs an sshd it can start
+        assert measured.get("piping tunnel (ref column: curl + socat one-liners) [MB/s]", "n/a") != "n/a", table
     for section in ("(2) 32 MiB Content-Length, n=3", "(8) 32 MiB HTTP/1.1 over TLS", "(9) 10 streams of 4 MiB"):
         assert section in table, table
     assert list(tmp_path.glob("bench-*.json")), "raw results are written"
