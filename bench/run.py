@@ -928,8 +928,11 @@ def run_waiting(ctx: Context, target: str, count: int) -> dict[str, Any]:
 
 
 def run_profile(ctx: Context, size: int, mode: str = "chunked") -> None:
-    """py-spy record of our server during one stream (``mode`` chunked|length); writes results/profile[-length].*."""
-    pyspy = shutil.which("py-spy")
+    """py-spy record of our server during one stream; writes results/profile[-MODE].*.
+
+    ``mode``: chunked or length (HTTP/1 light clients), h2c or h2 (the light h2 clients; h2 over TLS).
+    """
+    pyspy = shutil.which("py-spy") or os.environ.get("PY_SPY")
     if not pyspy:
         log("py-spy not found (pip install py-spy): no profile")
         return
@@ -938,7 +941,10 @@ def run_profile(ctx: Context, size: int, mode: str = "chunked") -> None:
     stem = "profile" if mode == "chunked" else f"profile-{mode}"
     outputs: list[tuple[str, Path]] = [("flamegraph", results / f"{stem}.svg"), ("raw", results / f"{stem}.txt")]
     for fmt, out in outputs:
-        server = start_server(ctx, "ours")
+        h2 = mode in ("h2", "h2c")
+        if mode == "h2":
+            ctx.cert = ctx.cert or make_cert(ctx.workdir)
+        server = start_server(ctx, "ours", https=mode == "h2")
         spy = spawn(
             [pyspy, "record", "--pid", str(server.pid), "--native", "--rate", "500", "--format", fmt, "-o", str(out)],
             stdout=subprocess.DEVNULL,
@@ -946,13 +952,17 @@ def run_profile(ctx: Context, size: int, mode: str = "chunked") -> None:
         )
         try:
             time.sleep(1.0)  # py-spy attaches
-            port = server.port
+            port = server.https_port if mode == "h2" and server.https_port else server.port
             deadline = time.monotonic() + stream_deadline(size)
             path = f"/profile-{uuid.uuid4().hex[:8]}"
             common = ["--size", str(size), "--timeout", "30", "--deadline", str(stream_deadline(size))]
-            recv = client(["recv", "--port", str(port), "--path", path, "--announce", *common])
+            if mode == "h2":
+                common.append("--tls")
+            recv = client(["h2recv" if h2 else "recv", "--port", str(port), "--path", path, "--announce", *common])
             wait_line(recv, "connected", 15)
-            send_args = ["send", "--port", str(port), "--path", path, "--mode", mode, *common]
+            send_args = ["h2send", "--port", str(port), "--path", path, *common]
+            if not h2:
+                send_args = ["send", "--port", str(port), "--path", path, "--mode", mode, *common]
             if mode == "length":
                 send_args += ["--file", str(ctx.sendfile_source)]
             send = client(send_args)
@@ -1112,7 +1122,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="also py-spy our server during a chunked stream")
     parser.add_argument("--profile-only", action="store_true", help="only the py-spy profile")
-    parser.add_argument("--profile-mode", choices=["chunked", "length"], default="chunked", help="upload to profile")
+    parser.add_argument(
+        "--profile-mode", choices=["chunked", "length", "h2c", "h2"], default="chunked", help="upload to profile"
+    )
     parser.add_argument("--profile-report", metavar="RAW", help="only summarise a py-spy raw (collapsed) file")
     parser.add_argument("--ref-dir", default=str(HERE / ".ref"), help="where npm installs the reference")
     parser.add_argument("--ref-bin", help="use this reference executable instead of installing one")
