@@ -127,6 +127,7 @@ class Http2Stream(Exchange):
         "_out_bytes",
         "_end_pending",
         "_pipe_paused",
+        "_window_owed",
     )
 
     def __init__(
@@ -148,6 +149,7 @@ class Http2Stream(Exchange):
         self._out_bytes = 0
         self._end_pending = False
         self._pipe_paused = False  # this receiver told its pipe to pause
+        self._window_owed = False  # a live sender nobody listens to yet keeps the waiting window
 
     def __repr__(self) -> str:
         return f"<Http2Stream {self.stream_id} {self.method} {self.target!r} {self._role or 'new'}>"
@@ -259,8 +261,12 @@ class Http2Stream(Exchange):
         self._buffer = None  # from now on the body streams
         self._sink = self._stream
         if not self.request_complete and not self.closed:
-            # the waiting window becomes the streaming window
-            self.conn.open_window(self.stream_id, STREAM_WINDOW - INITIAL_WINDOW)
+            if pipe.is_live and self._upload_paused:
+                # nobody listens: what is read now is held for the next receiver, so keep that small
+                self._window_owed = True
+            else:
+                # the waiting window becomes the streaming window
+                self.conn.open_window(self.stream_id, STREAM_WINDOW - INITIAL_WINDOW)
         for chunk in buffered:
             pipe.feed(chunk)
         held, self._held = self._held, 0
@@ -276,6 +282,10 @@ class Http2Stream(Exchange):
 
     def resume_upload(self) -> None:
         self._upload_paused = False
+        if self._window_owed:
+            self._window_owed = False
+            if not self.request_complete and not self.closed:
+                self.conn.open_window(self.stream_id, STREAM_WINDOW - INITIAL_WINDOW)
         self._give_back()
 
     def _give_back(self) -> None:
