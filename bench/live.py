@@ -5,11 +5,16 @@ our server, and for each mode (interleaved, ``--runs`` times) lets 10 light rece
 recv``) wait on a path (``?live`` or ``?n=10``), then streams ``--size`` bytes to them with a light
 chunked sender. It prints the medians: MB/s per receiver and server CPU seconds per GiB delivered
 (the sum over receivers). The light clients are those of bench/run.py, so that the server is what limits.
+
+``?n=10`` may move kernel to kernel (the splice path); a live stream never does (its receivers come
+and go), so ``?n=10`` is also measured on a second server with splicing off (``PIPING_SPLICE=0``):
+the like-for-like line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -58,28 +63,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256 * MiB, help="bytes of the stream (default 256 MiB)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    port = free_port()
+    port, copy_port = free_port(), free_port()
     server = spawn([sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(port)])
+    copying = spawn([sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(copy_port)],
+                    env={**os.environ, "PIPING_SPLICE": "0"})
+    modes = {"live": (port, server), "n10": (port, server), "n10-copy": (copy_port, copying)}
     try:
         wait_listening(port, server)
-        found: dict[str, list[dict[str, Any]]] = {"live": [], "n10": []}
+        wait_listening(copy_port, copying)
+        found: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
         for run in range(args.runs):
-            for mode in ("live", "n10") if run % 2 == 0 else ("n10", "live"):
-                result = one_run(port, server.pid, mode, args.size)
+            order = list(modes) if run % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                mode_port, proc = modes[mode]
+                result = one_run(mode_port, proc.pid, mode.removesuffix("-copy"), args.size)
                 print(f"run {run + 1} {mode}: {result}", file=sys.stderr, flush=True)
                 if result["ok"]:
                     found[mode].append(result)
     finally:
         stop(server)
-    print(f"{'mode':<8} {'MB/s per receiver':>18} {'server CPU-s per GiB delivered':>32}")
-    for mode, label in (("live", "?live"), ("n10", f"?n={RECEIVERS}")):
+        stop(copying)
+    print(f"{'mode':<16} {'MB/s per receiver':>18} {'server CPU-s per GiB delivered':>32}")
+    labels = (("live", "?live"), ("n10", f"?n={RECEIVERS}"), ("n10-copy", f"?n={RECEIVERS}, no splice"))
+    for mode, label in labels:
         rows = found[mode]
         if not rows:
-            print(f"{label:<8} {'failed':>18}")
+            print(f"{label:<16} {'failed':>18}")
             continue
         speed = statistics.median(r["mb_s_per_receiver"] for r in rows)
         cpu = statistics.median(r["cpu_per_gib"] for r in rows)
-        print(f"{label:<8} {speed:>18.0f} {cpu:>32.3f}")
+        print(f"{label:<16} {speed:>18.0f} {cpu:>32.3f}")
     return 0
 
 
