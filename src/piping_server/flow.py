@@ -281,27 +281,31 @@ class LivePipe(Pipe):
         self._lagging: set[int] = set()  # ids of full receivers that no longer set the pace
         self._grace: Callable[[], None] | None = None  # cancels the grace timer under way
         self._sender_paused = False
-        self._head: Headers = []
+        self._head: Headers | None = None  # the receivers' head; None until a form's first part says it
         self._over = False  # the upload ended or broke: the sender is no longer paced
         self._done = False  # the upload ended while bytes were held: it ends once a receiver takes them
 
     def begin(self) -> None:
         info = self.sender.upload_info()
-        # joins happen at any time, so there is no length to announce; a form goes as it is
-        self._head = receiver_headers(
-            content_type=info.content_type,
-            content_length=None,
-            content_disposition=info.content_disposition,
-            x_piping=info.x_piping,
-        )
-        for receiver in self.receivers:
-            receiver.start_receiving(self._live_head(0))
+        boundary = boundary_of(info.content_type) if info.content_type is not None else None
+        if boundary is not None:
+            # a browser form: the stream is its first part, whose own headers the receivers get (section 6)
+            self._form = FirstPart(
+                boundary, on_headers=self._part_headers, on_data=self._fan_out, on_end=self._finish_stream
+            )
+            self.feed = self._feed_form
+        else:
+            # joins happen at any time, so there is no length to announce
+            self._start_heads(info)
         self._pace()
 
     def join(self, receiver: Endpoint) -> None:
         """A receiver joins mid-stream: its response starts now, at the next byte it will be given."""
         receiver.pipe = self
         self.receivers.append(receiver)
+        if self._head is None:
+            self._pace()
+            return  # a form's part headers are not read yet: its response starts with them, at byte 0
         held, self._held, offset = self._held, [], self.position - self._held_bytes
         self._held_bytes = 0
         receiver.start_receiving(self._live_head(offset))
@@ -313,11 +317,27 @@ class LivePipe(Pipe):
             self._pace()
 
     def upload_complete(self) -> None:
+        if self._form is not None and not self._form.done:
+            self.fail()  # the form ended before its first part did: a cut upload
+        else:
+            self._finish_stream()
+
+    def _finish_stream(self) -> None:
         if self._held_bytes and not self.receivers:
             self._done = True  # what was read still goes to someone: the end waits for a receiver
             return
         if not self._over:
             self._end()
+
+    def _start_heads(self, info: UploadInfo) -> None:
+        self._head = receiver_headers(
+            content_type=info.content_type,
+            content_length=None,
+            content_disposition=info.content_disposition,
+            x_piping=info.x_piping,
+        )
+        for receiver in self.receivers:
+            receiver.start_receiving(self._live_head(0))
 
     def fail(self) -> None:
         self._stop()
@@ -395,6 +415,7 @@ class LivePipe(Pipe):
             self._grace = None
 
     def _live_head(self, offset: int) -> Headers:
+        assert self._head is not None
         head: Headers = []
         exposed = False
         for name, value in self._head:

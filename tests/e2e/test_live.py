@@ -241,6 +241,22 @@ def test_sender_breaking_cuts_every_receiver(target: Target, tmp_path: Path) -> 
     again.kill()
 
 
+def test_form_upload_streams_its_first_part(target: Target, tmp_path: Path) -> None:
+    """A browser form sent live: receivers get its first part, with that part's headers (section 6)."""
+    path = unique_path("live")
+    early = receiver(target, path + "?live", tmp_path)
+    time.sleep(0.5)  # the receiver waits before the sender comes
+    data = pattern(0, 70_000)
+    (tmp_path / "part.bin").write_bytes(data)
+    sent = fetch(target, path + "?live", "-F", f"file=@{tmp_path / 'part.bin'};type=text/csv", "-F", "other=x",
+                 tmp=tmp_path)
+    got = early.finish()
+    assert sent.status == 200 and b"[INFO] Live ended: 1 receiver(s) served, 70000 byte(s) sent." in sent.body
+    assert got.body == data and early.offset == 0
+    assert got.header("content-type") == "text/csv"
+    assert 'filename="part.bin"' in (got.header("content-disposition") or "")
+
+
 def test_mismatches_each_way(target: Target, tmp_path: Path) -> None:
     path = unique_path("live")
     waiting = receiver(target, path, tmp_path)  # an ordinary receiver waits
@@ -405,7 +421,10 @@ def test_mpegts_joined_midway_decodes(server: ServerProcess | None, tmp_path: Pa
     assert encoder.stdout is not None
     encoder.stdout.close()  # the uploader owns the pipe now
     try:
+        assert uploader.stdout is not None
+        assert uploader.stdout.readline() == LIVE.encode()  # the broadcast is there before its viewers
         first = Reader(target, "-o", os.devnull, url, tmp=tmp_path, read=False)  # watches from the start
+        assert uploader.stdout.readline() == b"[INFO] A receiver joined (1 now).\n"
         time.sleep(2)  # the broadcast runs in real time (-re): the next viewer comes midway
         clip = tmp_path / "midway.ts"
         viewer = Reader(target, "--max-time", "2", "-o", str(clip), url, tmp=tmp_path, read=False)
@@ -416,7 +435,7 @@ def test_mpegts_joined_midway_decodes(server: ServerProcess | None, tmp_path: Pa
         frames = [line for line in decoded.stdout.splitlines() if line and not line.startswith(b"#")]
         assert decoded.returncode == 0 and len(frames) >= 10, decoded.stderr
         sent, _ = uploader.communicate(timeout=WAIT_S)
-        assert b"[INFO] Live ended: 2 receiver(s) served" in sent
+        assert b"[INFO] Live ended: 2 receiver(s) served" in sent, sent
         first.finish()
         assert first.proc.returncode == 0
     finally:
