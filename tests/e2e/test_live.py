@@ -443,3 +443,24 @@ def test_mpegts_joined_midway_decodes(server: ServerProcess | None, tmp_path: Pa
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=WAIT_S)
+
+
+@pytest.mark.ours
+def test_live_under_workers(workers_server: ServerProcess | None, tmp_path: Path) -> None:
+    """With ``--workers 3`` a live path has one owner like any other: its sender and receivers meet there,
+    whichever worker their connections reached, over HTTP/1.1 and relayed HTTP/2 alike."""
+    assert workers_server is not None
+    h1, h2 = workers_server.target("h1"), workers_server.target("h2")
+    for index in range(3):  # three paths: likely more than one owner
+        path = unique_path(f"live{index}")
+        send = Sender(h1, path + "?live", tmp_path)
+        assert send.wait_text(LIVE)
+        plain = receiver(h1, path, tmp_path)
+        assert send.wait_text("(1 now)")
+        send.write(40_000)
+        relayed = receiver(h2, path, tmp_path)
+        assert send.wait_text("(2 now)")
+        send.write(40_000)
+        send.close()
+        check_slice(plain, send.position)
+        check_slice(relayed, send.position)
