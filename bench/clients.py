@@ -40,6 +40,7 @@ import ssl
 import struct
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -432,24 +433,38 @@ async def _small(args: argparse.Namespace) -> dict[str, Any]:
     _mark_cpu()
     t_start = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    return _small_result("small", t_start, time.monotonic(), latencies, failures)
+
+
+def _small_result(
+    role: str, t_start: float, t_end: float, latencies: list[float], failures: list[str]
+) -> dict[str, Any]:
+    """What a many-small-transfers client reports (HTTP/1.1 and HTTP/2 alike; run.py sums them up)."""
     return {
-        "role": "small",
+        "role": role,
         "t_start": t_start,
-        "t_end": time.monotonic(),
+        "t_end": t_end,
         "latencies": latencies,
         "failures": failures[:20],
         "failed": len(failures),
     }
 
 
-def run_small(args: argparse.Namespace) -> None:
+def _run_async(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]], args: argparse.Namespace
+) -> None:
+    """Run ``main(args)`` on uvloop when it is installed (asyncio's own loop otherwise) and print its result."""
     try:
         import uvloop
     except ImportError:
-        result = asyncio.run(_small(args))
+        result = asyncio.run(main(args))
     else:
-        result = uvloop.run(_small(args))
+        result = uvloop.run(main(args))
     _emit(result)
+
+
+def run_small(args: argparse.Namespace) -> None:
+    _run_async(_small, args)
 
 
 # --- HTTP/2: one stream with light clients -----------------------------------------------------------
@@ -852,24 +867,11 @@ async def _h2small(args: argparse.Namespace) -> dict[str, Any]:
     for proto in conns:
         if proto.transport is not None:
             proto.transport.close()
-    return {
-        "role": "h2small",
-        "t_start": t_start,
-        "t_end": t_end,
-        "latencies": latencies,
-        "failures": failures[:20],
-        "failed": len(failures),
-    }
+    return _small_result("h2small", t_start, t_end, latencies, failures)
 
 
 def run_h2small(args: argparse.Namespace) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(_h2small(args))
-    else:
-        result = uvloop.run(_h2small(args))
-    _emit(result)
+    _run_async(_h2small, args)
 
 
 # --- many streams at once ----------------------------------------------------------------------------

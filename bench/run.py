@@ -554,6 +554,41 @@ def run_curl(ctx: Context, target: str, size: int, transport: str = "http1") -> 
 # --- scenario 4: many small transfers ------------------------------------------------------------------
 
 
+def p99(xs: list[float]) -> float:
+    """The 99th percentile of sorted ``xs`` (the last one when there are fewer than 100)."""
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+
+
+def small_summary(results: list[dict[str, Any]], cpu_s: float, hwm_kib: int | None = None) -> dict[str, Any]:
+    """Sum up the many-small-transfers clients' reports (scenarios 4 and 10); ``cpu_s``: the server's CPU
+    over the run, ``hwm_kib``: its peak RSS where measured."""
+    bad = [r for r in results if "latencies" not in r]
+    if bad:
+        return {"ok": False, "error": "; ".join(str(r.get("error")) for r in bad)}
+    lat = sorted(x for r in results for x in r["latencies"])
+    failed = sum(r["failed"] for r in results)
+    if not lat:
+        return {"ok": False, "error": f"no transfer succeeded: {results[0]['failures'][:3]}"}
+    secs = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
+    out: dict[str, Any] = {
+        "ok": failed == 0,
+        "transfers": len(lat),
+        "failed": failed,
+        "tps": len(lat) / secs,
+        "cpu_ms_per_transfer": cpu_s / len(lat) * 1000,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": p99(lat) * 1000,
+    }
+    if hwm_kib is not None:
+        out["peak_rss_mib"] = hwm_kib / 1024
+    out["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
+    if hwm_kib is not None:  # scenario 4's record has always carried its wall time too
+        out["seconds"] = secs
+    if failed:
+        out["error"] = f"{failed} transfers failed, e.g. {results[0]['failures'][:2]}"
+    return out
+
+
 def run_small(ctx: Context, target: str, count: int, pairs: int, procs: int) -> dict[str, Any]:
     deadline_s = 120.0 + count / 50
     deadline = time.monotonic() + deadline_s
@@ -593,29 +628,7 @@ def run_small(ctx: Context, target: str, count: int, pairs: int, procs: int) -> 
         for c in clients:
             stop(c)
         server.stop()
-    bad = [r for r in results if "latencies" not in r]
-    if bad:
-        return {"ok": False, "error": "; ".join(str(r.get("error")) for r in bad)}
-    lat = sorted(x for r in results for x in r["latencies"])
-    failed = sum(r["failed"] for r in results)
-    if not lat:
-        return {"ok": False, "error": f"no transfer succeeded: {results[0]['failures'][:3]}"}
-    secs = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
-    out: dict[str, Any] = {
-        "ok": failed == 0,
-        "transfers": len(lat),
-        "failed": failed,
-        "tps": len(lat) / secs,
-        "cpu_ms_per_transfer": (cpu1 - cpu0) / len(lat) * 1000,
-        "p50_ms": lat[len(lat) // 2] * 1000,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-        "peak_rss_mib": hwm / 1024,
-        "client_cpu_s": sum(r["client_cpu_s"] for r in results),
-        "seconds": secs,
-    }
-    if failed:
-        out["error"] = f"{failed} transfers failed, e.g. {results[0]['failures'][:2]}"
-    return out
+    return small_summary(results, cpu1 - cpu0, hwm)
 
 
 # --- scenario 9: many streams at once ------------------------------------------------------------------
@@ -661,7 +674,7 @@ def run_many(ctx: Context, target: str, streams: int, size: int, procs: int = 2)
         "mb_s": total / secs / MB,
         "cpu_per_gib": (cpu1 - cpu0) / (total / GiB),
         "ttfb_p50_ms": ttfb[len(ttfb) // 2] * 1000,
-        "ttfb_p99_ms": ttfb[min(len(ttfb) - 1, int(len(ttfb) * 0.99))] * 1000,
+        "ttfb_p99_ms": p99(ttfb) * 1000,
         "peak_rss_mib": hwm / 1024,
         "client_cpu_s": sum(r["client_cpu_s"] for r in results),
     }
@@ -693,27 +706,7 @@ def run_h2small(ctx: Context, target: str, count: int, pairs: int, procs: int) -
         for c in clients:
             stop(c)
         server.stop()
-    bad = [r for r in results if "latencies" not in r]
-    if bad:
-        return {"ok": False, "error": "; ".join(str(r.get("error")) for r in bad)}
-    lat = sorted(x for r in results for x in r["latencies"])
-    failed = sum(r["failed"] for r in results)
-    if not lat:
-        return {"ok": False, "error": f"no transfer succeeded: {results[0]['failures'][:3]}"}
-    secs = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
-    out: dict[str, Any] = {
-        "ok": failed == 0,
-        "transfers": len(lat),
-        "failed": failed,
-        "tps": len(lat) / secs,
-        "cpu_ms_per_transfer": (cpu1 - cpu0) / len(lat) * 1000,
-        "p50_ms": lat[len(lat) // 2] * 1000,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-        "client_cpu_s": sum(r["client_cpu_s"] for r in results),
-    }
-    if failed:
-        out["error"] = f"{failed} transfers failed, e.g. {results[0]['failures'][:2]}"
-    return out
+    return small_summary(results, cpu1 - cpu0)
 
 
 # --- scenario 11: the piping client --------------------------------------------------------------------
