@@ -9,7 +9,7 @@ from typing import Any
 
 from ..helpers import ServerProcess
 
-MODES = ["receive", "chat", "share", "vnc", "send"]
+MODES = ["receive", "chat", "share", "vnc", "ssh", "call", "send"]
 
 
 def _visible(page: Any, selector: str) -> bool:
@@ -39,6 +39,14 @@ def test_switching_tabs_shows_each_mode_and_hash_links_fill_an_open_page(
     page.evaluate("location.hash = '#share?path=shared-here&n=2'")
     page.wait_for_function("document.getElementById('share-path').value === 'shared-here'")
     assert page.input_value("#share-n") == "2"
+    page.evaluate("location.hash = '#ssh?path1=up-here&path2=down-here&user=alice'")
+    page.wait_for_function("document.getElementById('ssh-path1').value === 'up-here'")
+    assert page.input_value("#ssh-path2") == "down-here"
+    assert page.input_value("#ssh-user") == "alice"
+    # The command to run on the remote machine follows the new paths.
+    assert (page.text_content("#ssh-command") or "").endswith(" up-here down-here")
+    page.evaluate("location.hash = '#call?room=call-from-link'")
+    page.wait_for_function("document.getElementById('call-room').value === 'call-from-link'")
 
 
 def test_hash_and_question_mark_in_a_typed_path_are_sent_encoded(

@@ -22,6 +22,9 @@
   const CANDIDATE_TYPES = ['video/webm;codecs="vp8,opus"', 'video/webm;codecs="vp9,opus"', "video/webm"];
   const PATHS = { first: ["call-1", "call-2"], second: ["call-2", "call-1"] };
 
+  // Set by start(): fills the room from a "#call?room=x" link.
+  let applyParams = () => {};
+
   function start() {
     const $ = Piping.byId;
     const ui = {
@@ -29,9 +32,13 @@
       hangup: $("call-hangup"), mute: $("call-mute"), camera: $("call-camera"), status: $("call-status"),
       remote: $("call-remote"), local: $("call-local"),
     };
-    const preset = new URLSearchParams(location.hash.split("?")[1] || "");
-    ui.room.value = preset.get("room") || Piping.randomPath();
+    ui.room.value = Piping.randomPath();
     let call = null; // the call in progress: { media, recorder, feed, controller, objectUrl }
+    // Runs on every showing, so a "#call?room=x" link opened in a page already open fills the form
+    // too; never during a call.
+    applyParams = (params) => {
+      if (params.get("room") && call === null) ui.room.value = params.get("room");
+    };
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
     const setState = (state) => {
@@ -267,5 +274,5 @@
     });
   }
 
-  Piping.registerMode({ name: "call", start, wide: true });
+  Piping.registerMode({ name: "call", start, show: (params) => applyParams(params), wide: true });
 })();

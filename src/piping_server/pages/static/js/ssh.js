@@ -42,6 +42,9 @@
     }
   }
 
+  // Set by start(): fills the form from a "#ssh?path1=...&path2=...&user=..." link.
+  let applyParams = () => {};
+
   function start() {
     const $ = Piping.byId;
     const ui = {
@@ -51,14 +54,23 @@
       status: $("ssh-status"), hostKey: $("ssh-host-key"), fingerprint: $("ssh-fingerprint"),
       accept: $("ssh-accept"), reject: $("ssh-reject"), terminal: $("ssh-terminal"),
     };
-    const preset = new URLSearchParams(location.hash.split("?")[1] || "");
     const base = Piping.randomPath();
-    ui.path1.value = preset.get("path1") || `${base}/c-to-s`;
-    ui.path2.value = preset.get("path2") || `${base}/s-to-c`;
-    if (preset.get("user")) ui.user.value = preset.get("user");
-    const waitSeconds = Number(preset.get("wait")) > 0 ? Number(preset.get("wait")) : DEFAULT_WAIT_S;
-    const keepAliveSeconds = Number(preset.get("keepalive")) > 0 ? Number(preset.get("keepalive")) : KEEPALIVE_S;
+    ui.path1.value = `${base}/c-to-s`;
+    ui.path2.value = `${base}/s-to-c`;
+    let waitSeconds = DEFAULT_WAIT_S;
+    let keepAliveSeconds = KEEPALIVE_S;
     let current = null; // { session, transport, term, ... } while connected or connecting
+    // Runs on every showing (core.js passes the fragment's parameters), so a "#ssh?path1=...&user=..."
+    // link opened in a page already open fills the form too; never while a session is up.
+    applyParams = (params) => {
+      if (current !== null) return;
+      if (params.get("path1")) ui.path1.value = params.get("path1");
+      if (params.get("path2")) ui.path2.value = params.get("path2");
+      if (params.get("user")) ui.user.value = params.get("user");
+      if (Number(params.get("wait")) > 0) waitSeconds = Number(params.get("wait"));
+      if (Number(params.get("keepalive")) > 0) keepAliveSeconds = Number(params.get("keepalive"));
+      showCommand();
+    };
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
     const setState = (state) => {
@@ -326,5 +338,5 @@
     });
   }
 
-  Piping.registerMode({ name: "ssh", start, wide: true });
+  Piping.registerMode({ name: "ssh", start, show: (params) => applyParams(params), wide: true });
 })();
