@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -138,22 +138,39 @@ class Metrics:
         if len(head) > MAX_REQUEST_HEAD_BYTES:
             writer.close()
             return
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
-        method = parts[0] if parts else b""
-        target = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
-        status, content_type, body = 404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n"
-        if method not in (b"GET", b"HEAD"):
-            status, body = 405, b"method not allowed\n"
-        elif target == b"/metrics":
-            status, content_type, body = 200, CONTENT_TYPE_LATEST, self.render()
-        elif target == b"/healthz":
-            status, body = (200, b"ok\n") if self.healthy else (503, b"shutting down\n")
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
-        response = (
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-            f"cache-control: no-store\r\nconnection: close\r\n\r\n"
-        ).encode()
-        writer.write(response if method == b"HEAD" else response + body)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+        await answer_scrape(writer, head, self._render, self._health)
+
+    async def _render(self) -> bytes:
+        return self.render()
+
+    def _health(self) -> tuple[int, bytes]:
+        return (200, b"ok\n") if self.healthy else (503, b"shutting down\n")
+
+
+async def answer_scrape(
+    writer: asyncio.StreamWriter,
+    head: bytes,
+    metrics: Callable[[], Awaitable[bytes]],
+    health: Callable[[], tuple[int, bytes]],
+) -> None:
+    """Answer one request of a metrics listener (a server's own, or the --workers supervisor's summing one):
+    GET or HEAD of /metrics (``metrics()``) or /healthz (``health()``: status and body); then close."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    method = parts[0] if parts else b""
+    target = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+    status, content_type, body = 404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n"
+    if method not in (b"GET", b"HEAD"):
+        status, body = 405, b"method not allowed\n"
+    elif target == b"/metrics":
+        status, content_type, body = 200, CONTENT_TYPE_LATEST, await metrics()
+    elif target == b"/healthz":
+        status, body = health()
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+    response = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
+        f"cache-control: no-store\r\nconnection: close\r\n\r\n"
+    ).encode()
+    writer.write(response if method == b"HEAD" else response + body)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()

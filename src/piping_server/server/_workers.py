@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from ..ops._config import Config
+from ..ops._metrics import MAX_REQUEST_HEAD_BYTES, answer_scrape
 from ._handover import Worker, WorkerPlace
 from ._serve import ServerOptions, StartupError, _load_certificate, run
 
@@ -49,8 +50,6 @@ RESTART_PAUSE_MAX_S = 5.0
 #: A worker's figures must arrive within this for a scrape.
 SCRAPE_TIMEOUT_S = 5.0
 #: A metrics request's head may not exceed this (bytes).
-MAX_REQUEST_HEAD_BYTES = 8 * 1024
-CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -256,31 +255,15 @@ class Supervisor:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             writer.close()
             return
-        parts = head[:MAX_REQUEST_HEAD_BYTES].split(b"\r\n", 1)[0].split(b" ")
-        method = parts[0] if parts else b""
-        target = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
-        status, content_type, body = 404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n"
-        if method not in (b"GET", b"HEAD"):
-            status, body = 405, b"method not allowed\n"
-        elif target == b"/metrics":
-            status, content_type, body = 200, CONTENT_TYPE_LATEST, await self._summed()
-        elif target == b"/healthz":
-            up = len(self.pids)
-            if self.stopping:
-                status, body = 503, b"shutting down\n"
-            elif up < self.count:
-                status, body = 503, f"{up} of {self.count} workers up\n".encode()
-            else:
-                status, body = 200, b"ok\n"
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
-        response = (
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-            f"cache-control: no-store\r\nconnection: close\r\n\r\n"
-        ).encode()
-        writer.write(response if method == b"HEAD" else response + body)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+        await answer_scrape(writer, head[:MAX_REQUEST_HEAD_BYTES], self._summed, self._health)
+
+    def _health(self) -> tuple[int, bytes]:
+        up = len(self.pids)
+        if self.stopping:
+            return 503, b"shutting down\n"
+        if up < self.count:
+            return 503, f"{up} of {self.count} workers up\n".encode()
+        return 200, b"ok\n"
 
     async def _summed(self) -> bytes:
         texts = await asyncio.gather(*(self._scrape(index) for index in range(self.count)))
