@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 #: Every wait in the tests is bounded by this (seconds) unless a test says otherwise.
@@ -21,6 +22,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds (every wait bounded)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = WAIT_S) -> None:
@@ -114,12 +126,7 @@ class ServerProcess:
                 self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 # transfers left running wait out the shutdown grace (30 s by default): a second signal cuts them
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
+                stop_process(self.proc)
 
 
 def start_server(*extra_args: str, https: tuple[str, str, str] | None = None, env: dict[str, str] | None = None,

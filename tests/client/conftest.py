@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
@@ -81,17 +83,21 @@ def start_server_process(kind: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def running_server(kind: str) -> Iterator[str]:
+    """A server process of one's own for the ``with`` block (see start_server_process); its base URL."""
+    proc, url = start_server_process(kind)
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
 @pytest.fixture(scope="session", params=["ours", "reference"])
 def server(request: pytest.FixtureRequest) -> Iterator[str]:
     """Base URL of a running Piping server (each test runs against ours and the reference)."""
-    proc, url = start_server_process(request.param)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    with running_server(request.param) as url:
+        yield url
 
 
 @pytest.fixture

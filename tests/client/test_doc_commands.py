@@ -32,7 +32,7 @@ from typing import IO
 import pytest
 from test_tunnel import echo_port, wait_bound
 
-from conftest import env, free_port, needs, start_server_process
+from conftest import env, free_port, needs, running_server
 
 __all__ = ["echo_port"]  # a fixture, imported to be used here
 
@@ -156,14 +156,8 @@ def help_lines(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def our_server() -> Iterator[str]:
-    proc, url = start_server_process("ours")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    with running_server("ours") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

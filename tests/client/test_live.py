@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_piping, start_piping, start_server_process
+from conftest import run_piping, running_server, start_piping
 from piping_server.client import Reporter, send_async
 
 
 @pytest.fixture(scope="module")
 def ours() -> Iterator[str]:
-    proc, url = start_server_process("ours")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with running_server("ours") as url:
+        yield url
 
 
 def test_get_from_start_then_live_send(ours: str, path: str, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..helpers import WAIT_S, free_port, wait_for_port
+from ..helpers import WAIT_S, free_port, stop_process, wait_for_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 #: Debian puts both in /usr/sbin, which is not always on a user's PATH.
@@ -49,13 +49,7 @@ class Proxy:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def nginx_config(tmp: Path, port: int, upstreams: list[int], cert: str, key: str) -> str:
