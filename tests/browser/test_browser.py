@@ -21,36 +21,20 @@ from typing import Any
 import pytest
 
 from ..helpers import WAIT_S, ServerProcess, Target, unique_path, wait_until
+from .chromium import STREAM_LINES_JS, launch_chromium, need_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SENT = "[INFO] Sent successfully!\n"
 ALL_OK = "[INFO] All receiver(s) was/were received successfully.\n"
 
 pytestmark = pytest.mark.ours
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
+need_chromium()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture
@@ -84,26 +68,6 @@ def _lines(proc: subprocess.Popen[bytes]) -> queue.Queue[tuple[float, bytes]]:
 
     threading.Thread(target=read, daemon=True).start()
     return lines
-
-
-STREAM_LINES_JS = """
-([url, count, intervalMs]) => {
-  const encoder = new TextEncoder();
-  window.sent = 0;
-  let i = 0;
-  const body = new ReadableStream({
-    async pull(controller) {
-      if (i === count) { controller.close(); return; }
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
-      controller.enqueue(encoder.encode(`line ${i}\\n`));
-      i += 1;
-      window.sent = i;
-    },
-  });
-  window.upload = fetch(url, { method: "POST", body, duplex: "half" })
-    .then(async (response) => ({ status: response.status, text: await response.text() }));
-}
-"""
 
 
 def test_page_streams_lines_while_curl_receives(page: Any, https: Target, server: ServerProcess) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..browser.chromium import STREAM_LINES_JS, launch_chromium, need_chromium
 from ..helpers import WAIT_S, ServerProcess, start_server, wait_until
 from .proxies import DEPLOY, HAPROXY, NGINX, Proxy, start_proxy
 
@@ -302,58 +303,28 @@ def test_killed_instance_fails_only_its_own_transfers(
 
 # --- the browser ----------------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# a fetch() upload from a ReadableStream: Chromium sends it only over HTTP/2, as it is produced
-STREAM_UPLOAD_JS = """
-([url, count, intervalMs]) => {
-  const encoder = new TextEncoder();
-  let i = 0;
-  window.sent = 0;
-  const body = new ReadableStream({
-    async pull(controller) {
-      if (i === count) { controller.close(); return; }
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
-      controller.enqueue(encoder.encode(`line ${i}\\n`));
-      i += 1;
-      window.sent = i;
-    },
-  });
-  window.upload = fetch(url, { method: "POST", body, duplex: "half" })
-    .then(async (response) => ({ status: response.status, text: await response.text() }));
-}
-"""
-
-
 def test_chromium_streams_a_fetch_upload_through_nginx(
     instances: list[ServerProcess], tls_files: tuple[str, str, str], tmp_path: Path
 ) -> None:
     """Chromium's streaming fetch() upload over h2 through nginx: curl receives lines while the page still sends."""
     need("nginx")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
+    need_chromium()
     running = start_proxy("nginx", tmp_path / "nginx", [i.http_port for i in instances], tls_files)
     path = f"/browser-{uuid.uuid4().hex}"
     count = 20
     receiver = subprocess.Popen(["curl", "-sS", "-N", "--cacert", tls_files[2], running.url(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_context(ignore_https_errors=True).new_page()
-                page.goto(running.url("/version"))
-                protocol = page.evaluate("() => performance.getEntriesByType('navigation')[0].nextHopProtocol")
-                assert protocol == "h2"
-                page.evaluate(STREAM_UPLOAD_JS, [running.url(path), count, 100])
-                assert receiver.stdout is not None
-                assert receiver.stdout.readline() == b"line 0\n"  # the receiver has the first line...
-                assert page.evaluate("() => window.sent") < count  # ...while the page is still sending
-                result = page.evaluate("() => window.upload")
-            finally:
-                browser.close()
+        with launch_chromium() as browser:
+            page = browser.new_context(ignore_https_errors=True).new_page()
+            page.goto(running.url("/version"))
+            protocol = page.evaluate("() => performance.getEntriesByType('navigation')[0].nextHopProtocol")
+            assert protocol == "h2"
+            page.evaluate(STREAM_LINES_JS, [running.url(path), count, 100])
+            assert receiver.stdout is not None
+            assert receiver.stdout.readline() == b"line 0\n"  # the receiver has the first line...
+            assert page.evaluate("() => window.sent") < count  # ...while the page is still sending
+            result = page.evaluate("() => window.upload")
         receiver.wait(timeout=WAIT_S)
         # read() and not communicate(): communicate reads the pipe's file descriptor, past what
         # readline() above left in the file object's buffer
