@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._common import check_transfer_path, is_tar, parse_filename, safe_filename
-from ._errors import PipingError, ServerRejectedError, UsageError
-from ._http import HttpConnection, error_text
+from ._errors import PipingError, UsageError
+from ._http import HttpConnection
 from ._openpgp import Decryptor
 from ._progress import Reporter
 from ._tar import TarUnpacker
@@ -133,9 +133,7 @@ async def get_async(
     try:
         await conn.connect()
         await conn.send_head("GET", [])
-        head = await conn.read_head()
-        if head.status != 200:
-            raise ServerRejectedError(error_text(await conn.read_text(), head), head.status)
+        head = await conn.read_ok_head()
         archive = is_tar(head.header_all("X-Piping"))
         header_name = parse_filename(head.header("Content-Disposition"))
         length = head.header("Content-Length")

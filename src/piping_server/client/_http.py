@@ -17,7 +17,7 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from urllib.parse import urlsplit
 
-from ._errors import ServerUnreachableError, TransferInterruptedError
+from ._errors import ServerRejectedError, ServerUnreachableError, TransferInterruptedError
 
 __all__ = ["HttpConnection", "Response"]
 
@@ -128,6 +128,14 @@ class HttpConnection:
         if self._chunked:
             await self._write(b"0\r\n\r\n")
         return total
+
+    async def read_ok_head(self) -> Response:
+        """:meth:`read_head`, an answer other than 200 raised as :class:`ServerRejectedError` with the server's
+        message."""
+        head = await self.read_head()
+        if head.status != 200:
+            raise ServerRejectedError(error_text(await self.read_text(), head), head.status)
+        return head
 
     async def read_head(self) -> Response:
         """Read the status line and headers (1xx interim responses are skipped)."""

@@ -15,8 +15,8 @@ from typing import BinaryIO
 
 from ._bridge import iterate_in_thread, read_in_thread
 from ._common import TAR_MARKER, content_disposition
-from ._errors import PipingError, ServerRejectedError, TransferInterruptedError, UsageError
-from ._http import HttpConnection, error_text
+from ._errors import PipingError, TransferInterruptedError, UsageError
+from ._http import HttpConnection
 from ._openpgp import Encryptor
 from ._progress import Reporter
 from ._tar import TarPacker, scan_sources
@@ -138,9 +138,7 @@ class _Outcome:
 
 
 async def _read_status(conn: HttpConnection, reporter: Reporter, outcome: _Outcome) -> None:
-    head = await conn.read_head()
-    if head.status != 200:
-        raise ServerRejectedError(error_text(await conn.read_text(), head), head.status)
+    await conn.read_ok_head()
     pending = b""
     async for data in conn.iter_body():
         pending += data

@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ._common import check_transfer_path, is_marked
-from ._errors import PipingError, ServerRejectedError, TransferInterruptedError, UsageError
-from ._http import HttpConnection, error_text
+from ._errors import PipingError, TransferInterruptedError, UsageError
+from ._http import HttpConnection
 from ._url import resolve_url
 
 __all__ = ["TunnelPaths", "run_tunnel_client", "run_tunnel_server", "tunnel_paths"]
@@ -102,9 +102,7 @@ class _Upload:
         self.watching = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        head = await self.conn.read_head()
-        if head.status != 200:
-            raise ServerRejectedError(error_text(await self.conn.read_text(), head), head.status)
+        await self.conn.read_ok_head()
         text = b""
         async for data in self.conn.iter_body():
             text += data
@@ -125,9 +123,7 @@ async def _open_download(url: str, verify: bool, peer: str) -> HttpConnection:
     try:
         await conn.connect()
         await conn.send_head("GET", [])
-        head = await conn.read_head()
-        if head.status != 200:
-            raise ServerRejectedError(error_text(await conn.read_text(), head), head.status)
+        head = await conn.read_ok_head()
         if is_marked(head.header_all("X-Piping"), TUNNEL_ERROR_MARKER):
             reason = (await conn.read_text(1024)).strip() or "cannot reach its service"
             raise PipingError(f"the tunnel {peer} {reason}")
