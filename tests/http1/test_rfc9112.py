@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from ..conftest import EXTERNAL_BASE_URL
-from ..helpers import ServerProcess, Target, raw_connect
+from ..helpers import Target, raw_connect
 
 H = b"Host: 127.0.0.1\r\n"
 
@@ -67,14 +66,6 @@ CASES = [
     _case("cl-differing-lines", b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
           400, closes=True),
 ]
-
-
-@pytest.fixture
-def h1(server: ServerProcess | None) -> Target:
-    if server is None:
-        assert EXTERNAL_BASE_URL is not None
-        return Target(name="external", base_url=EXTERNAL_BASE_URL.rstrip("/"))
-    return server.target("h1")
 
 
 def _exchange(target: Target, raw: bytes, *, half_close: bool) -> tuple[bytes, bool]:

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from ..conftest import EXTERNAL_BASE_URL
 from ..helpers import (
     WAIT_S,
     ServerProcess,
@@ -20,14 +19,6 @@ from ..helpers import (
     recv_until,
     unique_path,
 )
-
-
-@pytest.fixture
-def h1(server: ServerProcess | None) -> Target:
-    if server is None:
-        assert EXTERNAL_BASE_URL is not None
-        return Target(name="external", base_url=EXTERNAL_BASE_URL.rstrip("/"))
-    return server.target("h1")
 
 
 def request_head(method: str, path: str, headers: dict[str, str] | None = None, version: str = "1.1") -> bytes:
