@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ..helpers import WAIT_S, unique_path, wait_until
-from .util import Receiver, Sender, basic, metrics, request, server_with, wait_log
+from .util import Receiver, Sender, basic, metrics, request, running_transfer, server_with, wait_log
 
 pytestmark = pytest.mark.ours
 
@@ -150,11 +150,7 @@ def test_sighup_reloads_and_flags_still_override(tmp_path: Path) -> None:
 
 def test_sigterm_lets_a_running_transfer_finish(tmp_path: Path) -> None:
     with server_with("--shutdown-grace", "10", tmp=tmp_path, metrics_port=True) as (server, mport):
-        port = server.http_port
-        path = unique_path()
-        sender, receiver = Sender(port, path), Receiver(port, path)
-        sender.send(b"part one, ")
-        receiver.read_until(b"part one, ")
+        sender, receiver = running_transfer(server.http_port)
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         # no longer accepting, not unhealthy-silent: /healthz says so while the transfer finishes

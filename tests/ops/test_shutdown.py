@@ -7,25 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import unique_path
-from .util import Receiver, Sender, server_with, wait_log
+from .util import running_transfer, server_with, wait_log
 
 pytestmark = pytest.mark.ours
-
-
-def _running_transfer(port: int) -> tuple[Sender, Receiver]:
-    path = unique_path()
-    sender, receiver = Sender(port, path), Receiver(port, path)
-    sender.send(b"part one, ")
-    receiver.read_until(b"part one, ")
-    return sender, receiver
 
 
 @pytest.mark.parametrize("args", [(), ("--shutdown-grace", "8")], ids=["default", "flag-alone"])
 def test_sigterm_waits_for_a_running_transfer(tmp_path: Path, args: tuple[str, ...]) -> None:
     # the flag alone (no hook-installing flag beside it) was once ignored: the transfer was cut at once
     with server_with(*args, tmp=tmp_path) as (server, _):
-        sender, receiver = _running_transfer(server.http_port)
+        sender, receiver = running_transfer(server.http_port)
         server.proc.send_signal(signal.SIGTERM)
         assert wait_log(server, "shutting down: waiting up to")
         assert server.proc.poll() is None
@@ -41,7 +32,7 @@ def test_sigterm_waits_for_a_running_transfer(tmp_path: Path, args: tuple[str, .
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_second_signal_cuts_at_once(tmp_path: Path, second: signal.Signals) -> None:
     with server_with(tmp=tmp_path) as (server, _):  # the default grace: 30 s, far longer than the waits below
-        sender, receiver = _running_transfer(server.http_port)
+        sender, receiver = running_transfer(server.http_port)
         server.proc.send_signal(signal.SIGTERM)
         assert wait_log(server, "shutting down: waiting up to 30s for 1 running transfer(s)")
         server.proc.send_signal(second)
@@ -55,7 +46,7 @@ def test_a_second_signal_cuts_at_once(tmp_path: Path, second: signal.Signals) ->
 
 def test_grace_zero_cuts_at_once(tmp_path: Path) -> None:
     with server_with("--shutdown-grace", "0", tmp=tmp_path) as (server, _):
-        sender, receiver = _running_transfer(server.http_port)
+        sender, receiver = running_transfer(server.http_port)
         server.proc.send_signal(signal.SIGTERM)
         receiver.read_to_close(timeout=10)
         assert receiver.body() == (b"part one, ", False)

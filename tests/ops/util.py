@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..helpers import WAIT_S, ServerProcess, free_port, recv_all, recv_until, start_server, wait_for_port
+from ..helpers import WAIT_S, ServerProcess, free_port, recv_all, recv_until, start_server, unique_path, wait_for_port
 
 
 def basic(user: str, password: str) -> str:
@@ -124,6 +124,15 @@ class Receiver:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def running_transfer(port: int) -> tuple[Sender, Receiver]:
+    """A transfer on a fresh path whose first part (``part one, ``) has reached its receiver."""
+    path = unique_path()
+    sender, receiver = Sender(port, path), Receiver(port, path)
+    sender.send(b"part one, ")
+    receiver.read_until(b"part one, ")
+    return sender, receiver
 
 
 def wait_log(server: ServerProcess, text: str, timeout: float = WAIT_S) -> bool:
