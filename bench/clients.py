@@ -73,6 +73,20 @@ def _emit(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _emit_send(t_start: float, t_sent: float, ok: bool, tail: str) -> None:
+    """A sender's record (HTTP/1 and HTTP/2 alike); ``tail``: the end of the server's answer, kept when not ok."""
+    _emit(
+        {
+            "role": "send",
+            "t_start": t_start,
+            "t_sent": t_sent,
+            "t_end": time.monotonic(),
+            "ok": ok,
+            "response_tail": "" if ok else tail,
+        }
+    )
+
+
 def _connect(port: int, timeout: float) -> socket.socket:
     """Connect, retrying for a while when refused (socat listens on its second port only once busy)."""
     give_up = time.monotonic() + 10.0
@@ -179,16 +193,7 @@ def run_send(args: argparse.Namespace) -> None:
     ok = True
     if http:
         ok = response.startswith(b"HTTP/1.1 200") and b"received successfully" in response
-    _emit(
-        {
-            "role": "send",
-            "t_start": t_start,
-            "t_sent": t_sent,
-            "t_end": time.monotonic(),
-            "ok": ok,
-            "response_tail": response[-200:].decode("latin-1") if not ok else "",
-        }
-    )
+    _emit_send(t_start, t_sent, ok, response[-200:].decode("latin-1"))
 
 
 # --- receiver ----------------------------------------------------------------------------------------
@@ -611,16 +616,7 @@ def run_h2send(args: argparse.Namespace) -> None:
         c.flush()
     c.sock.close()
     ok = status == 200 and ended and b"received successfully" in response
-    _emit(
-        {
-            "role": "send",
-            "t_start": t_start,
-            "t_sent": t_sent,
-            "t_end": time.monotonic(),
-            "ok": ok,
-            "response_tail": "" if ok else f"status {status}: " + bytes(response[-200:]).decode("latin-1"),
-        }
-    )
+    _emit_send(t_start, t_sent, ok, f"status {status}: " + bytes(response[-200:]).decode("latin-1"))
 
 
 def run_h2recv(args: argparse.Namespace) -> None:
