@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ..helpers import WAIT_S, unique_path, wait_until
-from .util import Receiver, Sender, basic, metrics, request, running_transfer, server_with, wait_log
+from .util import Receiver, Sender, basic, finish_transfer, metrics, request, running_transfer, server_with, wait_log
 
 pytestmark = pytest.mark.ours
 
@@ -158,10 +158,7 @@ def test_sigterm_lets_a_running_transfer_finish(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{mport}/healthz", timeout=WAIT_S)
         assert info.value.code == 503
         assert server.proc.poll() is None
-        sender.send(b"part two")
-        sender.end()
-        receiver.read_to_close()
-        assert receiver.body() == (b"part one, part two", True)
+        finish_transfer(sender, receiver)
         assert server.proc.wait(timeout=10) == 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .util import running_transfer, server_with, wait_log
+from .util import finish_transfer, running_transfer, server_with, wait_log
 
 pytestmark = pytest.mark.ours
 
@@ -20,10 +20,7 @@ def test_sigterm_waits_for_a_running_transfer(tmp_path: Path, args: tuple[str, .
         server.proc.send_signal(signal.SIGTERM)
         assert wait_log(server, "shutting down: waiting up to")
         assert server.proc.poll() is None
-        sender.send(b"part two")
-        sender.end()
-        receiver.read_to_close()
-        assert receiver.body() == (b"part one, part two", True)
+        finish_transfer(sender, receiver)
         assert server.proc.wait(timeout=10) == 0
         assert "stopped: 1 running transfer(s) finished, 0 cut" in server.log()
         sender.close()

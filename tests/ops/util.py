@@ -135,6 +135,14 @@ def running_transfer(port: int) -> tuple[Sender, Receiver]:
     return sender, receiver
 
 
+def finish_transfer(sender: Sender, receiver: Receiver) -> None:
+    """The second part of a :func:`running_transfer` and its end reach the receiver, whole."""
+    sender.send(b"part two")
+    sender.end()
+    receiver.read_to_close()
+    assert receiver.body() == (b"part one, part two", True)
+
+
 def wait_log(server: ServerProcess, text: str, timeout: float = WAIT_S) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
