@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
-#: What the 405 answer and the preflight advertise (PROTOCOL.md sections 3 and 7).
+#: What the 405 answer and the preflight advertise (docs/protocol.md sections 3 and 7).
 ALLOW = b"GET, HEAD, POST, PUT, OPTIONS"
 
 
@@ -263,7 +263,7 @@ class Exchange:
             )
 
     def _base_url(self) -> str:
-        """Scheme and host as the client reached us, for /help (PROTOCOL.md section 2)."""
+        """Scheme and host as the client reached us, for /help (docs/protocol.md section 2)."""
         proto = self.header(b"x-forwarded-proto") or b""
         scheme = "https" if self.is_tls or b"https" in proto else "http"
         host = (self.authority() or b"hostname").decode("latin-1")

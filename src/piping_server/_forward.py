@@ -11,7 +11,7 @@ the client's exchange through the same calls the relay makes (``start_receiving`
 client's slow reading pauses reading the owner's response (``receiver_paused``); the owner's slow
 reading (the internal connection's write buffer) pauses the client's upload (``pause_upload``).
 A client that leaves aborts the internal connection (the owner sees its peer lost); an owner that
-leaves, or dies, cuts the client's response (PROTOCOL.md section 8).
+leaves, or dies, cuts the client's response (docs/protocol.md section 8).
 """
 
 from __future__ import annotations

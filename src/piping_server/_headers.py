@@ -1,4 +1,4 @@
-"""Header rules shared by every transport (PROTOCOL.md sections 3, 6 and 7).
+"""Header rules shared by every transport (docs/protocol.md sections 3, 6 and 7).
 
 Header names are lowercase bytes here, as HTTP/2 requires; HTTP/1 writes them in their
 conventional capitalization (``Content-Length``), as the reference does, since scripts and

@@ -1,7 +1,7 @@
 """What the operator's layer (auth, limits, logs, metrics) may plug into every transport.
 
 The transports call these hooks at fixed points of each request; with none set (the default),
-the server is exactly the plain protocol of PROTOCOL.md. Hooks run on the event loop, must not
+the server is exactly the plain protocol of docs/protocol.md. Hooks run on the event loop, must not
 block, and see requests as ``RequestView`` values, never the transport objects.
 """
 

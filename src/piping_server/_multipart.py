@@ -1,4 +1,4 @@
-"""The first part of a multipart/form-data upload, streamed (PROTOCOL.md section 5).
+"""The first part of a multipart/form-data upload, streamed (docs/protocol.md section 5).
 
 A browser form sends its file as a part of a form. Only the first part goes to the receivers, with
 its own Content-Type and Content-Disposition; the rest of the form is read and discarded.

@@ -9,7 +9,7 @@ Backpressure is one explicit chain: a receiver whose transport buffer passes its
 calls ``Pipe.receiver_paused``; the first such call pauses the sender's upload, and the sender
 resumes only when every paused receiver has drained.
 
-A live transfer (PROTOCOL.md section 11) has a ``LivePipe``: the same chunk objects go to a set
+A live transfer (docs/protocol.md section 11) has a ``LivePipe``: the same chunk objects go to a set
 of receivers that changes at any time, with the pacing and backlog rules written on that class.
 """
 
@@ -46,7 +46,7 @@ from .core import (
 Chunk = bytes | memoryview
 
 #: A live receiver whose backlog (bytes handed to it that its client has not taken) passes this is
-#: cut (PROTOCOL.md section 11): one stalled listener costs at most this much memory and never stalls
+#: cut (docs/protocol.md section 11): one stalled listener costs at most this much memory and never stalls
 #: the others for long. Operator-settable (``--live-max-lag``). Checked once a receiver's transport
 #: reports itself full, so the transport's own high-water mark (1 MiB) is the least it can be.
 LIVE_MAX_LAG_BYTES = 8 * 1024 * 1024
@@ -236,7 +236,7 @@ class Pipe:
 
 
 class LivePipe(Pipe):
-    """One live sender's body, fanned out to whoever listens now (PROTOCOL.md section 11).
+    """One live sender's body, fanned out to whoever listens now (docs/protocol.md section 11).
 
     * Fan-out: each chunk object goes to every present receiver as it is (no copy per receiver);
       a receiver joining gets the stream from the next chunk on, its offset in the

@@ -1,4 +1,4 @@
-"""Live transfers in the hub and the live pipe (PROTOCOL.md section 11), with no sockets and no event loop.
+"""Live transfers in the hub and the live pipe (docs/protocol.md section 11), with no sockets and no event loop.
 
 The hub is driven with plain values; the property tests add the data path (``Relay`` and its
 ``LivePipe``) with ``Recorder`` endpoints, which keep what a transport would have put on the wire.

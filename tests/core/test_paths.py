@@ -1,4 +1,4 @@
-"""Path normalisation and ``n`` parsing (PROTOCOL.md sections 1 and 4)."""
+"""Path normalisation and ``n`` parsing (docs/protocol.md sections 1 and 4)."""
 
 from __future__ import annotations
 

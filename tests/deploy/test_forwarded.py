@@ -85,7 +85,7 @@ def test_untrusted_peer_is_taken_as_is(tmp_path: Path) -> None:
     """When 127.0.0.1 is not a trusted proxy, its forwarding headers are ignored (but /help keeps its rule)."""
     with server_with("--forwarded-allow-ips", "10.0.0.0/8", tmp=tmp_path) as server:
         response = get(server.http_port, "/help", {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"})
-        # PROTOCOL.md section 2: /help believes X-Forwarded-Proto from anyone, as the reference does
+        # docs/protocol.md section 2: /help believes X-Forwarded-Proto from anyone, as the reference does
         assert b"https://relay.example/" in response
         assert client_of(server, "/help") == "127.0.0.1"
         assert not access_line(server, "/help").endswith("+tls")

@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 8 with raw connections: a waiting sender whose connection ends has left.
+"""docs/protocol.md section 8 with raw connections: a waiting sender whose connection ends has left.
 
 A sender that writes its whole body and then closes (FIN) or aborts (RST) its connection while it
 waits frees the path at once: the next sender is not told "Another sender", and the next receiver

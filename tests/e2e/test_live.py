@@ -1,4 +1,4 @@
-"""Live transfers end to end with curl, over every transport of ``target`` (PROTOCOL.md section 11).
+"""Live transfers end to end with curl, over every transport of ``target`` (docs/protocol.md section 11).
 
 The stream's bytes are a function of their offset (``pattern``), so each receiver checks on its own
 that it got exactly the stream from its ``Piping-Live-Offset`` on. Waits follow the sender's progress

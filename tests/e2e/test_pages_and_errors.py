@@ -1,4 +1,4 @@
-"""Reserved pages, methods, CORS and every refusal, over every transport (PROTOCOL.md 2-7)."""
+"""Reserved pages, methods, CORS and every refusal, over every transport (docs/protocol.md 2-7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transfers end to end with curl, over every transport of ``target`` (PROTOCOL.md sections 4-8)."""
+"""Transfers end to end with curl, over every transport of ``target`` (docs/protocol.md sections 4-8)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_two_receivers_get_a_large_body_whole(target: Target, tmp_path: Path, fr
     assert sent.body.decode().endswith(ALL_OK)
 
 
-@pytest.mark.ours  # the reference stalls the remaining receiver (PROTOCOL.md 8 requires it to go on)
+@pytest.mark.ours  # the reference stalls the remaining receiver (docs/protocol.md 8 requires it to go on)
 def test_first_receiver_leaving_mid_body_leaves_the_other_whole(target: Target, tmp_path: Path) -> None:
     """The first of two receivers goes away after 1 MiB of a 16 MiB body; the other still gets every byte
     (on plain HTTP/1 the tee(2) relay then hands its pipe to the other receiver)."""

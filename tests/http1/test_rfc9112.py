@@ -1,4 +1,4 @@
-"""RFC 9112's MUSTs for a server, one raw request each (PROTOCOL.md section 9).
+"""RFC 9112's MUSTs for a server, one raw request each (docs/protocol.md section 9).
 
 Each request breaks a MUST of sections 2-3 (request line, Host) or 6-7 (framing): it gets the
 status the RFC names (400, 414, 501 or 505), never a 200 and never a transfer; where the framing

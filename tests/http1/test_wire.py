@@ -214,7 +214,7 @@ def test_sender_breaking_mid_transfer_cuts_the_receiver(h1: Target) -> None:
     assert curl_receiver.returncode != 0  # curl sees a short body: a cut, never a success
 
 
-@pytest.mark.ours  # the reference stalls the remaining receiver here (PROTOCOL.md 8 requires it to go on)
+@pytest.mark.ours  # the reference stalls the remaining receiver here (docs/protocol.md 8 requires it to go on)
 def test_one_receiver_leaving_does_not_stop_the_others(h1: Target) -> None:
     path = unique_path() + "?n=2"
     leaving = open_receiver(h1, path)

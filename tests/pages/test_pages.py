@@ -1,4 +1,4 @@
-"""The reserved-path pages (PROTOCOL.md section 2), checked as pure values: no server involved."""
+"""The reserved-path pages (docs/protocol.md section 2), checked as pure values: no server involved."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_reserved(path: str) -> None:
     "path", ["/hello", "/help/", "/HELP", "/Version", "/noscript/x", "/a/help", "/index.html", "//", "/favicon.ico2"]
 )
 def test_not_reserved(path: str) -> None:
-    # Paths compare exactly and case matters (PROTOCOL.md section 1).
+    # Paths compare exactly and case matters (docs/protocol.md section 1).
     assert not is_reserved(path)
     with pytest.raises(ValueError, match="not a reserved path"):
         render_page(path, base_url=BASE)

@@ -78,7 +78,7 @@ def safe_filename(name: str | None, default: str = "piping-download") -> str:
 def check_transfer_path(url: str, typed: str) -> None:
     """Refuse a URL whose path is one of the server's pages (``/``, ``/help`` ...): no transfer happens there.
 
-    A receiver would get the page's HTML and succeed (PROTOCOL.md section 2); a tunnel would carry it.
+    A receiver would get the page's HTML and succeed (docs/protocol.md section 2); a tunnel would carry it.
     """
     if is_reserved(remove_dot_segments(urlsplit(url).path or "/")):
         raise UsageError(f"'{typed}' is a page of the server, not a transfer path")

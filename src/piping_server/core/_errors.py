@@ -5,7 +5,7 @@
     └── CoreMisuse              the rendezvous core was driven in a way its contract forbids (a bug)
 
 Client-caused refusals of the Piping protocol (busy path, bad ``n`` ...) are *not* exceptions:
-the core returns them as ``Reject`` actions, with the exact texts of PROTOCOL.md.
+the core returns them as ``Reject`` actions, with the exact texts of docs/protocol.md.
 """
 
 from __future__ import annotations

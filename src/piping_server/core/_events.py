@@ -24,7 +24,7 @@ class SenderArrived:
     method: str
     n: str | None
     has_content_range: bool = False
-    #: the raw ``live`` query parameter ("" for a bare ``?live``), None when absent (PROTOCOL.md section 11)
+    #: the raw ``live`` query parameter ("" for a bare ``?live``), None when absent (docs/protocol.md section 11)
     live: str | None = None
 
 
@@ -36,7 +36,7 @@ class ReceiverArrived:
     path: str
     n: str | None
     is_service_worker: bool = False
-    #: the raw ``live`` query parameter ("" for a bare ``?live``), None when absent (PROTOCOL.md section 11)
+    #: the raw ``live`` query parameter ("" for a bare ``?live``), None when absent (docs/protocol.md section 11)
     live: str | None = None
 
 

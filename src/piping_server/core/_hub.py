@@ -7,7 +7,7 @@ Each path is in one of three states:
 * *free*: no entry at all;
 * *waiting* (``_Waiting``): a sender and/or receivers have arrived, fewer than the transfer needs;
 * *running* (``_Transfer``): the sender and its ``n`` receivers are joined; the path is taken;
-* *live* (``_Live``, PROTOCOL.md section 11): receivers that asked for ``?live`` wait for a live
+* *live* (``_Live``, docs/protocol.md section 11): receivers that asked for ``?live`` wait for a live
   sender (no sender yet), or a live sender streams to whoever is there, receivers joining and
   leaving at any time; the sender is there from its arrival to its end.
 
@@ -51,7 +51,7 @@ from ._events import (
 )
 from ._paths import parse_n
 
-#: Paths that serve pages and can never carry a transfer (PROTOCOL.md section 2).
+#: Paths that serve pages and can never carry a transfer (docs/protocol.md section 2).
 RESERVED_PATHS = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico", "/robots.txt"})
 
 
@@ -59,7 +59,7 @@ def is_reserved(path: str) -> bool:
     return path in RESERVED_PATHS
 
 
-# --- the texts of live transfers (PROTOCOL.md section 11, "Texts") ---------------------------------------
+# --- the texts of live transfers (docs/protocol.md section 11, "Texts") ---------------------------------------
 
 LIVE_ACCEPTED = "[INFO] Live: receivers may join and leave at any time."
 
@@ -298,7 +298,7 @@ class Hub:
             StartTransfer(sender=waiting.sender, receivers=receivers),
         ]
 
-    # --- live transfers (PROTOCOL.md section 11) ---------------------------------------------------
+    # --- live transfers (docs/protocol.md section 11) ---------------------------------------------------
 
     def _live_sender_arrived(self, ev: SenderArrived) -> list[Action]:
         path, peer = ev.path, ev.peer
@@ -498,7 +498,7 @@ class Hub:
             actions.append(_line(transfer.sender, "[INFO] A receiver aborted."))
         return actions + self._end_if_settled(transfer)
 
-    # --- the operator's timers (never fired by the protocol itself: PROTOCOL.md section 8) ----------
+    # --- the operator's timers (never fired by the protocol itself: docs/protocol.md section 8) ----------
 
     def _wait_expired(self, ev: WaitExpired) -> list[Action]:
         peer = ev.peer
@@ -515,7 +515,7 @@ class Hub:
             actions: list[Action] = [WriteLine(peer=peer, line=ev.message), EndSender(peer=peer, drop_upload=True)]
         else:
             waiting.receivers.remove(peer)
-            # as when a waiting receiver leaves, nothing is told to the others (PROTOCOL.md section 8)
+            # as when a waiting receiver leaves, nothing is told to the others (docs/protocol.md section 8)
             actions = [Reject(peer=peer, status=ev.status, message=ev.message)]
         if waiting.sender is None and not waiting.receivers:
             del self._waiting[path]

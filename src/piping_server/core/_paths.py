@@ -1,4 +1,4 @@
-"""Path and query rules of the protocol (PROTOCOL.md section 1 and 4), free of any HTTP library."""
+"""Path and query rules of the protocol (docs/protocol.md section 1 and 4), free of any HTTP library."""
 
 from __future__ import annotations
 

@@ -572,7 +572,7 @@ class Http1Protocol(asyncio.Protocol):
         ):
             return True  # a running sender that sent its whole body may half-close: it still gets its lines
         # Anything else has left, a waiting sender too, even with its whole body sent: a server cannot
-        # tell a half-close from a close without writing, and the path must be free (PROTOCOL.md 8).
+        # tell a half-close from a close without writing, and the path must be free (docs/protocol.md 8).
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:

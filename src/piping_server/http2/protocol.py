@@ -4,7 +4,7 @@ The ``h2`` library is the sans-IO engine: bytes in, events out, frames pulled wi
 ``data_to_send()``. One ``Http2Protocol`` per connection; one ``Http2Stream`` per request stream,
 an endpoint of the relay exactly like ``http1.protocol.Http1Exchange``.
 
-Flow control is the backpressure (PROTOCOL.md section 1):
+Flow control is the backpressure (docs/protocol.md section 1):
 
 * *Inbound* (a sender's upload): received DATA is acknowledged (``acknowledge_received_data``,
   which gives the window back to the client) only while the stream's pipe is not paused. A paused

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 __all__ = ["Page", "CONTENT_TYPE_HTML", "CONTENT_TYPE_TEXT", "ALLOW_ANY_ORIGIN"]
 
-# Exactly the reference's values (PROTOCOL.md section 2): no charset parameter. The HTML pages
+# Exactly the reference's values (docs/protocol.md section 2): no charset parameter. The HTML pages
 # declare <meta charset="utf-8"> and the text bodies are ASCII apart from what a Host header holds.
 CONTENT_TYPE_HTML = (b"content-type", b"text/html")
 CONTENT_TYPE_TEXT = (b"content-type", b"text/plain")

@@ -1,4 +1,4 @@
-"""Which paths are reserved, and the one entry point that renders them (PROTOCOL.md section 2)."""
+"""Which paths are reserved, and the one entry point that renders them (docs/protocol.md section 2)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["RESERVED_PATHS", "is_reserved", "render_page"]
 
 
 def _canonical(path: str) -> str:
-    # "An empty path is `/`" (PROTOCOL.md section 2), e.g. from an absolute-form request target.
+    # "An empty path is `/`" (docs/protocol.md section 2), e.g. from an absolute-form request target.
     return path or "/"
 
 

@@ -15,7 +15,7 @@ def server_version() -> str:
 
 
 def render_version() -> Page:
-    """``/version``: the version and a newline, readable cross-origin (PROTOCOL.md section 2)."""
+    """``/version``: the version and a newline, readable cross-origin (docs/protocol.md section 2)."""
     return Page(
         status=200,
         headers=[CONTENT_TYPE_TEXT, ALLOW_ANY_ORIGIN],
@@ -85,7 +85,7 @@ piping tunnel client --server {url} --port 2222 mypath/in mypath/out    # ssh -p
 
 
 def render_help(*, base_url: str) -> Page:
-    """``/help``: curl usage with this server's own URL (PROTOCOL.md section 2).
+    """``/help``: curl usage with this server's own URL (docs/protocol.md section 2).
 
     Args:
         base_url: scheme and host as the client reached the server, e.g. ``https://example.com``.

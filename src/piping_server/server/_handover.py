@@ -1,7 +1,7 @@
 """How the workers of ``--workers N`` meet on one path: every path has an owner worker.
 
 A transfer needs its sender and receivers in one process, so each path has an owner: a stable
-hash of the path as the hub compares it (PROTOCOL.md section 1: normalised, without the query)
+hash of the path as the hub compares it (docs/protocol.md section 1: normalised, without the query)
 picks one of the N workers. Whichever worker accepts a connection then brings each request to the
 owner of its path:
 

@@ -6,7 +6,7 @@ path has an owner worker, and the workers bring every request to its owner (``_h
 
 The supervisor:
 
-* restarts a worker that dies: only that worker's transfers fail, cut (PROTOCOL.md section 8);
+* restarts a worker that dies: only that worker's transfers fail, cut (docs/protocol.md section 8);
 * passes SIGHUP (reload the config) on to every worker, and SIGTERM/SIGINT (stop, letting running
   transfers finish within the shutdown grace; a second one cuts them), then exits when all are done;
 * serves ``--metrics-port``: every worker's figures summed, and ``/healthz`` answering 200 only while
