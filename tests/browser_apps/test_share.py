@@ -191,3 +191,33 @@ def test_viewer_without_the_right_passphrase_says_so(https_base: str, new_page: 
         assert expected in (viewer.text_content("#share-status") or "")
         assert viewer.is_hidden("#share-video")
         sharer.click("#share-stop")
+
+
+def test_live_share_plays_for_a_viewer_who_joins_mid_way(https_base: str, new_page: Callable[..., Any]) -> None:
+    """A live share (`POST PATH?live`): a second viewer joins while the first watches, and plays too."""
+    path = f"live-{uuid.uuid4().hex[:10]}"
+    sharer = new_page(f"{https_base}/#share")
+    sharer.fill("#share-path", path)
+    sharer.check("#share-live")
+    sharer.click("#share-screen")
+    sharer.wait_for_function("document.body.dataset.shareState === 'live'")
+    link = sharer.text_content("#share-link") or ""
+    assert "live=1" in link
+    first = new_page(link)
+    first.click("#share-watch")
+    _assert_plays(first)
+    # Joined mid-way: its first bytes are somewhere inside the stream.
+    second = new_page(link)
+    second.click("#share-watch")
+    _assert_plays(second)
+    assert int(second.evaluate("document.getElementById('share-video').dataset.liveOffset")) > 0
+    first.click("#share-stop")
+    # The first viewer's leaving does not disturb the second.
+    _assert_plays(second)
+    # A viewer who typed the path without ticking "live" is told by the answer (Piping-Live-Offset).
+    third = new_page(f"{https_base}/#share?path={path}")
+    third.click("#share-watch")
+    _assert_plays(third)
+    assert third.is_checked("#share-live")
+    sharer.click("#share-stop")
+    second.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)

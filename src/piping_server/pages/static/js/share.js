@@ -15,6 +15,15 @@
  * the viewers are gone the path is free and that POST becomes a waiting sender: it is dropped at
  * once, and the sharer says that the viewers left. Recording starts when the viewers are there, so
  * nothing piles up before and each viewer starts at the live edge.
+ *
+ * Live ("live: viewers may join any time", PROTOCOL.md section 11): the upload is `POST PATH?live`,
+ * and a viewer joins whenever it likes, somewhere inside the stream. WebM plays only after its
+ * header (EBML, Segment, Tracks: the bytes before the first Cluster), so the sharer keeps that
+ * header (a few hundred bytes) and offers it on PATH/live-header as ordinary transfers, one after
+ * the other: each waits on the server until a viewer takes it, so every joiner gets its own copy
+ * and nothing but the page holds it. The viewer takes the header, then GETs PATH?live, skips to
+ * the next Cluster and plays from there; the recorder makes a key frame (so a Cluster) every
+ * KEYFRAME_MS. Not with a passphrase: one OpenPGP message cannot be decrypted from its middle.
  */
 (() => {
   "use strict";
@@ -27,13 +36,45 @@
   const MAX_LAG_S = 3;
   // Played media older than this is dropped from the viewer's buffer, so memory stays bounded.
   const KEEP_BEHIND_S = 20;
+  // Live: a key frame, which starts a new WebM Cluster, this often: a joiner waits at most this long.
+  const KEYFRAME_MS = 1000;
+  // Live: what the page holds while no viewer takes the stream (the server pauses the upload then);
+  // past it, pieces are dropped up to the next Cluster, so a late viewer starts near the live edge.
+  const LIVE_BACKLOG_BYTES = 1 << 20;
+  // Live: a viewer gives up when this much of the stream has no Cluster in it (not a live share).
+  const MAX_SKIP_BYTES = 16 << 20;
+  // Live: how often a viewer asks again for the header while another viewer is taking it.
+  const HEADER_RETRY_MS = 500;
+  const HEADER_TRIES = 240;
   const CANDIDATE_TYPES = [
     'video/webm;codecs="vp8,opus"', 'video/webm;codecs="vp9,opus"', 'video/webm;codecs="vp8"',
     'video/webm;codecs="vp9"', "video/webm",
   ];
 
-  // Set by start(): fills the form from a "#share?path=...&n=..." link.
+  // Set by start(): fills the form from a "#share?path=...&n=...&live=1" link.
   let applyParams = () => {};
+
+  /**
+   * Where the first WebM Cluster starts in `bytes`, or -1: its ID (1F 43 B6 75), its size (an EBML
+   * number), then its Timecode's ID (E7), which makes a match inside video data unlikely.
+   */
+  function clusterStart(bytes) {
+    for (let i = 0; i + 5 < bytes.length; i += 1) {
+      if (bytes[i] !== 0x1f || bytes[i + 1] !== 0x43 || bytes[i + 2] !== 0xb6 || bytes[i + 3] !== 0x75) continue;
+      const sizeLength = Math.clz32(bytes[i + 4]) - 23; // 0x80.. -> 1, 0x01 -> 8
+      if (sizeLength >= 1 && sizeLength <= 8 && bytes[i + 4 + sizeLength] === 0xe7) return i;
+    }
+    return -1;
+  }
+
+  function concat(a, b) {
+    const joined = new Uint8Array(a.length + b.length);
+    joined.set(a);
+    joined.set(b, a.length);
+    return joined;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function start() {
     const $ = Piping.byId;
@@ -41,6 +82,7 @@
       path: $("share-path"), n: $("share-n"), screen: $("share-screen"), camera: $("share-camera"),
       watch: $("share-watch"), stop: $("share-stop"), status: $("share-status"), video: $("share-video"),
       pass: $("share-pass"), linkRow: $("share-link-row"), link: $("share-link"), copy: $("share-copy"),
+      live: $("share-live"), liveHint: $("share-live-hint"),
     };
     ui.path.value = Piping.randomPath();
     let running = null; // { stop() }
@@ -48,27 +90,53 @@
       if (running !== null) return;
       if (params.get("path")) ui.path.value = params.get("path");
       if (params.get("n")) ui.n.value = params.get("n");
+      if (params.has("live")) ui.live.checked = params.get("live") !== "0";
+      syncLive();
     };
+    // Live takes any number of viewers and no passphrase: those fields do not apply then.
+    function syncLive() {
+      const live = ui.live.checked;
+      ui.liveHint.hidden = !live;
+      if (running === null) ui.n.disabled = ui.pass.disabled = live;
+    }
+    ui.live.addEventListener("change", syncLive);
     ui.copy.addEventListener("click", () => Piping.copyText(ui.link, ui.copy));
 
     const status = (text, kind) => Piping.setStatus(ui.status, text, kind);
     const setState = (state) => { document.body.dataset.shareState = state; };
 
     function viewers() {
-      return Math.max(1, Math.floor(Number(ui.n.value) || 1));
+      return ui.live.checked ? 1 : Math.max(1, Math.floor(Number(ui.n.value) || 1));
+    }
+
+    function barePath() {
+      const path = Piping.normalizePath(ui.path.value).split("?")[0];
+      if (path === "") throw new Error("Enter a path first.");
+      return path;
     }
 
     function url() {
-      const path = Piping.normalizePath(ui.path.value).split("?")[0];
-      if (path === "") throw new Error("Enter a path first.");
+      const path = barePath();
+      if (ui.live.checked) {
+        // Added after encoding: pathUrl() keeps no "?" but that of "?n=N".
+        const live = Piping.pathUrl(path);
+        live.search = "live";
+        return live.href;
+      }
       const n = viewers();
       return Piping.pathUrl(n > 1 ? `${path}?n=${n}` : path).href;
+    }
+
+    /** Live: where the sharer offers the WebM header, one copy per joiner. */
+    function headerUrl() {
+      return Piping.pathUrl(`${barePath()}/live-header`).href;
     }
 
     /** The page link a viewer opens: this page's Screen share with the path filled in. */
     function viewerLink() {
       const params = new URLSearchParams({ path: Piping.normalizePath(ui.path.value).split("?")[0] });
       if (viewers() > 1) params.set("n", String(viewers()));
+      if (ui.live.checked) params.set("live", "1");
       return new URL(`#share?${params}`, document.baseURI).href;
     }
 
@@ -76,6 +144,8 @@
       for (const button of [ui.screen, ui.camera, ui.watch]) button.disabled = busy;
       for (const input of [ui.path, ui.n, ui.pass]) input.disabled = busy;
       ui.stop.hidden = !busy;
+      ui.live.disabled = busy;
+      if (!busy) syncLive();
     }
 
     /** End what runs, say `text`, and leave no empty player behind. */
@@ -145,9 +215,12 @@
         status("This browser cannot record WebM video (MediaRecorder).", "error");
         return;
       }
-      const passphrase = ui.pass.value;
+      const live = ui.live.checked;
+      const passphrase = live ? "" : ui.pass.value;
       let feed;
-      const plain = new ReadableStream({ start(controller) { feed = controller; } });
+      // Live, the server reads nothing while no viewer is there: the queue's size tells (see below).
+      const plain = new ReadableStream({ start(controller) { feed = controller; } },
+        live ? new ByteLengthQueuingStrategy({ highWaterMark: LIVE_BACKLOG_BYTES }) : undefined);
       let body = plain;
       if (passphrase !== "") {
         try {
@@ -163,13 +236,17 @@
         method: "POST", body, duplex: "half",
         headers: { "Content-Type": passphrase !== "" ? "application/octet-stream" : mimeType },
       });
-      const recorder = new MediaRecorder(media, { mimeType, videoBitsPerSecond: 1_500_000 });
+      const recorder = new MediaRecorder(media, {
+        mimeType, videoBitsPerSecond: 1_500_000, ...(live ? { videoKeyFrameIntervalDuration: KEYFRAME_MS } : {}),
+      });
       let sent = 0;
       let state = "waiting";
       let timer = 0;
+      const headerOffers = new AbortController();
       const current = {
         stop() {
           clearTimeout(timer);
+          headerOffers.abort();
           if (recorder.state !== "inactive") recorder.stop();
           media.getTracks().forEach((track) => track.stop());
           // Let the recorder's last piece out before the body ends.
@@ -179,16 +256,61 @@
       };
       running = current;
       const what = `your ${source}` + (passphrase !== "" ? ", end-to-end encrypted" : "");
-      const liveStatus = () => status(`Live: sharing ${what} with ${viewers()} viewer(s) ` +
-        `(${Piping.formatBytes(sent)} sent).`, "ok");
+      let joined = 0;
+      const liveStatus = () => status(live
+        ? `Live: sharing ${what}; viewers may join any time with the link below (${joined} joined so far, ` +
+          `${Piping.formatBytes(sent)} sent).`
+        : `Live: sharing ${what} with ${viewers()} viewer(s) (${Piping.formatBytes(sent)} sent).`, "ok");
+      let head = new Uint8Array(0); // live: the first bytes, until the first Cluster shows the header's end
+      let skipping = false; // live: dropping pieces up to the next Cluster
       recorder.addEventListener("dataavailable", async (event) => {
         if (event.data.size === 0 || running !== current) return;
-        const bytes = new Uint8Array(await event.data.arrayBuffer());
+        let bytes = new Uint8Array(await event.data.arrayBuffer());
         if (running !== current) return;
+        if (live && head !== null) {
+          head = concat(head, bytes);
+          const end = clusterStart(head);
+          if (end >= 0) {
+            offerHeader(head.slice(0, end));
+            head = null;
+          }
+        }
+        if (live && (skipping || feed.desiredSize <= 0)) {
+          // Nobody takes the stream: drop, then go on from a Cluster (it starts with a key frame).
+          const at = clusterStart(bytes);
+          skipping = at < 0 || feed.desiredSize <= 0;
+          if (skipping) return;
+          bytes = bytes.subarray(at);
+        }
         sent += bytes.length;
         feed.enqueue(bytes);
         liveStatus();
       });
+
+      /** Live: offer the header on PATH/live-header, one ordinary transfer per joiner, until the end. */
+      async function offerHeader(header) {
+        const headerTarget = headerUrl();
+        while (running === current) {
+          try {
+            const response = await fetch(headerTarget, {
+              method: "POST", body: header, headers: { "Content-Type": "application/octet-stream" },
+              signal: headerOffers.signal, cache: "no-store",
+            });
+            // The answer ends once a viewer has taken it.
+            const text = await response.text();
+            if (running !== current) return;
+            if (response.ok && !/\[ERROR\]/.test(text)) {
+              joined += 1;
+              liveStatus();
+            } else {
+              await sleep(HEADER_RETRY_MS);
+            }
+          } catch {
+            if (headerOffers.signal.aborted) return;
+            await sleep(HEADER_RETRY_MS);
+          }
+        }
+      }
       // The browser's own "Stop sharing" button ends the track: end the stream with it.
       media.getVideoTracks()[0].addEventListener("ended", () => {
         if (running === current) finish("Sharing stopped.", "");
@@ -227,7 +349,14 @@
         }
         timer = setTimeout(watchViewers, PROBE_INTERVAL_MS);
       }
-      timer = setTimeout(watchViewers, PROBE_INTERVAL_MS);
+      if (live) {
+        // Viewers come and go: nothing to wait for, nothing to watch.
+        state = "live";
+        recorder.start(TIMESLICE_MS);
+        setState("live");
+      } else {
+        timer = setTimeout(watchViewers, PROBE_INTERVAL_MS);
+      }
 
       ui.video.hidden = false;
       ui.video.srcObject = media;
@@ -235,6 +364,10 @@
       setBusy(true);
       ui.link.textContent = viewerLink();
       ui.linkRow.hidden = false;
+      if (live) {
+        liveStatus();
+        return;
+      }
       status(`Waiting for ${viewers() === 1 ? "a viewer" : `${viewers()} viewers`}: send them the link below ` +
         (passphrase !== "" ? "and the passphrase " : "") + `(or: curl ${Piping.shellQuote(target)}` +
         (passphrase !== "" ? " | gpg -d" : "") + " | ffplay -).", "");
@@ -267,17 +400,31 @@
       running = current;
       setBusy(true);
       // With n > 1 the server answers no viewer before all are there: the sharer may well be live.
+      const live = ui.live.checked;
       status(viewers() > 1
         ? `Waiting: the video starts once the sharer and all ${viewers()} viewers are on ${target}.`
-        : `Waiting for the sharer on ${target}...`, "");
+        : `Waiting for the ${live ? "live " : ""}sharer on ${target}...`, "");
       setState("waiting");
       let playing = false;
       try {
-        const response = await fetch(target, { signal: controller.signal, cache: "no-store" });
-        if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+        let response;
+        let body;
+        if (live) {
+          ({ response, body } = await joinLive(target, controller.signal));
+        } else {
+          response = await fetch(target, { signal: controller.signal, cache: "no-store" });
+          if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+          body = response.body;
+          if (response.headers.has("Piping-Live-Offset")) {
+            // A live share, opened without "live": join it as such (its header first).
+            await body.cancel().catch(() => {});
+            ui.live.checked = true;
+            ({ response, body } = await joinLive(target, controller.signal));
+          }
+        }
         let type = response.headers.get("Content-Type") || "video/webm";
-        const passphrase = ui.pass.value;
-        const peeked = await PipingPgp.peek(response.body);
+        const passphrase = live ? "" : ui.pass.value;
+        const peeked = await PipingPgp.peek(body);
         let stream = peeked.stream;
         if (PipingPgp.looksEncrypted(peeked.head)) {
           if (passphrase === "") {
@@ -337,6 +484,55 @@
           finish(`Watching failed: ${error.message || error}`, "error");
         }
       }
+    }
+
+    /**
+     * Live: the header from the sharer (PATH/live-header), then the stream from where it is now
+     * (PATH?live), from its next Cluster on: together a WebM stream that plays.
+     */
+    async function joinLive(target, signal) {
+      let header = null;
+      for (let tries = 0; header === null; tries += 1) {
+        const answer = await fetch(headerUrl(), { signal, cache: "no-store" });
+        // 400 while another viewer is taking its copy: the sharer offers the next one at once.
+        if (answer.ok) header = new Uint8Array(await answer.arrayBuffer());
+        else if (answer.status !== 400 || tries >= HEADER_TRIES) {
+          throw new Error((await answer.text()).trim() || `HTTP ${answer.status}`);
+        } else await sleep(HEADER_RETRY_MS);
+      }
+      const response = await fetch(target, { signal, cache: "no-store" });
+      if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+      // Where in the stream this viewer came in (for whoever looks: the tests do).
+      ui.video.dataset.liveOffset = response.headers.get("Piping-Live-Offset") || "0";
+      const reader = response.body.getReader();
+      let pending = new Uint8Array(0);
+      let skipped = 0;
+      let found = false;
+      const body = new ReadableStream({
+        start(out) {
+          out.enqueue(header);
+        },
+        async pull(out) {
+          const { value, done } = await reader.read();
+          if (done) return out.close();
+          if (found) return out.enqueue(value);
+          pending = concat(pending, value);
+          const at = clusterStart(pending);
+          if (at >= 0) {
+            found = true;
+            out.enqueue(pending.subarray(at));
+            return undefined;
+          }
+          skipped += value.length;
+          if (skipped > MAX_SKIP_BYTES) throw new Error("the stream has no WebM Cluster: is it a live share?");
+          pending = pending.subarray(Math.max(0, pending.length - 16)); // a Cluster's start may be cut in two
+          return undefined;
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      });
+      return { response, body };
     }
 
     /** Stay near the live edge, and drop what was played long ago. */
