@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .._headers import http_date
 from .._hooks import AccessRecord
 from ..core import Hub
 from ._limits import TransferEnd, WatchedHub
@@ -166,9 +167,10 @@ async def answer_scrape(
     elif target == b"/healthz":
         status, body = health()
     reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+    # Written as the main port writes HTTP/1 heads: conventional capitalization, and a Date.
     response = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-        f"cache-control: no-store\r\nconnection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        f"Cache-Control: no-store\r\nConnection: close\r\nDate: {http_date().decode()}\r\n\r\n"
     ).encode()
     writer.write(response if method == b"HEAD" else response + body)
     with contextlib.suppress(ConnectionError):
