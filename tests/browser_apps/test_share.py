@@ -196,16 +196,20 @@ def test_viewer_without_the_right_passphrase_says_so(https_base: str, new_page: 
 def test_live_share_plays_for_a_viewer_who_joins_mid_way(https_base: str, new_page: Callable[..., Any]) -> None:
     """A live share (`POST PATH?live`): a second viewer joins while the first watches, and plays too."""
     path = f"live-{uuid.uuid4().hex[:10]}"
-    sharer = new_page(f"{https_base}/#share")
+    # A small backlog: while nobody watches, the sharer soon drops pieces (whole Clusters).
+    sharer = new_page(f"{https_base}/#share?backlog=16384")
     sharer.fill("#share-path", path)
     sharer.check("#share-live")
     sharer.click("#share-screen")
     sharer.wait_for_function("document.body.dataset.shareState === 'live'")
     link = sharer.text_content("#share-link") or ""
     assert "live=1" in link
+    sharer.wait_for_function("Number(document.body.dataset.liveDropped) > 0", timeout=PLAY_WAIT_S * 1000)
+    # The first viewer gets what the sharer held, then the stream after the cut: it plays on.
     first = new_page(link)
     first.click("#share-watch")
     _assert_plays(first)
+    _assert_plays(first)  # past the cut too
     # Joined mid-way: its first bytes are somewhere inside the stream.
     second = new_page(link)
     second.click("#share-watch")

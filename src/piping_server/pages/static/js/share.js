@@ -40,6 +40,7 @@
   const KEYFRAME_MS = 1000;
   // Live: what the page holds while no viewer takes the stream (the server pauses the upload then);
   // past it, pieces are dropped up to the next Cluster, so a late viewer starts near the live edge.
+  // "&backlog=BYTES" in the fragment changes it.
   const LIVE_BACKLOG_BYTES = 1 << 20;
   // Live: a viewer gives up when this much of the stream has no Cluster in it (not a live share).
   const MAX_SKIP_BYTES = 16 << 20;
@@ -86,8 +87,10 @@
     };
     ui.path.value = Piping.randomPath();
     let running = null; // { stop() }
+    let liveBacklog = LIVE_BACKLOG_BYTES;
     applyParams = (params) => {
       if (running !== null) return;
+      if (Number(params.get("backlog")) > 0) liveBacklog = Number(params.get("backlog"));
       if (params.get("path")) ui.path.value = params.get("path");
       if (params.get("n")) ui.n.value = params.get("n");
       if (params.has("live")) ui.live.checked = params.get("live") !== "0";
@@ -220,7 +223,7 @@
       let feed;
       // Live, the server reads nothing while no viewer is there: the queue's size tells (see below).
       const plain = new ReadableStream({ start(controller) { feed = controller; } },
-        live ? new ByteLengthQueuingStrategy({ highWaterMark: LIVE_BACKLOG_BYTES }) : undefined);
+        live ? new ByteLengthQueuingStrategy({ highWaterMark: liveBacklog }) : undefined);
       let body = plain;
       if (passphrase !== "") {
         try {
@@ -262,7 +265,11 @@
           `${Piping.formatBytes(sent)} sent).`
         : `Live: sharing ${what} with ${viewers()} viewer(s) (${Piping.formatBytes(sent)} sent).`, "ok");
       let head = new Uint8Array(0); // live: the first bytes, until the first Cluster shows the header's end
-      let skipping = false; // live: dropping pieces up to the next Cluster
+      // Live, when nobody takes the stream: "cutting" sends on up to the next Cluster (pieces end
+      // anywhere, even inside an element), "dropping" drops up to a later one once there is room
+      // again, so the stream stays whole WebM: Clusters of unknown size, each from a key frame.
+      let cut = "none";
+      let dropped = 0;
       recorder.addEventListener("dataavailable", async (event) => {
         if (event.data.size === 0 || running !== current) return;
         let bytes = new Uint8Array(await event.data.arrayBuffer());
@@ -275,17 +282,33 @@
             head = null;
           }
         }
-        if (live && (skipping || feed.desiredSize <= 0)) {
-          // Nobody takes the stream: drop, then go on from a Cluster (it starts with a key frame).
-          const at = clusterStart(bytes);
-          skipping = at < 0 || feed.desiredSize <= 0;
-          if (skipping) return;
+        if (live && cut === "none" && feed.desiredSize <= 0) cut = "cutting";
+        if (cut !== "none") {
+          let at = clusterStart(bytes);
+          if (cut === "cutting") {
+            if (at < 0) return enqueue(bytes); // the Cluster under way ends first
+            enqueue(bytes.subarray(0, at));
+            bytes = bytes.subarray(at);
+            at = 0;
+            cut = "dropping";
+          }
+          if (at < 0 || feed.desiredSize <= 0) {
+            dropped += bytes.length;
+            document.body.dataset.liveDropped = String(dropped); // for whoever looks: the tests do
+            return undefined;
+          }
+          cut = "none";
           bytes = bytes.subarray(at);
         }
+        return enqueue(bytes);
+      });
+
+      function enqueue(bytes) {
+        if (bytes.length === 0) return;
         sent += bytes.length;
         feed.enqueue(bytes);
         liveStatus();
-      });
+      }
 
       /** Live: offer the header on PATH/live-header, one ordinary transfer per joiner, until the end. */
       async function offerHeader(header) {
@@ -513,20 +536,21 @@
           out.enqueue(header);
         },
         async pull(out) {
-          const { value, done } = await reader.read();
-          if (done) return out.close();
-          if (found) return out.enqueue(value);
-          pending = concat(pending, value);
-          const at = clusterStart(pending);
-          if (at >= 0) {
-            found = true;
-            out.enqueue(pending.subarray(at));
-            return undefined;
+          // Each call enqueues something (or ends): a pull that enqueues nothing is not called again.
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) return out.close();
+            if (found) return out.enqueue(value);
+            pending = concat(pending, value);
+            const at = clusterStart(pending);
+            if (at >= 0) {
+              found = true;
+              return out.enqueue(pending.subarray(at));
+            }
+            skipped += value.length;
+            if (skipped > MAX_SKIP_BYTES) throw new Error("the stream has no WebM Cluster: is it a live share?");
+            pending = pending.subarray(Math.max(0, pending.length - 16)); // a Cluster's start may be cut in two
           }
-          skipped += value.length;
-          if (skipped > MAX_SKIP_BYTES) throw new Error("the stream has no WebM Cluster: is it a live share?");
-          pending = pending.subarray(Math.max(0, pending.length - 16)); // a Cluster's start may be cut in two
-          return undefined;
         },
         cancel(reason) {
           return reader.cancel(reason);
