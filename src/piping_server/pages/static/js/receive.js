@@ -8,7 +8,7 @@
  *   written to the chosen file as it arrives, so any size works and memory stays flat;
  * - "memory": chunks are gathered into Blobs (which the browser may keep on disk past a size), then
  *   offered with a Save link. A download streamed by a service worker would avoid that, but the
- *   server rejects service-worker scripts (PROTOCOL.md section 6), so it is not an option.
+ *   server rejects service-worker scripts (docs/protocol.md section 6), so it is not an option.
  */
 (() => {
   "use strict";

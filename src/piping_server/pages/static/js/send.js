@@ -127,7 +127,7 @@
         // Receivers get the name too (curl -OJ, or a browser's "Save as").
         "Content-Disposition": `inline; filename*=UTF-8''${encodeURIComponent(file.name)}`,
       };
-      // With no type, XHR would send no Content-Type at all (PROTOCOL.md section 2).
+      // With no type, XHR would send no Content-Type at all (docs/protocol.md section 2).
       if (file.type === "") headers["Content-Type"] = "application/octet-stream";
       return { body: file, size: file.size, headers };
     }

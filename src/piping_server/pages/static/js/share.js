@@ -11,12 +11,12 @@
  * The sharer cannot read the server's answer while its upload runs (browsers hand out the
  * response of a streamed request once the request is over), so it asks the path itself: an empty
  * POST there is refused with "Another sender has been connected" while the upload waits for its
- * viewers, and with "has been established already" while they watch (PROTOCOL.md section 4). When
+ * viewers, and with "has been established already" while they watch (docs/protocol.md section 4). When
  * the viewers are gone the path is free and that POST becomes a waiting sender: it is dropped at
  * once, and the sharer says that the viewers left. Recording starts when the viewers are there, so
  * nothing piles up before and each viewer starts at the live edge.
  *
- * Live ("live: viewers may join any time", PROTOCOL.md section 11): the upload is `POST PATH?live`,
+ * Live ("live: viewers may join any time", docs/protocol.md section 11): the upload is `POST PATH?live`,
  * and a viewer joins whenever it likes, somewhere inside the stream. WebM plays only after its
  * header (EBML, Segment, Tracks: the bytes before the first Cluster), so the sharer keeps that
  * header (a few hundred bytes) and offers it on PATH/live-header as ordinary transfers, one after
