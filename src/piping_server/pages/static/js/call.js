@@ -17,8 +17,6 @@
   const TIMESLICE_MS = 200;
   // Further behind the live edge than this, the player jumps forward.
   const MAX_LAG_S = 2;
-  // Played media older than this is dropped from the buffer, so memory stays bounded.
-  const KEEP_BEHIND_S = 20;
   const CANDIDATE_TYPES = ['video/webm;codecs="vp8,opus"', 'video/webm;codecs="vp9,opus"', "video/webm"];
   const PATHS = { first: ["call-1", "call-2"], second: ["call-2", "call-1"] };
 
@@ -202,14 +200,7 @@
           throw new Error(`this browser cannot play ${type} live (Media Source Extensions)`);
         }
         ui.remote.src = current.objectUrl;
-        await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
-        const buffer = source.addSourceBuffer(type);
-        buffer.mode = "sequence";
-        const appended = () => new Promise((resolve, reject) => {
-          buffer.addEventListener("updateend", resolve, { once: true });
-          buffer.addEventListener("error", () => reject(new Error("the video data could not be decoded")),
-            { once: true });
-        });
+        const player = await Piping.livePlayer(ui.remote, source, type, { maxLagS: MAX_LAG_S, leadS: 0.3 });
         const reader = stream.getReader();
         for (;;) {
           const { value, done } = await reader.read();
@@ -220,11 +211,7 @@
             status("In the call" + (passphrase !== "" ? " (end-to-end encrypted)." : "."), "ok");
             setState("in-call");
           }
-          const ready = appended();
-          buffer.appendBuffer(value);
-          await ready;
-          await keepLive(buffer);
-          if (ui.remote.paused) ui.remote.play().catch(() => {});
+          await player.append(value);
         }
         if (call === current) finish("The other side left the call.", "", "peer-left");
       } catch (error) {
@@ -232,20 +219,6 @@
         // A stream cut after it played: the other side's tab closed or its network went.
         if (current.remoteSeen) finish("The other side left the call.", "", "peer-left");
         else finish(`The call failed: ${error.message || error}`, "error", "failed");
-      }
-    }
-
-    /** Stay near the live edge, and drop what was played long ago. */
-    async function keepLive(buffer) {
-      const video = ui.remote;
-      if (buffer.updating || buffer.buffered.length === 0) return;
-      const first = buffer.buffered.start(0);
-      const end = buffer.buffered.end(buffer.buffered.length - 1);
-      if (end - video.currentTime > MAX_LAG_S || video.currentTime < first) video.currentTime = Math.max(first, end - 0.3);
-      if (video.currentTime - first > 2 * KEEP_BEHIND_S) {
-        const removed = new Promise((resolve) => buffer.addEventListener("updateend", resolve, { once: true }));
-        buffer.remove(first, video.currentTime - KEEP_BEHIND_S);
-        await removed;
       }
     }
 

@@ -360,6 +360,45 @@ const Piping = (() => {
   // Long enough to be seen, short enough that the button is soon usable again.
   const COPIED_FEEDBACK_MS = 1500;
 
+  // Played media older than this is dropped from a live player's buffer, so memory stays bounded.
+  const LIVE_KEEP_BEHIND_S = 20;
+
+  /**
+   * A live player on Media Source Extensions, shared by share's viewer and call: once `source` is
+   * open, `append(bytes)` adds a piece of the WebM stream, waits until it is taken, keeps the video
+   * near the live edge (a jump to `leadS` before the newest frame when more than `maxLagS` behind,
+   * as after joining late) and drops what was played long ago.
+   */
+  async function livePlayer(video, source, type, { maxLagS, leadS }) {
+    await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+    const buffer = source.addSourceBuffer(type);
+    buffer.mode = "sequence";
+    const updated = () => new Promise((resolve, reject) => {
+      buffer.addEventListener("updateend", resolve, { once: true });
+      buffer.addEventListener("error", () => reject(new Error("the video data could not be decoded")), { once: true });
+    });
+    async function keepLive() {
+      if (buffer.updating || buffer.buffered.length === 0) return;
+      const first = buffer.buffered.start(0);
+      const end = buffer.buffered.end(buffer.buffered.length - 1);
+      if (end - video.currentTime > maxLagS || video.currentTime < first) video.currentTime = Math.max(first, end - leadS);
+      if (video.currentTime - first > 2 * LIVE_KEEP_BEHIND_S) {
+        const removed = new Promise((resolve) => buffer.addEventListener("updateend", resolve, { once: true }));
+        buffer.remove(first, video.currentTime - LIVE_KEEP_BEHIND_S);
+        await removed;
+      }
+    }
+    return {
+      async append(bytes) {
+        const ready = updated();
+        buffer.appendBuffer(bytes);
+        await ready;
+        await keepLive();
+        if (video.paused) video.play().catch(() => {});
+      },
+    };
+  }
+
   function start() {
     window.addEventListener("hashchange", showMode);
     showHttpsNotices();
@@ -371,6 +410,6 @@ const Piping = (() => {
     httpsUrl, copyText,
     setStatus, dispositionFilename, safeFilename,
     browserStreamsUploads, uploadStreamingProblem, explainStreamingFailure, streamingPost,
-    loadLibrary, hasLibrary, registerMode, start,
+    livePlayer, loadLibrary, hasLibrary, registerMode, start,
   });
 })();

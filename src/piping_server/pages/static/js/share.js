@@ -34,8 +34,6 @@
   const PROBE_INTERVAL_MS = 1000;
   // A viewer further behind the live edge than this jumps forward (e.g. after joining late).
   const MAX_LAG_S = 3;
-  // Played media older than this is dropped from the viewer's buffer, so memory stays bounded.
-  const KEEP_BEHIND_S = 20;
   // Live: a key frame, which starts a new WebM Cluster, this often: a joiner waits at most this long.
   const KEYFRAME_MS = 1000;
   // Live: what the page holds while no viewer takes the stream (the server pauses the upload then);
@@ -467,13 +465,8 @@
         ui.video.srcObject = null;
         ui.video.src = objectUrl;
         ui.video.hidden = false;
-        await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
-        const buffer = source.addSourceBuffer(type);
-        buffer.mode = "sequence";
-        const appended = () => new Promise((resolve, reject) => {
-          buffer.addEventListener("updateend", resolve, { once: true });
-          buffer.addEventListener("error", () => reject(new Error("the video data could not be decoded")), { once: true });
-        });
+        // Joined late, or fell behind: jump to just before the newest frame.
+        const player = await Piping.livePlayer(ui.video, source, type, { maxLagS: MAX_LAG_S, leadS: 0.5 });
         ui.video.play().catch(() => {});
         const reader = stream.getReader();
         for (;;) {
@@ -484,11 +477,7 @@
             status("Playing the shared screen live" + (passphrase !== "" ? " (decrypted here)." : "."), "ok");
             setState("playing");
           }
-          const ready = appended();
-          buffer.appendBuffer(value);
-          await ready;
-          await keepLive(buffer);
-          if (ui.video.paused) ui.video.play().catch(() => {});
+          await player.append(value);
         }
         if (source.readyState === "open") source.endOfStream();
         running = null;
@@ -557,21 +546,6 @@
         },
       });
       return { response, body };
-    }
-
-    /** Stay near the live edge, and drop what was played long ago. */
-    async function keepLive(buffer) {
-      const video = ui.video;
-      if (buffer.updating || buffer.buffered.length === 0) return;
-      const start = buffer.buffered.start(0);
-      const end = buffer.buffered.end(buffer.buffered.length - 1);
-      // Joined late, or fell behind: jump to just before the newest frame.
-      if (end - video.currentTime > MAX_LAG_S || video.currentTime < start) video.currentTime = Math.max(start, end - 0.5);
-      if (video.currentTime - start > 2 * KEEP_BEHIND_S) {
-        const removed = new Promise((resolve) => buffer.addEventListener("updateend", resolve, { once: true }));
-        buffer.remove(start, video.currentTime - KEEP_BEHIND_S);
-        await removed;
-      }
     }
 
     ui.screen.addEventListener("click", () => share("screen"));
