@@ -122,15 +122,13 @@ class Exchange:
         hooks = self.relay.hooks
         if not self._target_form_ok():
             # RFC 9112 3.2 / RFC 9113 8.3.1: never a page nor a transfer on "*" or "version"
-            self._role = "refused"
-            self._respond(400, MESSAGE_HEADERS, b"[ERROR] Bad request: invalid request target.\n")
+            self.refuse(Refusal(status=400, message="[ERROR] Bad request: invalid request target.\n"))
             return
         closing = self.connection_refusal()
         if closing is not None:
             # the operator's connection limit: every request on it gets the refusal, then it closes
-            self._role = "refused"
             self.refused_connection()
-            self._respond(closing.status, [*MESSAGE_HEADERS, *closing.headers], closing.message.encode())
+            self.refuse(closing)
             return
         if hooks.forward is not None and method in ("GET", "POST", "PUT") and hooks.forward(self, path):
             return  # another worker owns the path (--workers): it serves the request, admission included
@@ -143,7 +141,7 @@ class Exchange:
                 verdict.add_done_callback(self._admitted)
                 return
             if verdict is not None:
-                self._refuse(verdict)
+                self.refuse(verdict)
                 return
         self._route()
 
@@ -156,11 +154,12 @@ class Exchange:
         else:
             refusal = verdict.result()
         if refusal is not None:
-            self._refuse(refusal)
+            self.refuse(refusal)
         else:
             self._route()
 
-    def _refuse(self, refusal: Refusal) -> None:
+    def refuse(self, refusal: Refusal) -> None:
+        """Answer with a refusal: neither a page nor a transfer."""
         self._role = "refused"
         self._respond(refusal.status, [*MESSAGE_HEADERS, *refusal.headers], refusal.message.encode())
 

@@ -625,8 +625,7 @@ class Http2Protocol(asyncio.Protocol):
         self._streams[stream_id] = stream
         problem = _malformed(authority, headers, ended=event.stream_ended is not None)
         if problem:
-            stream._role = "refused"  # RFC 9113 8.1.1: never a page nor a transfer
-            stream._respond(400, MESSAGE_HEADERS, f"[ERROR] Bad request: {problem}.\n".encode())
+            stream.refuse(Refusal(status=400, message=f"[ERROR] Bad request: {problem}.\n"))  # RFC 9113 8.1.1
             return
         stream.dispatch()
 
