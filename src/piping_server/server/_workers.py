@@ -29,7 +29,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -94,27 +93,20 @@ def _listen(host: str | None, port: int | None) -> socket.socket:
     """One listening socket, as ``loop.create_server`` would bind it (no host: every interface, v6 and v4)."""
     assert port is not None
     try:
-        if host is None or host == "":
-            try:
-                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-                address: tuple[Any, ...] = ("::", port)
-            except OSError:
-                sock, address = socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port)
+        if not host:
+            if socket.has_dualstack_ipv6():
+                sock = socket.create_server(("::", port), family=socket.AF_INET6, backlog=1024, dualstack_ipv6=True)
+            else:
+                sock = socket.create_server(("0.0.0.0", port), backlog=1024)
         else:
-            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-            sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError:
-            sock.close()
-            raise
-        sock.listen(1024)
+            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            sock = socket.create_server(address, family=family, backlog=1024)
         sock.setblocking(False)
         return sock
     except OSError as exc:
-        raise StartupError(f"cannot listen on {host or '*'}:{port}: {exc.strerror}") from exc
+        # (create_server appends the address to strerror: the errno's own text is the one line we print)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"cannot listen on {host or '*'}:{port}: {reason}") from exc
 
 
 def _announce(sock: socket.socket, scheme: str) -> None:
