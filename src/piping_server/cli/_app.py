@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -47,11 +47,6 @@ PATH1 carries client->server bytes, PATH2 server->client (one PATH: PATH/c-to-s,
 Plain mode forwards one connection and works with the curl one-liners and piping-tunnel;
 --multiplex (on both ends) carries many connections at once, and its server host serves one
 client host after another until stopped (Ctrl-C: exit code 130 on either host)."""
-
-
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine; map every failure (and Ctrl-C) to one line on stderr and an exit code."""
-    return run(coro)
 
 
 def _common(f: F) -> F:
@@ -163,7 +158,7 @@ def send(
         raise click.UsageError("'-' (stdin) cannot be mixed with files")
     else:
         source = files[0] if len(files) == 1 else list(files)
-    _run(
+    run(
         send_async(
             url,
             source,
@@ -218,7 +213,7 @@ def get(
     secret = _passphrase(passphrase, encrypt, confirm=False)
     reporter = CliReporter(quiet)
     dest: Any = sys.stdout.buffer if output in (None, "-") else output
-    result = _run(
+    result = run(
         get_async(
             url,
             dest,
@@ -290,7 +285,7 @@ def tunnel_server(
             f"curl -sSNT - {tp.client_to_server}",
             err=True,
         )
-    _run(run_tunnel_server(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
+    run(run_tunnel_server(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
 
 
 @tunnel.command("client", epilog=_EPILOG_TUNNEL)
@@ -300,7 +295,7 @@ def tunnel_client(
 ) -> None:
     """Client host: listen on --host:--port; POST what arrives to PATH1, answer with GET PATH2."""
     tp = _tunnel_paths(paths, server)
-    _run(run_tunnel_client(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
+    run(run_tunnel_client(tp, host, port, multiplex=multiplex, verify_tls=not insecure, log=_logger(quiet)))
 
 
 @cli.command()
