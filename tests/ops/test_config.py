@@ -164,7 +164,8 @@ def test_bad_config_at_start_is_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("flag", [["--max-n", "0"], ["--wait-timeout", "-1"], ["--log-format", "xml"],
-                                  ["--allow-path", "nope"]])
+                                  ["--allow-path", "nope"], ["--live-max-lag", "-5"], ["--live-max-lag", "abc"],
+                                  ["--max-live-receivers", "0"], ["--forwarded-allow-ips", "1.2.3.4/99"]])
 def test_bad_flag_is_exit_2_without_traceback(flag: list[str]) -> None:
     result = run_cli("--http-port", "0", *flag)
     assert result.returncode == 2, result.stderr
