@@ -42,7 +42,7 @@ import h2.settings
 import hyperframe.frame
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
-from h2.stream import StreamState
+from h2.stream import StreamInputs, StreamState
 
 from .._exchange import Exchange
 from .._forward import Forward
@@ -90,7 +90,6 @@ DISCARD_LIMIT = 1024 * 1024
 DRAIN_POLL_S = 0.005
 
 
-
 def _short_data_repr(self: hyperframe.frame.DataFrame) -> str:
     return f"<{len(self.data)} bytes: {bytes(self.data[:8]).hex()}...>"
 
@@ -102,10 +101,29 @@ hyperframe.frame.DataFrame._body_repr = _short_data_repr  # type: ignore[method-
 
 #: DATA frame header (RFC 9113 section 4.1): 24-bit length, type 0, flags, stream id.
 _DATA_FRAME_HEAD = struct.Struct(">HBBBL")
+#: The END_STREAM flag of a DATA frame.
+_END_STREAM = 0x1
 #: Stream states in which DATA may be sent (RFC 9113 section 5.1).
 _CAN_SEND = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 
-_HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"upgrade", b"proxy-connection"})
+#: Fields HTTP/2 forbids in a response (RFC 9113 8.2.2): dropped from what we forward.
+_HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"upgrade", b"proxy-connection", b"te"})
+#: Queued pieces shorter than this are joined into one DATA frame (a sender's progress lines, a small
+#: body and its end): fewer frames for both ends to parse.
+COALESCE_BYTES = 4096
+
+
+def _join_small(out: deque[Chunk]) -> bytes:
+    """Replace the small pieces at the head of ``out`` by one (at most ``COALESCE_BYTES`` joined) and return it."""
+    parts = [out.popleft()]
+    total = len(parts[0])
+    while out and total + len(out[0]) <= COALESCE_BYTES:
+        piece = out.popleft()
+        parts.append(piece)
+        total += len(piece)
+    joined = b"".join(parts)
+    out.appendleft(joined)
+    return joined
 
 
 class Http2Stream(Exchange):
@@ -266,7 +284,7 @@ class Http2Stream(Exchange):
                 self._window_owed = True
             else:
                 # the waiting window becomes the streaming window
-                self.conn.open_window(self.stream_id, STREAM_WINDOW - INITIAL_WINDOW)
+                self.conn.open_window(self, STREAM_WINDOW - INITIAL_WINDOW)
         for chunk in buffered:
             pipe.feed(chunk)
         held, self._held = self._held, 0
@@ -285,7 +303,7 @@ class Http2Stream(Exchange):
         if self._window_owed:
             self._window_owed = False
             if not self.request_complete and not self.closed:
-                self.conn.open_window(self.stream_id, STREAM_WINDOW - INITIAL_WINDOW)
+                self.conn.open_window(self, STREAM_WINDOW - INITIAL_WINDOW)
         self._give_back()
 
     def _give_back(self) -> None:
@@ -328,8 +346,11 @@ class Http2Stream(Exchange):
         if final:
             self._status = status
             self.response_started = True
+        # h2's outbound normalisation and validation are off (they cost a quarter of send_headers), so it
+        # is done here: lowercase names, no surrounding whitespace in values (RFC 9113 8.2.1), and what
+        # HTTP/2 forbids in a response dropped (8.2.2).
         block = [(b":status", b"%d" % status)]
-        block += [(name, value) for name, value in headers if name not in _HOP_BY_HOP]
+        block += [(low, value.strip()) for name, value in headers if (low := name.lower()) not in _HOP_BY_HOP]
         if final:
             block.append((b"date", http_date()))  # RFC 9110 6.6.1
         self.conn.send_headers(self.stream_id, block, end)
@@ -373,6 +394,7 @@ class Http2Stream(Exchange):
         out = self._out
         sid = self.stream_id
         sent = 0
+        last_head = -1  # where the header of the last DATA frame built here is, in the output list
         h2stream = h2conn.streams.get(sid)
         if (
             out
@@ -391,6 +413,9 @@ class Http2Stream(Exchange):
             while out and sent < budget and window > 0:
                 chunk = out[0]
                 length = len(chunk)
+                if length < COALESCE_BYTES and len(out) > 1 and len(out[1]) < COALESCE_BYTES:
+                    chunk = _join_small(out)
+                    length = len(chunk)
                 size = min(window, max_frame, length)
                 if size == length:
                     out.popleft()
@@ -399,6 +424,7 @@ class Http2Stream(Exchange):
                     view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
                     piece = view[:size]
                     out[0] = view[size:]
+                last_head = len(frames)
                 frames.append(pack(size >> 8, size & 0xFF, 0, 0, sid))
                 frames.append(piece)
                 sent += size
@@ -411,8 +437,15 @@ class Http2Stream(Exchange):
             if self.pipe is not None:
                 self.pipe.receiver_resumed(self)
         if not out and self._end_pending and not self.response_ended:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                h2conn.end_stream(sid)
+            if last_head >= 0 and h2stream is not None:
+                # END_STREAM on the last DATA frame built here rather than on an empty frame of its own,
+                # with h2's state moved as its end_stream moves it (the stream could send just now)
+                size = len(frames[last_head + 1])
+                frames[last_head] = _DATA_FRAME_HEAD.pack(size >> 8, size & 0xFF, 0, _END_STREAM, sid)
+                h2stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+            else:
+                with contextlib.suppress(h2.exceptions.StreamClosedError):
+                    h2conn.end_stream(sid)
             self._ended()
             return False
         return bool(out) and sent >= budget
@@ -471,7 +504,13 @@ class Http2Protocol(asyncio.Protocol):
         self._counted = False  # on_disconnect is owed
         self._connected = False  # on_connect already asked (by the HTTP/1 protocol, for h2c)
         self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                validate_outbound_headers=False,  # _send_head builds every block we send
+                normalize_outbound_headers=False,
+            )
         )
         self._h2.local_settings = h2.settings.Settings(
             client=False,
@@ -496,6 +535,8 @@ class Http2Protocol(asyncio.Protocol):
         self._close_idle = False  # close (GOAWAY) once no stream is left
         self._draining: list[Http2Stream] = []  # receivers ended, their last bytes maybe still buffered
         self._acks: dict[int, int] = {}  # stream id -> bytes to give back at the next write
+        self._windows: dict[Http2Stream, int] = {}  # stream -> window increment owed at the next write
+        self._drain_callbacks: list[Callable[[], None]] = []  # run once the next write has left
         self._output: list[bytes | memoryview] = []  # frames to write, in order
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
@@ -533,7 +574,9 @@ class Http2Protocol(asyncio.Protocol):
                 self._handle(event)
         finally:
             self._receiving = False
-        self._flush()
+        # Flushed once this loop turn's reads are all handled: what they cause on this connection (also
+        # from other connections' reads: a sender's body for a receiver here) leaves in one write.
+        self._schedule()
 
     def eof_received(self) -> bool | None:
         return None  # an HTTP/2 client that stops sending has left: close
@@ -650,6 +693,13 @@ class Http2Protocol(asyncio.Protocol):
 
     def take_h2_output(self) -> list[bytes | memoryview]:
         """Move what h2 has queued to the output list, and return that list to append frames to."""
+        windows = self._windows
+        if windows:
+            for stream, increment in windows.items():
+                if not stream.request_complete and not stream.closed:
+                    with contextlib.suppress(h2.exceptions.StreamClosedError, KeyError):
+                        self._h2.increment_flow_control_window(increment, stream.stream_id)
+            windows.clear()
         acks = self._acks
         if acks:
             h2conn = self._h2
@@ -661,13 +711,14 @@ class Http2Protocol(asyncio.Protocol):
             self._output.append(data)
         return self._output
 
-    def open_window(self, stream_id: int, increment: int) -> None:
+    def open_window(self, stream: Http2Stream, increment: int) -> None:
+        """Grow the stream's receive window at the next write, unless its request has ended by then.
+
+        A small upload often ends in the very read that started its transfer: no WINDOW_UPDATE for it.
+        """
         if self.lost:
             return
-        try:
-            self._h2.increment_flow_control_window(increment, stream_id)
-        except (h2.exceptions.StreamClosedError, KeyError):
-            return
+        self._windows[stream] = increment
         self._schedule()
 
     def reset(self, stream: Http2Stream, code: ErrorCodes) -> None:
@@ -710,8 +761,9 @@ class Http2Protocol(asyncio.Protocol):
     def when_drained(self, stream: Http2Stream, callback: Callable[[], None]) -> None:
         """Call back once everything written so far has left for the kernel (or the connection is gone)."""
         self._draining.append(stream)
-        # first let the flush under way hand its frames to the transport
-        asyncio.get_running_loop().call_soon(self._check_drained, callback)
+        # checked by the flush under way (or the next one) once it has handed its frames to the transport
+        self._drain_callbacks.append(callback)
+        self._schedule()
 
     def _check_drained(self, callback: Callable[[], None]) -> None:
         transport = self.transport
@@ -723,7 +775,7 @@ class Http2Protocol(asyncio.Protocol):
     # --- output ----------------------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        # Within data_received, the flush at its end sends everything; otherwise one flush per loop turn.
+        # One flush per loop turn (within data_received, scheduled at its end).
         if self._receiving or self._flush_scheduled or self.lost:
             return
         self._flush_scheduled = True
@@ -753,6 +805,10 @@ class Http2Protocol(asyncio.Protocol):
             if not more:
                 break
         self._write_out()
+        if self._drain_callbacks:
+            callbacks, self._drain_callbacks = self._drain_callbacks, []
+            for callback in callbacks:
+                self._check_drained(callback)
 
     def _write_out(self) -> None:
         output = self.take_h2_output()
