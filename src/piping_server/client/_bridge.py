@@ -64,7 +64,7 @@ async def iterate_in_thread(work: Callable[[Emit], None], name: str = "piping-pr
         stop.set()
 
 
-def read_in_thread(f: BinaryIO, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+def read_in_thread(f: BinaryIO, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
     """Stream a blocking binary file object (``stdin``, a pipe, a file)."""
 
     try:

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from ._common import check_transfer_path, is_tar, parse_filename, safe_filename
 from ._errors import PipingError, UsageError
-from ._http import HttpConnection
+from ._http import HttpConnection, widen_pipe
 from ._openpgp import Decryptor
 from ._progress import Reporter
 from ._tar import TarUnpacker
@@ -176,10 +176,21 @@ async def get_async(
                 sink.write(data, name())
 
         reporter.begin(total, safe_filename(header_name, "receiving"))
+        out_fd = _fileno(stream) if stream is not None else None
+        if out_fd is not None:
+            widen_pipe(out_fd)
+        if decryptor is not None:
+            out_fd = None  # the plaintext comes out of the decryptor, written below
         try:
-            async for chunk in conn.iter_body():
-                reporter.advance(len(chunk))
-                await deliver(decryptor.feed(chunk) if decryptor is not None else chunk)
+            if out_fd is not None:
+                assert stream is not None
+                stream.flush()  # what the caller wrote before goes first
+                # Straight to the descriptor: spliced into a pipe, else read and written in large slices.
+                result.size = await conn.copy_body_to(out_fd, reporter.advance)
+            else:
+                async for chunk in conn.iter_body():
+                    reporter.advance(len(chunk))
+                    await deliver(decryptor.feed(chunk) if decryptor is not None else chunk)
             if decryptor is not None:
                 # The integrity check (MDC) happens here; nothing is put in place before it passed.
                 await deliver(decryptor.close())
@@ -207,6 +218,14 @@ async def get_async(
         raise PipingError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
     finally:
         conn.abort()
+
+
+def _fileno(stream: BinaryIO) -> int | None:
+    """The descriptor under a binary stream (stdout, an open file), or None (an in-memory buffer)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return None
 
 
 def get(url: str, dest: str | os.PathLike[str] | BinaryIO | None = None, **kwargs: object) -> GetResult:

@@ -21,9 +21,11 @@ import bz2
 import hashlib
 import hmac
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms
@@ -57,6 +59,50 @@ _S2K_COUNT_BYTE = 0xE0
 _MDC_HEADER = b"\xd3\x14"
 _MDC_LEN = 22
 _MAX_NESTING = 8
+
+
+#: below this, hashing in another thread costs more than it saves
+_PARALLEL_HASH_MIN = 64 * 1024
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="piping-mdc")
+        return _hash_pool
+
+
+class _BehindHash:
+    """The MDC's SHA-1, computed in a worker thread beside the cipher.
+
+    SHA-1 and AES-CFB both release the GIL on large buffers, and the cipher is serial (each block
+    depends on the one before): hashing a chunk while the caller encrypts or decrypts it uses a
+    second core. At most one chunk is in flight, so the order holds and memory stays bounded; the
+    caller must not modify a buffer it passed.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha1()
+        self._pending: Future[None] | None = None
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._settle()
+        if len(data) < _PARALLEL_HASH_MIN:
+            self._hash.update(data)
+        else:
+            self._pending = _pool().submit(self._hash.update, data)
+
+    def digest(self) -> bytes:
+        self._settle()
+        return self._hash.digest()
 
 
 def _s2k_count(c: int) -> int:
@@ -168,7 +214,7 @@ class Encryptor:
         key = s2k(_SHA256, salt, self._passphrase, _s2k_count(_S2K_COUNT_BYTE), 32)
         skesk = _packet(3, bytes([4, _AES256, 3, _SHA256]) + salt + bytes([_S2K_COUNT_BYTE]))
         self._cipher = _cfb(_AES256, key, encrypt=True)
-        self._mdc = hashlib.sha1()
+        self._mdc = _BehindHash()
         self._seipd = _PartialWriter(18, self._power)
         self._literal = _PartialWriter(11, self._power)
         prefix = os.urandom(16)
@@ -199,11 +245,14 @@ class Encryptor:
 
 class _Handler(Protocol):
     def start(self, tag: int) -> None: ...
-    def body(self, data: bytes) -> None: ...
+    def body(self, data: _Bytes) -> None: ...
     def end(self) -> None: ...
 
 
 _HEADER, _BODY, _LENGTH = 0, 1, 2
+
+#: what the parsers pass along: views into the decrypted chunks, so that bodies are not copied at each layer
+_Bytes = bytes | memoryview
 
 
 class _Splitter:
@@ -217,7 +266,7 @@ class _Splitter:
         self._partial = False
         self._indeterminate = False
 
-    def _parse_new_length(self, data: bytes, pos: int) -> int | None:
+    def _parse_new_length(self, data: _Bytes, pos: int) -> int | None:
         """Parse a new-format length at ``pos``; set remaining/partial; return the new position."""
         if pos >= len(data):
             return None
@@ -238,7 +287,7 @@ class _Splitter:
         self._remaining, self._partial = 1 << (o1 & 0x1F), True
         return pos + 1
 
-    def _parse_header(self, data: bytes, pos: int) -> int | None:
+    def _parse_header(self, data: _Bytes, pos: int) -> int | None:
         ctb = data[pos]
         if not ctb & 0x80:
             raise DecryptionError("the data is not an OpenPGP message (not encrypted, or ASCII-armored)")
@@ -263,7 +312,7 @@ class _Splitter:
         self._handler.start(tag)
         return new_pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: _Bytes) -> None:
         if self._pending:
             data, self._pending = self._pending + data, b""
         pos, n = 0, len(data)
@@ -289,7 +338,7 @@ class _Splitter:
                 return
             parsed = self._parse_header(data, pos) if self._state == _HEADER else self._parse_new_length(data, pos)
             if parsed is None:
-                self._pending = data[pos:]
+                self._pending = bytes(data[pos:])
                 return
             pos = parsed
             self._state = _BODY
@@ -302,7 +351,7 @@ class _Splitter:
             raise IntegrityError("the encrypted stream is truncated")
 
 
-_Sink = Callable[[bytes], None]
+_Sink = Callable[[_Bytes], None]
 
 
 class _MessageHandler:
@@ -330,13 +379,13 @@ class _MessageHandler:
         if tag not in (8, 11, 2, 4):
             raise DecryptionError(f"unexpected OpenPGP packet (tag {tag}) inside the encrypted data")
 
-    def body(self, data: bytes) -> None:
+    def body(self, data: _Bytes) -> None:
         if self._tag == 11:
             self._literal_body(data)
         elif self._tag == 8:
             self._compressed_body(data)
 
-    def _literal_body(self, data: bytes) -> None:
+    def _literal_body(self, data: _Bytes) -> None:
         if not self._header_done:
             self._header += data
             if len(self._header) < 2 or len(self._header) < 6 + self._header[1]:
@@ -349,7 +398,7 @@ class _MessageHandler:
         if data:
             self._out(data)
 
-    def _compressed_body(self, data: bytes) -> None:
+    def _compressed_body(self, data: _Bytes) -> None:
         if self._algo < 0:
             self._algo = data[0]
             data = data[1:]
@@ -400,7 +449,7 @@ class _SeipdHandler:
         self._version = -1
         self._prefix_ct = b""
         self._cipher: CipherContext | None = None
-        self._mdc = hashlib.sha1()
+        self._mdc = _BehindHash()
         self._tail = b""
         self._inner = _MessageHandler(out, owner)
         self._splitter = _Splitter(self._inner)
@@ -409,7 +458,7 @@ class _SeipdHandler:
     def start(self, tag: int) -> None:  # pragma: no cover - not used as a splitter handler
         pass
 
-    def body(self, data: bytes) -> None:
+    def body(self, data: _Bytes) -> None:
         if self._version < 0:
             self._version = data[0]
             data = data[1:]
@@ -420,13 +469,22 @@ class _SeipdHandler:
             if len(self._prefix_ct) < 18:
                 return
             data = self._choose_key()
-        plain = self._tail + self._cipher.update(data)  # type: ignore[union-attr]
-        if len(plain) > _MDC_LEN:
-            ready, self._tail = plain[:-_MDC_LEN], plain[-_MDC_LEN:]
-            self._mdc.update(ready)
-            self._splitter.feed(ready)
-        else:
-            self._tail = plain
+        plain = self._cipher.update(data)  # type: ignore[union-attr]
+        # The last 22 bytes may be the MDC packet: hold them back until more comes (or the end).
+        if len(plain) < _MDC_LEN:
+            plain = self._tail + plain
+            if len(plain) <= _MDC_LEN:
+                self._tail = plain
+                return
+            self._tail = b""
+        if self._tail:
+            self._release(self._tail)
+        self._tail = plain[-_MDC_LEN:]
+        self._release(memoryview(plain)[:-_MDC_LEN])  # (a view: the chunk is not copied)
+
+    def _release(self, ready: bytes | memoryview) -> None:
+        self._mdc.update(ready)
+        self._splitter.feed(ready)
 
     def _choose_key(self) -> bytes:
         head, rest = self._prefix_ct[:18], self._prefix_ct[18:]
@@ -487,7 +545,7 @@ class _TopHandler:
         elif tag != 10:
             raise DecryptionError(f"unexpected OpenPGP packet (tag {tag})")
 
-    def body(self, data: bytes) -> None:
+    def body(self, data: _Bytes) -> None:
         if self._tag == 3:
             self._skesk += data
             if len(self._skesk) > 1024:
@@ -537,7 +595,7 @@ class Decryptor:
 
     def __init__(self, passphrase: str) -> None:
         self.filename: str | None = None
-        self._chunks: list[bytes] = []
+        self._chunks: list[_Bytes] = []
         self._top = _TopHandler(passphrase.encode("utf-8"), self._chunks.append, self)
         self._splitter = _Splitter(self._top)
         self._closed = False
