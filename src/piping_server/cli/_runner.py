@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from ..client import PipingError
+from ._malloc import keep_freed_memory
 
 __all__ = ["run"]
 
@@ -60,6 +61,7 @@ def _exit_for_signal(sig: signal.Signals) -> None:
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run ``coro``; map every failure (and Ctrl-C) to one line on stderr and an exit code."""
     received: list[signal.Signals] = []
+    keep_freed_memory()
     try:
         result = asyncio.run(_main(coro, received))
     except asyncio.CancelledError:

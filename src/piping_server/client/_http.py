@@ -33,6 +33,8 @@ __all__ = ["HttpConnection", "Response"]
 _READ_SIZE = 1 << 20
 #: at most this many bytes per sendfile/splice call, so that progress moves while a big body flows
 _KERNEL_SLICE = 4 << 20
+#: bytes read at a time for a chunk's head (``\r\n1000\r\n``): about that much, so that the body is not buffered
+_HEAD_READ = 64
 #: a status line, header or chunk-size line longer than this is not HTTP we can read
 _MAX_LINE = 64 * 1024
 #: what a pipe we write into may hold (/proc/sys/fs/pipe-max-size is 1 MiB by default)
@@ -198,15 +200,19 @@ class HttpConnection:
             raise ServerRejectedError(error_text(await self.read_text(), head), head.status)
         return head
 
-    async def _fill(self) -> bool:
+    async def _fill(self, size: int = _READ_SIZE) -> bool:
         """Read more into the buffer; False at the end of the stream."""
         assert self._ch is not None
-        data = await self._ch.recv(_READ_SIZE)
+        data = await self._ch.recv(size)
         self._buf += data
         return bool(data)
 
-    async def _readline(self) -> bytes:
-        """One line with its ``\\n``; what is left (maybe ``b""``) if the stream ends first."""
+    async def _readline(self, fill: int = _READ_SIZE) -> bytes:
+        """One line with its ``\\n``; what is left (maybe ``b""``) if the stream ends first.
+
+        ``fill``: how much to read at a time. Between chunks of a body it is small, so that the
+        chunk's bytes are read by the body's own large reads (no buffer, no copy), not into the buffer.
+        """
         start = 0
         while True:
             i = self._buf.find(b"\n", start)
@@ -217,7 +223,7 @@ class HttpConnection:
             if len(self._buf) > _MAX_LINE:
                 raise ValueError("line too long")
             start = len(self._buf)
-            if not await self._fill():
+            if not await self._fill(fill):
                 line = bytes(self._buf)
                 self._buf.clear()
                 return line
@@ -233,7 +239,7 @@ class HttpConnection:
 
     async def _readexactly(self, n: int) -> bytes:
         while len(self._buf) < n:
-            if not await self._fill():
+            if not await self._fill(_HEAD_READ):
                 raise asyncio.IncompleteReadError(bytes(self._buf), n)
         data = bytes(self._buf[:n])
         del self._buf[:n]
@@ -279,12 +285,12 @@ class HttpConnection:
 
     async def _chunk_size(self) -> int:
         """Read a chunk-size line; at the last (0) chunk, read the trailers too."""
-        size_line = await self._readline()
+        size_line = await self._readline(_HEAD_READ)
         if not size_line.endswith(b"\n"):
             raise asyncio.IncompleteReadError(size_line, None)
         size = int(size_line.split(b";")[0].strip(), 16)
         if size == 0:
-            while (await self._readline()) not in (b"\r\n", b"\n", b""):
+            while (await self._readline(_HEAD_READ)) not in (b"\r\n", b"\n", b""):
                 pass  # trailers
         return size
 
