@@ -120,19 +120,11 @@ class ChunkedReader(BodyReader):
         chunk, or anything malformed, which ``feed`` then refuses). Nothing changes until
         ``enter_chunk`` says the framing went by.
         """
-        pos = 0
         if self._state == _DATA_END:
-            if data[:2] != b"\r\n":
-                return None
-            pos = 2
-        elif self._state != _SIZE or self._line:
+            return measure_framing(data, closes_chunk=True)
+        if self._state != _SIZE or self._line:
             return None
-        end = data.find(b"\r\n", pos)
-        digits = data[pos:end]
-        if end < 0 or not digits or len(digits) > 16 or not _HEX.issuperset(digits):
-            return None
-        size = int(digits, 16)
-        return (end + 2, size) if size else None
+        return measure_framing(data, closes_chunk=False)
 
     def enter_chunk(self, size: int) -> None:
         """The framing measured by ``peek_framing`` went by: the next ``size`` bytes are chunk data."""
@@ -198,6 +190,24 @@ class ChunkedReader(BodyReader):
         else:
             self._remaining = size
             self._state = _DATA
+
+
+def measure_framing(data: bytes, *, closes_chunk: bool) -> tuple[int, int] | None:
+    """(length, size) of plain chunk framing at the start of ``data``, or None (see ``peek_framing``).
+
+    ``closes_chunk``: the framing begins with the CRLF that ends the previous chunk's data.
+    """
+    pos = 0
+    if closes_chunk:
+        if data[:2] != b"\r\n":
+            return None
+        pos = 2
+    end = data.find(b"\r\n", pos)
+    digits = data[pos:end]
+    if end < 0 or not digits or len(digits) > 16 or not _HEX.issuperset(digits):
+        return None
+    size = int(digits, 16)
+    return (end + 2, size) if size else None
 
 
 def reader_for(headers: list[tuple[bytes, bytes]]) -> BodyReader | None:

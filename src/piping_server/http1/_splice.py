@@ -24,11 +24,12 @@ import fcntl
 import os
 import socket
 import sys
+import termios
 from collections import deque
 from collections.abc import Callable
 
 from ..core import ProtocolError
-from ._body import BodyReader, ChunkedReader
+from ._body import BodyReader, ChunkedReader, measure_framing
 
 #: Whether this platform can splice sockets at all.
 SPLICE_AVAILABLE = sys.platform.startswith("linux") and hasattr(os, "splice")
@@ -40,6 +41,17 @@ FRAMING_READ_BYTES = 8192
 FRAMING_PEEK_BYTES = 64
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+#: Linux's SO_PEEK_OFF (TCP since 6.10): MSG_PEEK reads from this offset in the receive queue.
+_SO_PEEK_OFF = getattr(socket, "SO_PEEK_OFF", 42)
+
+
+def _peek_offsets_work(sock: socket.socket) -> bool:
+    """Whether this kernel lets a TCP peek start at an offset (SO_PEEK_OFF; -1 is the default: off)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_PEEK_OFF, -1)
+    except OSError:
+        return False
+    return True
 
 
 class SpliceRelay:
@@ -67,6 +79,9 @@ class SpliceRelay:
         "_pending",
         "_open",
         "_framing_in_socket",
+        "_ahead",
+        "_ahead_bytes",
+        "_can_look_ahead",
         "_close_run",
         "_waiting_on",
         "_stopped",
@@ -114,6 +129,10 @@ class SpliceRelay:
         # chunked to chunked: the sender's own chunk heads go through the pipe once checked (see _step_chunked)
         self._open = False  # the receiver's current chunk is one of the sender's, its data still coming
         self._framing_in_socket = 0  # checked framing bytes at the head of the socket, to splice through
+        # chunks checked further on in the socket, past the open chunk's data: (framing, size) each
+        self._ahead: deque[tuple[int, int]] = deque()
+        self._ahead_bytes = 0
+        self._can_look_ahead = chunked_out and isinstance(reader, ChunkedReader) and _peek_offsets_work(self._in_sock)
         self._close_run = False  # a chunk we framed ourselves ends when the pipe is empty
         self._waiting_on = ""  # "read", "write" or ""
         self._stopped = False
@@ -308,6 +327,10 @@ class SpliceRelay:
             # a chunk framed anew must be closed (its CRLF written once the pipe is empty) before more goes in
             if not reader.done and room > 0 and not self._close_run:
                 through = self._framing_in_socket + (reader.remaining_in_frame if self._open else 0)
+                if self._open:
+                    through += self._ahead_bytes
+                    if self._can_look_ahead and not self._ahead and through < room:
+                        through += self._look_ahead(through, room - through)
                 if through:
                     moved = self._splice_chunk_in(min(through, room))
                     if moved < 0:
@@ -362,18 +385,60 @@ class SpliceRelay:
         if moved == 0:
             self._sender_broken()
             return -1
-        framing = min(moved, self._framing_in_socket)
-        self._framing_in_socket -= framing
-        data = moved - framing
-        if data:
-            self._reader.consumed_raw(data)
         self._in_pipe += moved
-        if framing:
-            self._segments.append(-framing)
-        if data:
-            self._segments.append(data)
-        self._count(data, 0)
+        reader = self._reader
+        assert isinstance(reader, ChunkedReader)
+        segments = self._segments
+        rest = moved
+        body = 0
+        while rest:
+            if not self._framing_in_socket and not reader.remaining_in_frame:
+                # the open chunk's data is through: a chunk checked ahead begins (its CRLF and size line)
+                length, size = self._ahead.popleft()
+                self._ahead_bytes -= length + size
+                reader.enter_chunk(size)
+                self._framing_in_socket = length
+            framing = min(rest, self._framing_in_socket)
+            if framing:
+                self._framing_in_socket -= framing
+                segments.append(-framing)
+                rest -= framing
+            data = min(rest, reader.remaining_in_frame)
+            if data:
+                reader.consumed_raw(data)
+                segments.append(data)
+                rest -= data
+                body += data
+        self._count(body, 0)
         return moved
+
+    def _look_ahead(self, offset: int, room: int) -> int:
+        """Check the chunk heads already in the socket past ``offset`` (the open chunk's end); bytes added.
+
+        With SO_PEEK_OFF, a peek reads at an offset in the receive queue, so the heads of the chunks
+        that follow can be checked before any of them is taken: they then go into the pipe in one
+        splice instead of one per chunk (on loopback, every read of the socket costs TCP work too).
+        A head that is not plain (or not there yet) ends the look; the ordinary steps handle it.
+        """
+        sock = self._in_sock
+        added = 0
+        try:
+            available = int.from_bytes(fcntl.ioctl(self._in, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder, signed=True)
+            while offset + added < available and added < room:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_PEEK_OFF, offset + added)
+                measured = measure_framing(sock.recv(FRAMING_PEEK_BYTES, socket.MSG_PEEK), closes_chunk=True)
+                if measured is None:
+                    break
+                length, size = measured
+                self._ahead.append(measured)
+                added += length + size
+        except OSError:
+            pass  # the ordinary steps meet whatever failed
+        finally:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, _SO_PEEK_OFF, -1)  # plain peeks again (at the head)
+        self._ahead_bytes += added
+        return added
 
     def _next_chunk_head(self) -> int:
         """Look for a plain chunk head at the socket; 1: found (framing_in_socket set), 0: not one, -1: wait."""
