@@ -46,6 +46,7 @@ RELOAD_POLL_S = 2.0
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Plaintext handed to the protocol per read at most: 16 TLS records, what the event loop's TLS reads too.
 READ_BYTES = 256 * 1024
+_DECRYPTED = memoryview(bytearray(READ_BYTES))  # see _DecryptInto
 
 _Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
 
@@ -178,23 +179,26 @@ class _DecryptInto(asyncio.BufferedProtocol):
 
     Why: for a plain ``asyncio.Protocol`` the event loop's TLS reads each record with
     ``SSLObject.read(256 KiB)``, which allocates a 256 KiB ``bytes`` per 16 KiB record (and shrinks it),
-    then joins the records into yet another new object: allocations above glibc's thresholds, so page
-    faults and ``brk`` calls for every record. py-spy put about a third of the server's time for an
-    HTTP/1.1 upload over TLS there. With a buffer of ours, OpenSSL decrypts every record of a read into
-    memory that stays mapped and warm, and one copy makes the ``bytes`` the protocols expect.
+    then joins the records into yet another new object. Whether that costs much depends on glibc's heap
+    state: in some runs py-spy put a third of the server's time on an HTTP/1.1 upload over TLS in those
+    allocations (page faults, ``brk``), in others a few per cent. Here OpenSSL decrypts every record of
+    a read into memory that stays mapped and warm, and one copy makes the ``bytes`` the protocols expect.
+
+    One buffer serves every connection: the loop decrypts one connection's read at a time, and
+    ``buffer_updated`` copies it out before any protocol code runs (a buffer per connection would
+    cost 256 KiB of memory for each, idle ones too).
     """
 
-    __slots__ = ("_buffer", "_protocol")
+    __slots__ = ("_protocol",)
 
     def __init__(self, protocol: asyncio.Protocol) -> None:
         self._protocol = protocol
-        self._buffer = memoryview(bytearray(READ_BYTES))
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
+        return _DECRYPTED
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._protocol.data_received(bytes(self._buffer[:nbytes]))
+        self._protocol.data_received(bytes(_DECRYPTED[:nbytes]))
 
     def eof_received(self) -> bool | None:
         return self._protocol.eof_received()
