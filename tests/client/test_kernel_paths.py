@@ -4,6 +4,7 @@ spliced into stdout's pipe (Content-Length and chunked), a body written to a fil
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import env, needs, piping_cmd
+from piping_server.client import Reporter, get_async, send_async
 
 Popen = subprocess.Popen[bytes]
 
@@ -99,3 +101,36 @@ def test_reader_of_the_pipe_goes_away(server: str, path: str, client_env: dict[s
     assert out == data[:1000]
     assert receiver.returncode != 0
     assert b"Traceback" not in err
+
+
+class _Steps(Reporter):
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.steps: list[int] = []
+
+    def begin(self, total: int | None, description: str) -> None:
+        self.total = total
+
+    def advance(self, n: int) -> None:
+        self.steps.append(n)
+
+
+def test_progress_moves_with_the_kernel_paths(server: str, path: str, tmp_path: Path) -> None:
+    # The bar advances per sendfile slice (at most 4 MiB each) and per piece written: no jump from 0 to done.
+    data = os.urandom(9_000_000)
+    src = tmp_path / "f.bin"
+    src.write_bytes(data)
+    sent, got = _Steps(), _Steps()
+
+    async def main() -> None:
+        with open(tmp_path / "out.bin", "wb") as out:
+            getter = asyncio.create_task(get_async(server + path, out, reporter=got))
+            await asyncio.sleep(0.3)
+            await send_async(server + path, src, reporter=sent)
+            await asyncio.wait_for(getter, 60)
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert sent.total == got.total == len(data)
+    assert sum(sent.steps) == sum(got.steps) == len(data)
+    assert len(sent.steps) >= 3 and len(got.steps) >= 3

@@ -13,6 +13,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
+from ._channel import widen_pipe
+
 __all__ = ["Cancelled", "Emit", "iterate_in_thread", "read_in_thread"]
 
 _MAX_QUEUED = 8
@@ -71,6 +73,9 @@ def read_in_thread(f: BinaryIO, chunk_size: int = 1 << 20) -> AsyncIterator[byte
         fd: int | None = f.fileno()
     except (AttributeError, OSError, ValueError):
         fd = None
+
+    if fd is not None:
+        widen_pipe(fd)  # a fast writer into our stdin then fills 1 MiB between two reads, not 64 KiB
 
     def work(emit: Emit) -> None:
         if fd is not None:

@@ -15,14 +15,18 @@ import asyncio
 import contextlib
 import os
 import socket
+import stat
 from collections.abc import Sequence
 
-__all__ = ["KERNEL_PATHS", "Channel", "SocketChannel", "StreamChannel"]
+__all__ = ["KERNEL_PATHS", "Channel", "SocketChannel", "StreamChannel", "widen_pipe"]
 
 #: whether sendfile(2) and splice(2) may be used (Linux); PIPING_SPLICE=0 forces the copying paths
 KERNEL_PATHS = hasattr(os, "splice") and hasattr(os, "sendfile") and os.environ.get("PIPING_SPLICE", "1") != "0"
 
 Buffer = bytes | bytearray | memoryview
+
+#: what a pipe we read or write may hold (/proc/sys/fs/pipe-max-size is 1 MiB by default)
+_PIPE_SIZE = 1 << 20
 
 
 class Channel:
@@ -184,3 +188,16 @@ class SocketChannel(Channel):
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def widen_pipe(fd: int) -> None:
+    """Let a pipe we read or write (stdin, stdout) hold 1 MiB instead of 64 KiB, where the system allows.
+
+    Each time a full pipe wakes its reader up (or an empty one its writer) costs both sides a context
+    switch: with the default size that is every 64 KiB, which a stream of 1 GB/s cannot afford.
+    """
+    with contextlib.suppress(OSError, ImportError, AttributeError):
+        import fcntl  # (POSIX only)
+
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < _PIPE_SIZE:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)

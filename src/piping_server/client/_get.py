@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from ._channel import widen_pipe
 from ._common import check_transfer_path, is_tar, parse_filename, safe_filename
 from ._errors import PipingError, UsageError
-from ._http import HttpConnection, widen_pipe
+from ._http import HttpConnection
 from ._openpgp import Decryptor
 from ._progress import Reporter
 from ._tar import TarUnpacker

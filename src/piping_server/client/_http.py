@@ -14,7 +14,6 @@ response body into a pipe. Over TLS, and where the kernel refuses, both copy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import select
@@ -37,8 +36,6 @@ _KERNEL_SLICE = 4 << 20
 _HEAD_READ = 64
 #: a status line, header or chunk-size line longer than this is not HTTP we can read
 _MAX_LINE = 64 * 1024
-#: what a pipe we write into may hold (/proc/sys/fs/pipe-max-size is 1 MiB by default)
-_PIPE_SIZE = 1 << 20
 _CONNECT_TIMEOUT = 30.0
 
 
@@ -384,19 +381,6 @@ class HttpConnection:
         if self._ch is not None:
             ch, self._ch = self._ch, None
             ch.abort()
-
-
-def widen_pipe(fd: int) -> None:
-    """Let a pipe we write to (stdout) hold 1 MiB instead of 64 KiB, if it is one and the system allows.
-
-    Each time a full pipe wakes its reader up costs both sides a context switch: with the default
-    size that is every 64 KiB, which a fast stream (hundreds of MB/s) cannot afford.
-    """
-    with contextlib.suppress(OSError, ImportError, AttributeError):
-        import fcntl  # (POSIX only)
-
-        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < _PIPE_SIZE:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
 
 class _BodyMover:
