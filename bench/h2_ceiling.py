@@ -9,7 +9,8 @@ Two commands:
 * ``compare``: line (10)'s clients (``clients.py h2small``, 2 processes, 2 connections each, 25
   pairs at a time each) against this server, ours and the reference, interleaved run by run
   (the order flips every run); medians of transfers/s and server CPU per transfer. ``--base-src
-  DIR`` adds our server run from another source tree (``PYTHONPATH=DIR``), for before/after.
+  DIR`` adds our server run from another source tree (``PYTHONPATH=DIR``), for before/after
+  (``--ours-src DIR`` likewise for "ours": two snapshots, whatever the working tree holds).
 
     python bench/h2_ceiling.py compare --runs 3 --count 5000
     python bench/h2_ceiling.py compare --runs 3 --base-src /tmp/piping-base/src --no-ref
@@ -185,9 +186,8 @@ def _server(target: str, args: argparse.Namespace, crt: Path, key: Path, workdir
     http = ["--host", HOST, "--http-port", str(bench.free_port())]
     if target == "ref":
         return _start(target, [str(args.ref_bin), *http, *tls], port, None, workdir)
-    env = None
-    if target == "base":
-        env = {**os.environ, "PYTHONPATH": str(Path(args.base_src).resolve())}
+    src = args.base_src if target == "base" else args.ours_src
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())} if src else None
     return _start(target, [sys.executable, "-m", "piping_server", *http, *tls], port, env, workdir)
 
 
@@ -265,6 +265,43 @@ def compare(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(runs, indent=1))
 
 
+def streams(args: argparse.Namespace) -> None:
+    """Line (7)'s one stream (light h2 clients) on two source trees of ours, interleaved: before/after."""
+    workdir = Path(tempfile.mkdtemp(prefix="piping-h2stream-"))
+    ctx = bench.Context(args=argparse.Namespace(), workdir=workdir, ref_bin=None, sendfile_source=workdir / "unused")
+    trees = {"base": args.base_src, "ours": args.ours_src}
+    size = int(args.size_mib * bench.MiB)
+    transports = args.transports.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {f"{t} {tree}": [] for t in transports for tree in trees}
+    saved = os.environ.get("PYTHONPATH")
+    try:
+        for r in range(args.runs):
+            for transport in transports:
+                order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+                for tree in order:
+                    src = trees[tree]
+                    if src:
+                        os.environ["PYTHONPATH"] = str(Path(src).resolve())
+                    else:
+                        os.environ.pop("PYTHONPATH", None)
+                    res = bench.run_stream(ctx, "ours", size, "chunked", 1, transport)
+                    runs[f"{transport} {tree}"].append(res)
+                    msg = f"{res['mb_s']:.0f} MB/s, {res['cpu_per_gib']:.2f} s/GiB" if res.get("ok") else res["error"]
+                    bench.log(f"run {r + 1} {transport} {tree}: {msg}")
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    print(f"one stream of {args.size_mib:g} MiB, light h2 clients, medians of {args.runs} interleaved runs")
+    for name, rs in runs.items():
+        ok = [r for r in rs if r.get("ok")]
+        if ok:
+            mb = statistics.median(r["mb_s"] for r in ok)
+            cpu = statistics.median(r["cpu_per_gib"] for r in ok)
+            print(f"{name:12} {mb:8.0f} MB/s {cpu:8.2f} server CPU-s per GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -276,11 +313,20 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--count", type=int, default=5000)
     p.add_argument("--base-src", help="also run our server from this source tree (PYTHONPATH), e.g. a git archive")
+    p.add_argument("--ours-src", help="run 'ours' from this source tree instead of the installed one")
     p.add_argument("--no-ref", action="store_true")
     p.add_argument("--json", help="write every run's numbers here")
+    p = sub.add_parser("streams", help="line (7)'s one stream on two source trees of ours (before/after)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--size-mib", type=float, default=256)
+    p.add_argument("--transports", default="h2c,h2", help="h2c, h2 (over TLS), comma-separated")
+    p.add_argument("--base-src", required=True, help="the 'before' source tree (PYTHONPATH)")
+    p.add_argument("--ours-src", help="the 'after' source tree (default: the installed one)")
     args = parser.parse_args()
     if args.cmd == "serve":
         serve(args)
+    elif args.cmd == "streams":
+        streams(args)
     else:
         compare(args)
 

@@ -21,17 +21,10 @@ import h2.connection
 import h2.events
 import pytest
 
-from ..helpers import WAIT_S, CurlExchange, ServerProcess, Target, start_server, unique_path
+from ..helpers import WAIT_S, CurlExchange, Target, start_server, unique_path
 from ._client import H2Client
 
 _DATE = re.compile(rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
-
-
-@pytest.fixture(params=["h2c", "h2"])
-def h2target(request: pytest.FixtureRequest, server: ServerProcess | None) -> Target:
-    if server is None:
-        pytest.skip("needs our own server")
-    return server.target(request.param)
 
 
 def _raw_request(target: Target, headers: list[tuple[bytes, bytes]], body: bytes | None) -> list[object]:

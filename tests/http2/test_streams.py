@@ -24,13 +24,6 @@ from ._client import H2Client
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-@pytest.fixture(params=["h2c", "h2"])
-def h2target(request: pytest.FixtureRequest, server: ServerProcess | None) -> Target:
-    if server is None:
-        pytest.skip("needs our own server")
-    return server.target(request.param)
-
-
 def _h1(server: ServerProcess | None) -> Target:
     assert server is not None
     return server.target("h1")

@@ -50,6 +50,7 @@ from .._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
 from .._hooks import Refusal
 from ..core import PeerLost, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
+from ._inbound import InboundFrames
 
 __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
 
@@ -157,7 +158,7 @@ class Http2Stream(Exchange):
         self._authority = authority
         self.response_started = False
         self.closed = False  # reset (by either side) or the connection gone: nothing more is written
-        self._sink: Callable[[bytes, int], None] = self._discard
+        self._sink: Callable[[Chunk, int], None] = self._discard
         self._buffer: list[bytes] | None = []  # a sender's body held until its transfer starts
         self._held = 0  # flow-controlled bytes held and not yet acknowledged
         self._upload_paused = False
@@ -202,7 +203,7 @@ class Http2Stream(Exchange):
 
     # --- request side ------------------------------------------------------------------------------
 
-    def on_data(self, data: bytes, flow_length: int) -> None:
+    def on_data(self, data: Chunk, flow_length: int) -> None:
         self._bytes_in += len(data)
         self._sink(data, flow_length)
 
@@ -212,13 +213,14 @@ class Http2Stream(Exchange):
             self.pipe.upload_complete()
         self._maybe_done()
 
-    def _hold(self, data: bytes, flow_length: int) -> None:
-        # A waiting sender's body: kept without acknowledging it, so the initial window bounds it.
+    def _hold(self, data: Chunk, flow_length: int) -> None:
+        # A waiting sender's body: kept without acknowledging it, so the initial window bounds it (a copy:
+        # a slice of a read would keep the whole read alive while it waits).
         assert self._buffer is not None
-        self._buffer.append(data)
+        self._buffer.append(bytes(data))
         self._held += flow_length
 
-    def _stream(self, data: bytes, flow_length: int) -> None:
+    def _stream(self, data: Chunk, flow_length: int) -> None:
         pipe = self.pipe
         assert pipe is not None
         pipe.feed(data)
@@ -227,7 +229,7 @@ class Http2Stream(Exchange):
         elif flow_length:
             self.conn.acknowledge(flow_length, self.stream_id)
 
-    def _discard(self, data: bytes, flow_length: int) -> None:
+    def _discard(self, data: Chunk, flow_length: int) -> None:
         if flow_length:
             self.conn.acknowledge(flow_length, self.stream_id)
         self._discarded += len(data)
@@ -526,6 +528,7 @@ class Http2Protocol(asyncio.Protocol):
         # 6.5.3), before its ACK reaches us; and h2 checks frame sizes against the limit as it stood
         # when a read began. So the advertised limit holds from the start.
         self._h2.max_inbound_frame_size = MAX_INBOUND_FRAME
+        self._inbound = InboundFrames(self._h2, len(H2_PREFACE), MAX_INBOUND_FRAME)
         self._streams: dict[int, Http2Stream] = {}
         self._ready: dict[Http2Stream, None] = {}  # streams with output to send, in arrival order
         self._flush_scheduled = False
@@ -560,6 +563,20 @@ class Http2Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lost:
             return
+        self._receiving = True
+        try:
+            # the DATA frames of open streams come straight from the read (_inbound.py), the rest via h2
+            self._inbound.feed(data if isinstance(data, bytes) else bytes(data), self._to_h2, self._on_data)
+        finally:
+            self._receiving = False
+        # Flushed once this loop turn's reads are all handled: what they cause on this connection (also
+        # from other connections' reads: a sender's body for a receiver here) leaves in one write.
+        self._schedule()
+
+    def _to_h2(self, data: bytes | memoryview) -> bool:
+        """Hand whole frames to h2 and handle its events; False once the connection is closing."""
+        if self._closing:
+            return False
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -567,16 +584,18 @@ class Http2Protocol(asyncio.Protocol):
             log.info("HTTP/2 protocol error from %s: %s", self.client or "?", exc)
             self._write_out()
             self._close()
-            return
-        self._receiving = True
-        try:
-            for event in events:
-                self._handle(event)
-        finally:
-            self._receiving = False
-        # Flushed once this loop turn's reads are all handled: what they cause on this connection (also
-        # from other connections' reads: a sender's body for a receiver here) leaves in one write.
-        self._schedule()
+            return False
+        for event in events:
+            self._handle(event)
+        return not self._closing
+
+    def _on_data(self, stream_id: int, data: memoryview, flow_length: int) -> None:
+        """A DATA frame h2 has been told of (flow control, content-length) but not given: no copy."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.on_data(data, flow_length)
+        elif flow_length:
+            self.acknowledge(flow_length, stream_id)
 
     def eof_received(self) -> bool | None:
         return None  # an HTTP/2 client that stops sending has left: close

@@ -1,0 +1,148 @@
+"""Inbound frames cut anywhere, and the DATA frames h2 must still refuse (http2/_inbound.py).
+
+The server finds DATA frames in each read itself and hands every other frame to h2; these tests pin
+what that must keep: frames cut at any byte across reads (headers, bodies, padding) arrive whole and
+in order, and a DATA frame beyond a window, beyond the announced content-length or inside a header
+block is still the connection error h2 makes of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+
+import h2.errors
+import hpack
+import hyperframe.frame
+
+from ..helpers import ServerProcess, Target, unique_path
+from ._client import H2Client
+from .test_streams import H2_PREFACE, _raw, _read_goaway
+
+#: Write sizes cycled through: cuts inside frame headers, at their edges and inside 64 KiB bodies.
+PIECES = (1, 8, 9, 10, 3, 4096, 65545, 70000, 17)
+
+
+def _write_in_pieces(sock: socket.socket, data: bytes) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pos = i = 0
+    while pos < len(data):
+        size = PIECES[i % len(PIECES)]
+        sock.sendall(data[pos : pos + size])
+        pos += size
+        i += 1
+        time.sleep(0.002)  # separate reads on the server, mostly; correctness never depends on it
+
+
+def test_frames_cut_anywhere_arrive_whole(h2target: Target, server: ServerProcess) -> None:
+    path = unique_path("inbound-cut")
+    receiver = H2Client(h2target)
+    sender = H2Client(h2target)
+    try:
+        rid = receiver.request("GET", path)
+        # the server's SETTINGS (64 KiB frames), then the streaming window once the transfer starts
+        assert sender.pump_until(lambda: sender.conn.max_outbound_frame_size > 16384)
+        sid = sender.request("POST", path, end=False)
+        assert sender.pump_until(lambda: sender.conn.local_flow_control_window(sid) > 1 << 20)
+        conn = sender.conn
+        body = bytearray()
+        sizes = [1, 0, 9, 16384, 65536, 65535, 100, 65536, 65536, 7, 65536, 30000, 65536, 1]
+        for n, size in enumerate(sizes):
+            piece = bytes([n % 251]) * size
+            # every fourth frame padded: h2's own path, between the fast ones
+            conn.send_data(sid, piece, pad_length=200 if n % 4 == 3 and size < 65000 else None)
+            body += piece
+        conn.send_data(sid, b"end", end_stream=True)
+        body += b"end"
+        _write_in_pieces(sender.sock, conn.data_to_send())
+        assert receiver.pump_until(lambda: receiver.streams[rid].ended)
+        got = receiver.streams[rid]
+        assert got.status == 200
+        assert hashlib.sha256(got.data).hexdigest() == hashlib.sha256(body).hexdigest()
+        assert sender.pump_until(lambda: sender.streams[sid].ended)
+        assert sender.streams[sid].status == 200
+    finally:
+        receiver.close()
+        sender.close()
+    assert "Traceback" not in server.log()
+
+
+def _request_fields(path: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [(b":method", b"POST"), (b":path", path.encode()), (b":scheme", b"http"), (b":authority", b"127.0.0.1"),
+            *extra]
+
+
+def _request_head(path: str, *extra: tuple[bytes, bytes]) -> bytes:
+    """A header block that opens a connection's first stream (a fresh HPACK context)."""
+    return hpack.Encoder().encode(_request_fields(path, *extra))
+
+
+def _frame(frame: hyperframe.frame.Frame) -> bytes:
+    return bytes(frame.serialize())
+
+
+def _goaway_for(target: Target, frames: list[hyperframe.frame.Frame]) -> int | None:
+    sock = _raw(target)
+    try:
+        sock.sendall(H2_PREFACE + _frame(hyperframe.frame.SettingsFrame(0)) + b"".join(_frame(f) for f in frames))
+        return _read_goaway(sock)
+    finally:
+        sock.close()
+
+
+def _data(stream_id: int, data: bytes, *flags: str) -> hyperframe.frame.DataFrame:
+    frame = hyperframe.frame.DataFrame(stream_id, data)
+    for flag in flags:
+        frame.flags.add(flag)
+    return frame
+
+
+def test_data_beyond_the_window_is_a_flow_control_error(h2target: Target, server: ServerProcess) -> None:
+    # a waiting sender has the default window (65,535 bytes); four 16 KiB frames overrun it by one byte
+    head = hyperframe.frame.HeadersFrame(1, _request_head(unique_path("inbound-window")))
+    head.flags.add("END_HEADERS")
+    frames = [head] + [_data(1, b"w" * 16384) for _ in range(4)]
+    assert _goaway_for(h2target, frames) == h2.errors.ErrorCodes.FLOW_CONTROL_ERROR
+    assert "Traceback" not in server.log()
+
+
+def test_data_beyond_its_content_length_is_refused(h2target: Target, server: ServerProcess) -> None:
+    # no END_STREAM follows: the overrun itself must be seen, not only a wrong total at the end
+    head = hyperframe.frame.HeadersFrame(1, _request_head(unique_path("inbound-length"), (b"content-length", b"2")))
+    head.flags.add("END_HEADERS")
+    assert _goaway_for(h2target, [head, _data(1, b"abc")]) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert "Traceback" not in server.log()
+
+
+def test_data_inside_a_header_block_is_a_protocol_error(h2target: Target, server: ServerProcess) -> None:
+    # stream 1 is an upload under way; stream 3's header block is cut by a DATA frame of stream 1
+    encoder = hpack.Encoder()
+    open_upload = hyperframe.frame.HeadersFrame(1, encoder.encode(_request_fields(unique_path("inbound-open"))))
+    open_upload.flags.add("END_HEADERS")
+    block = encoder.encode(_request_fields(unique_path("inbound-block")))
+    head = hyperframe.frame.HeadersFrame(3, block[:3])  # no END_HEADERS: a CONTINUATION must come next
+    rest = hyperframe.frame.ContinuationFrame(3, block[3:])
+    rest.flags.add("END_HEADERS")
+    frames = [open_upload, head, _data(1, b"x"), rest]
+    assert _goaway_for(h2target, frames) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert "Traceback" not in server.log()
+
+
+def test_waiting_sender_then_receiver_gets_every_byte(h2target: Target) -> None:
+    """A sender's first window is held (copied out of its reads) until a receiver comes, then streams."""
+    path = unique_path("inbound-held")
+    sender = H2Client(h2target)
+    receiver = H2Client(h2target)
+    try:
+        sid = sender.request("POST", path, end=False)
+        body = bytes(range(256)) * 1024  # 256 KiB: the first 64 KiB wait, the rest needs the bigger window
+        sender.send(sid, body[:60000])
+        sender.pump(0.2)
+        rid = receiver.request("GET", path)
+        sender.send(sid, body[60000:], end=True)
+        assert receiver.pump_until(lambda: receiver.streams[rid].ended)
+        assert receiver.streams[rid].data == body
+    finally:
+        sender.close()
+        receiver.close()
