@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,25 @@ def test_progress_moves_with_the_kernel_paths(server: str, path: str, tmp_path: 
     assert sent.total == got.total == len(data)
     assert sum(sent.steps) == sum(got.steps) == len(data)
     assert len(sent.steps) >= 3 and len(got.steps) >= 3
+
+
+def test_non_blocking_stdout_pipe(server: str, path: str, client_env: dict[str, str]) -> None:
+    # A pipe left non-blocking by another program: not spliced (splice would spin on EAGAIN), written with waits.
+    data = os.urandom(4_000_000)
+    pipe_r, pipe_w = os.pipe()
+    os.set_blocking(pipe_w, False)
+    receiver = _start(client_env, "get", "-q", server + path, stdout=pipe_w)
+    os.close(pipe_w)
+    time.sleep(0.3)
+    sender = _start(client_env, "send", "-q", server + path, stdin=subprocess.PIPE)
+    feeder = threading.Thread(target=sender.communicate, args=(data, 60), daemon=True)
+    feeder.start()  # (in a thread: the pipe below is read meanwhile)
+    got = bytearray()
+    deadline = time.monotonic() + 60
+    with os.fdopen(pipe_r, "rb") as r:
+        while time.monotonic() < deadline and (piece := r.read(65536)):
+            got += piece
+    feeder.join(60)
+    assert receiver.wait(60) == 0
+    assert sender.wait(60) == 0
+    assert bytes(got) == data

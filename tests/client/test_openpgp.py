@@ -42,6 +42,27 @@ def test_streaming_in_odd_pieces() -> None:
     assert dec.filename == "x"
 
 
+def test_streaming_in_mixed_pieces() -> None:
+    # Large pieces are hashed (MDC) in a worker thread, small ones inline: the order must hold across both.
+    sizes = [1, 70_000, 5, 200_000, 21, 22, 23, 65_536, 65_535, 300_000, 3]
+    data = os.urandom(sum(sizes) * 2)
+    enc = Encryptor("pw", "x")
+    parts = [enc.start()]
+    pos = 0
+    for n in sizes * 2:
+        parts.append(enc.update(data[pos : pos + n]))
+        pos += n
+    parts.append(enc.finish())
+    ct = b"".join(parts)
+    dec = Decryptor("pw")
+    out, pos = [], 0
+    for n in sizes * 4:
+        out.append(dec.feed(ct[pos : pos + n]))
+        pos += n
+    out.append(dec.feed(ct[pos:]))
+    assert b"".join(out) + dec.close() == data
+
+
 def test_wrong_passphrase() -> None:
     with pytest.raises(BadPassphraseError):
         decrypt_bytes(encrypt_bytes(b"secret" * 100, "right"), "wrong")

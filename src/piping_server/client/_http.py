@@ -333,7 +333,13 @@ class HttpConnection:
         where the kernel refuses (``EINVAL``), it is copied. Errors writing ``fd`` propagate as they are.
         """
         assert self._ch is not None
-        splice = isinstance(self._ch, SocketChannel) and self._ch.kernel_paths and stat.S_ISFIFO(os.fstat(fd).st_mode)
+        # A pipe someone made non-blocking would make splice spin on EAGAIN: that one is written, with waits.
+        splice = (
+            isinstance(self._ch, SocketChannel)
+            and self._ch.kernel_paths
+            and stat.S_ISFIFO(os.fstat(fd).st_mode)
+            and os.get_blocking(fd)
+        )
         mover = _BodyMover(self, fd, progress, splice)
         try:
             framing = self._framing()
