@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..helpers import recv_all, unique_path
-from .util import Receiver, Sender, request, server_with
+from .util import Receiver, Sender, metrics, request, server_with
 
 pytestmark = pytest.mark.ours
 
@@ -151,3 +151,27 @@ def test_max_header_bytes(tmp_path: Path) -> None:
         status, _, body = request(server.http_port, "GET", "/version", headers={"X-Big": "a" * 2000})
         assert status == 431 and body == b"[ERROR] Request header fields too large.\n"
         assert request(server.http_port, "GET", "/version", headers={"X-Small": "a" * 500})[0] == 200
+
+
+def test_idle_live_transfer_is_cut_but_not_while_nobody_listens(tmp_path: Path) -> None:
+    """docs/protocol.md section 11: the operator's limits cover live transfers too."""
+    with server_with("--idle-timeout", "0.6", tmp=tmp_path, metrics_port=True) as (server, mport):
+        path = unique_path()
+        sender = Sender(server.http_port, path + "?live")
+        sender.read_until(b"[INFO] Live: receivers may join and leave at any time.\n")
+        time.sleep(1.5)  # nobody listens: the upload is paused by design, not idle
+        receiver = Receiver(server.http_port, path)
+        sender.read_until(b"[INFO] A receiver joined (1 now).\n")
+        sender.send(b"on air")
+        receiver.read_until(b"on air")
+        started = time.monotonic()
+        receiver.read_to_close(timeout=10)  # then the sender stalls: cut after the idle timeout
+        assert 0.5 < time.monotonic() - started < 5
+        body, complete = receiver.body()
+        assert body == b"on air" and not complete
+        assert b"[ERROR] Timed out: no data moved for 0.6 second(s).\n" in sender.read_until(b"second(s).\n")
+        sender.close()
+        assert metrics(mport)["piping_relayed_bytes_total"] == len(b"on air")  # live bytes are counted
+        again = Sender(server.http_port, path + "?live")  # the path is free again
+        again.read_until(b"[INFO] Live: receivers may join and leave at any time.\n")
+        again.close()

@@ -171,6 +171,13 @@ class Hub:
         """Receivers joined to a live sender now."""
         return sum(len(v.receivers) for v in self._live.values() if v.sender is not None)
 
+    def live_audience(self, sender: Peer) -> int | None:
+        """How many receivers ``sender``'s live transfer has now; None when it is not a live sender."""
+        live = self._live_of(sender)
+        if live is None or live.sender != sender:
+            return None
+        return len(live.receivers)
+
     def is_busy(self, path: str) -> bool:
         return path in self._waiting or path in self._running or path in self._live
 

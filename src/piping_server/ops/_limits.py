@@ -136,9 +136,11 @@ class WatchedHub(Hub):
         for action in actions:
             if isinstance(action, StartTransfer):
                 touched += [action.sender, *action.receivers]
-                self._watch_transfer(action)
+                self._watch_transfer(action.sender, (action.sender, *action.receivers))
             elif isinstance(action, StartLive):
                 touched += action.receivers  # ``?live`` receivers that waited stop waiting
+                # receivers come and go: the sender's bytes tell whether a live transfer moves
+                self._watch_transfer(action.sender, (action.sender,))
             elif isinstance(action, Reject | EndSender):
                 touched.append(action.peer)
         for p in touched:
@@ -177,9 +179,9 @@ class WatchedHub(Hub):
 
     # --- transfers ------------------------------------------------------------------------------------------
 
-    def _watch_transfer(self, action: StartTransfer) -> None:
+    def _watch_transfer(self, sender: Peer, members: tuple[Peer, ...]) -> None:
         now = time.monotonic()
-        transfer = _Transfer(action.sender, (action.sender, *action.receivers), now, moved_s=now)
+        transfer = _Transfer(sender, members, now, moved_s=now)
         for member in transfer.members:
             self._watched[member] = transfer
         idle_s = self.limits.idle_timeout
@@ -198,7 +200,8 @@ class WatchedHub(Hub):
             return
         moved = sum(progress_of(m) for m in transfer.members)
         now = time.monotonic()
-        if moved != transfer.moved:
+        if moved != transfer.moved or self.live_audience(transfer.sender) == 0:
+            # (a live sender with nobody listening is paused by design: waiting, not idle)
             transfer.moved, transfer.moved_s = moved, now
         elif transfer.idle_timeout_s is not None and now - transfer.moved_s >= transfer.idle_timeout_s:
             member = next((m for m in transfer.members if self.is_transferring(m)), None)
