@@ -32,6 +32,8 @@ log = logging.getLogger("piping_server.workers")
 
 #: The header that carries the client's address to the owner; honoured only on the internal socket.
 INTERNAL_CLIENT = b"x-piping-internal-client"
+#: How the client reached the edge ("h2", "h1+tls", ...): the owner's access log and hooks say that, not "h1".
+INTERNAL_TRANSPORT = b"x-piping-internal-transport"
 #: Hop-by-hop headers (RFC 9110 7.6.1) and ours: never passed on in either direction.
 _HOP_BY_HOP = frozenset(
     {
@@ -46,6 +48,7 @@ _HOP_BY_HOP = frozenset(
         b"host",
         b"date",  # the edge writes its own: one Date per response
         INTERNAL_CLIENT,
+        INTERNAL_TRANSPORT,
     }
 )
 #: An owner that is starting (or being restarted) is waited for this many times, this long apart.
@@ -108,6 +111,7 @@ class Forward(Pipe):
         # No "connection: close": the owner then reads (and drops) the rest of a refused upload instead of
         # closing on it, which could lose its answer; this side closes once the answer is through.
         lines.append(INTERNAL_CLIENT + b": " + ex.client.encode("latin-1"))
+        lines.append(INTERNAL_TRANSPORT + b": " + ex.transport_name.encode("ascii") + (b"+tls" if ex.is_tls else b""))
         if ex.method in ("POST", "PUT"):
             length = ex.header(b"content-length")
             if length is None or not length.isdigit():

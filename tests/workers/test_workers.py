@@ -217,6 +217,25 @@ def test_tls_http1_requests_to_every_worker(workers_server: ServerProcess) -> No
         assert recv.communicate(timeout=WAIT_S)[0] == data
 
 
+def test_relayed_requests_are_logged_with_the_clients_transport(tls_files: tuple[str, str, str]) -> None:
+    """The owner's access lines say how the client came (h2, h1+tls), not how the request reached the owner."""
+    server = start_server("--workers", "2", "--access-log", https=tls_files)
+    try:
+        for transport, label in (("h1-tls", "h1+tls"), ("h2c", "h2"), ("h2", "h2+tls")):
+            target = server.target(transport)
+            for owner in range(2):
+                path = owned_by(owner, workers=2)
+                recv = target.popen_curl(target.url(path))
+                sent = subprocess.run(target.curl("-T", "-", target.url(path)), input=b"hello",
+                                      capture_output=True, timeout=WAIT_S)
+                assert sent.returncode == 0 and recv.communicate(timeout=WAIT_S)[0] == b"hello"
+                line = re.compile(rf'"(?:GET|PUT) {path}" 200 .* (\S+)$', re.M)
+                assert wait_until(lambda rx=line: len(rx.findall(server.log())) == 2), server.log()[-2000:]
+                assert line.findall(server.log()) == [label, label], (transport, owner)
+    finally:
+        server.stop()
+
+
 def test_pipelined_requests_to_different_workers(workers_server: ServerProcess) -> None:
     """Two requests written at once on one connection: the second, queued, is relayed to its owner."""
     target = workers_server.target("h1")

@@ -113,8 +113,15 @@ class Http1Exchange(Exchange):
 
     # --- what Exchange asks of a transport ----------------------------------------------------------------
 
-    transport_name = "h1"
     absolute_form = True
+
+    @property
+    def transport_name(self) -> str:  # type: ignore[override]
+        return self.conn.edge_transport
+
+    @property
+    def is_tls(self) -> bool:
+        return self.conn.is_tls or self.conn.edge_tls
 
     @property
     def relay(self) -> Relay:
@@ -123,10 +130,6 @@ class Http1Exchange(Exchange):
     @property
     def client(self) -> str:
         return self.conn.client or self.conn.peer_address()
-
-    @property
-    def is_tls(self) -> bool:
-        return self.conn.is_tls
 
     def connection_refusal(self) -> Refusal | None:
         return self.conn.refusal
@@ -436,6 +439,10 @@ class Http1Protocol(asyncio.Protocol):
         #: set in a worker of ``--workers`` (plain TCP only): moves the connection to the worker owning a path
         self.hand_over = hand_over
         self.is_tls = is_tls
+        #: how the client reached the server, for the hooks and the access log: this connection's own
+        #: transport, or, for a request relayed by a sibling worker (``--workers``), the client's at that edge
+        self.edge_transport = "h1"
+        self.edge_tls = False
         #: whether uploads may move kernel to kernel (see _splice.py); PIPING_SPLICE=0 turns it off,
         #: so that the ordinary path can be tested and measured on its own
         self.splice_enabled = SPLICE_BY_DEFAULT if splice_enabled is None else splice_enabled

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._exchange import Exchange
-from .._forward import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, Forward
+from .._forward import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, INTERNAL_TRANSPORT, Forward
 from ..core import is_reserved, split_target
 from ..flow import Relay
 from ..http1.protocol import Http1Exchange, Http1Protocol
@@ -360,8 +360,9 @@ class _Adopted(Http1Protocol):
 class InternalProtocol(Http1Protocol):
     """The owner's side of a relayed request: an HTTP/1.1 connection from a sibling worker.
 
-    The client's address comes in ``x-piping-internal-client`` (trusted here only: this socket is in
-    the supervisor's private directory). The connection was counted where the client connected.
+    The client's address comes in ``x-piping-internal-client``, how it reached the edge ("h2",
+    "h1+tls"...) in ``x-piping-internal-transport`` (trusted here only: this socket is in the
+    supervisor's private directory). The connection was counted where the client connected.
     """
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -376,6 +377,9 @@ class InternalProtocol(Http1Protocol):
         for name, value in self._headers:
             if name == INTERNAL_CLIENT:
                 self.client = value.decode("latin-1")
+            elif name == INTERNAL_TRANSPORT:
+                transport, _, tls = value.decode("latin-1").partition("+")
+                self.edge_transport, self.edge_tls = transport or "h1", tls == "tls"
             else:
                 kept.append((name, value))
         self._headers = kept
