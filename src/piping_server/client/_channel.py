@@ -4,7 +4,8 @@
   reads and gathered writes, it moves bytes kernel to kernel: a file to the socket with
   ``sendfile(2)``, the socket to a pipe with ``splice(2)`` (``PIPING_SPLICE=0`` turns both off, as it
   does for the server).
-* :class:`StreamChannel`: asyncio's streams, for TLS (user-space encryption: every byte is copied).
+* :class:`StreamChannel`: asyncio's streams, for TLS (user-space encryption: every byte is copied),
+  and for plain TCP where the event loop cannot watch a socket of ours (Windows).
 
 Both read and write at the same time (a sender reads the server's status lines while it uploads).
 """
@@ -18,8 +19,10 @@ import socket
 import stat
 from collections.abc import Sequence
 
-__all__ = ["KERNEL_PATHS", "Channel", "SocketChannel", "StreamChannel", "widen_pipe"]
+__all__ = ["KERNEL_PATHS", "RAW_SOCKETS", "Channel", "SocketChannel", "StreamChannel", "widen_pipe"]
 
+#: whether plain TCP runs on the socket itself: it needs the loop's add_reader and sendmsg (Windows' loop has neither)
+RAW_SOCKETS = os.name == "posix"
 #: whether sendfile(2) and splice(2) may be used (Linux); PIPING_SPLICE=0 forces the copying paths
 KERNEL_PATHS = hasattr(os, "splice") and hasattr(os, "sendfile") and os.environ.get("PIPING_SPLICE", "1") != "0"
 

@@ -23,7 +23,7 @@ import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
-from ._channel import Channel, SocketChannel, StreamChannel
+from ._channel import RAW_SOCKETS, Channel, SocketChannel, StreamChannel
 from ._errors import ServerRejectedError, ServerUnreachableError, TransferInterruptedError
 
 __all__ = ["HttpConnection", "Response"]
@@ -100,11 +100,13 @@ class HttpConnection:
         self._ch.set_nodelay()
 
     async def _open(self) -> Channel:
-        if self._tls:
-            ctx = ssl.create_default_context()
-            if not self._verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
+        if self._tls or not RAW_SOCKETS:
+            ctx: ssl.SSLContext | None = None
+            if self._tls:
+                ctx = ssl.create_default_context()
+                if not self._verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
             reader, writer = await asyncio.open_connection(self._host, self._port, ssl=ctx, limit=1 << 20)
             return StreamChannel(reader, writer)
         loop = asyncio.get_running_loop()
