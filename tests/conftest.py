@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 
@@ -21,6 +22,24 @@ EXTERNAL_BASE_URL = os.environ.get("PIPING_TEST_BASE_URL")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "beyond: behaviour docs/protocol.md marks (beyond): ours only")
     config.addinivalue_line("markers", "ours: needs our own server process (RSS, logs, flags)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_gpg_agent_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """gpg starts an agent per GNUPGHOME the tests make; stop those of this session's temporary folders at its end."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())  # (before this, every session left its agents running)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"gpg-agent") or b"--homedir" not in argv[:-1]:
+            continue
+        home = argv[argv.index(b"--homedir") + 1].decode(errors="replace")
+        if home.startswith(base):
+            subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True, timeout=10)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
