@@ -292,3 +292,22 @@ def test_many_streams_at_once_on_one_connection(h2target: Target, server: Server
             assert client.streams[sid].data == payload
     finally:
         client.close()
+
+
+def test_response_head_larger_than_a_frame(h2target: Target) -> None:
+    """A receiver's head above the 16 KiB frame size goes out as HEADERS and CONTINUATION frames."""
+    path = unique_path("big-head")
+    value = b"v" * 20_000  # X-Piping is passed on to the receiver as it came
+    sender = H2Client(h2target)
+    receiver = H2Client(h2target)
+    try:
+        rid = receiver.request("GET", path)
+        sid = sender.request("POST", path, headers=[(b"x-piping", value)], end=False)
+        sender.send(sid, b"body", end=True)
+        assert receiver.pump_until(lambda: receiver.streams[rid].ended)
+        got = receiver.streams[rid]
+        assert got.status == 200 and got.data == b"body"
+        assert (b"x-piping", value) in got.headers
+    finally:
+        sender.close()
+        receiver.close()

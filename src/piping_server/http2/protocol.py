@@ -40,7 +40,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import hyperframe.frame
-from h2.connection import ConnectionState
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamInputs, StreamState
 
@@ -100,8 +100,10 @@ def _short_data_repr(self: hyperframe.frame.DataFrame) -> str:
 # repr changes here: a summary, no copy.
 hyperframe.frame.DataFrame._body_repr = _short_data_repr  # type: ignore[method-assign,assignment]
 
-#: DATA frame header (RFC 9113 section 4.1): 24-bit length, type 0, flags, stream id.
-_DATA_FRAME_HEAD = struct.Struct(">HBBBL")
+#: Frame header (RFC 9113 section 4.1): 24-bit length, type, flags, stream id.
+_FRAME_HEAD = struct.Struct(">HBBBL")
+_HEADERS, _CONTINUATION = 0x1, 0x9
+_END_HEADERS = 0x4
 #: The END_STREAM flag of a DATA frame.
 _END_STREAM = 0x1
 #: Stream states in which DATA may be sent (RFC 9113 section 5.1).
@@ -355,7 +357,7 @@ class Http2Stream(Exchange):
         block += [(low, value.strip()) for name, value in headers if (low := name.lower()) not in _HOP_BY_HOP]
         if final:
             block.append((b"date", http_date()))  # RFC 9110 6.6.1
-        self.conn.send_headers(self.stream_id, block, end)
+        self.conn.send_headers(self.stream_id, block, end, informational=not final)
         if end:
             self._ended()
 
@@ -411,7 +413,7 @@ class Http2Stream(Exchange):
             frames = self.conn.take_h2_output()
             window = min(h2conn.outbound_flow_control_window, h2stream.outbound_flow_control_window)
             max_frame = h2conn.max_outbound_frame_size
-            pack = _DATA_FRAME_HEAD.pack
+            pack = _FRAME_HEAD.pack
             while out and sent < budget and window > 0:
                 chunk = out[0]
                 length = len(chunk)
@@ -443,7 +445,7 @@ class Http2Stream(Exchange):
                 # END_STREAM on the last DATA frame built here rather than on an empty frame of its own,
                 # with h2's state moved as its end_stream moves it (the stream could send just now)
                 size = len(frames[last_head + 1])
-                frames[last_head] = _DATA_FRAME_HEAD.pack(size >> 8, size & 0xFF, 0, _END_STREAM, sid)
+                frames[last_head] = _FRAME_HEAD.pack(size >> 8, size & 0xFF, 0, _END_STREAM, sid)
                 h2stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
             else:
                 with contextlib.suppress(h2.exceptions.StreamClosedError):
@@ -693,13 +695,41 @@ class Http2Protocol(asyncio.Protocol):
 
     # --- used by the streams ---------------------------------------------------------------------------
 
-    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
+    def send_headers(self, stream_id: int, headers: Headers, end: bool, *, informational: bool = False) -> None:
         if self.lost:
             return
-        try:
-            self._h2.send_headers(stream_id, headers, end_stream=end)
-        except h2.exceptions.StreamClosedError:
+        h2conn = self._h2
+        h2stream = h2conn.streams.get(stream_id)
+        if (
+            h2stream is None
+            or h2stream.state_machine.state not in _CAN_SEND
+            or h2conn.state_machine.state is ConnectionState.CLOSED
+        ):
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                h2conn.send_headers(stream_id, headers, end_stream=end)  # h2 says what is wrong, if anything
+            self._schedule()
             return
+        # The HEADERS frame is built here, as send_pending builds DATA frames: h2's send_headers re-checks
+        # what _send_head guarantees and builds frame objects, half the cost of a small transfer's
+        # response heads. h2's encoder (its HPACK state) and state machines are used as send_headers uses them.
+        h2conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        h2stream.state_machine.process_input(
+            StreamInputs.SEND_INFORMATIONAL_HEADERS if informational else StreamInputs.SEND_HEADERS
+        )
+        if end:
+            h2stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        block = h2conn.encoder.encode(headers)
+        frames = self.take_h2_output()  # what h2 has queued goes first: the order on the wire is kept
+        max_frame = h2conn.max_outbound_frame_size
+        kind = _HEADERS
+        flags = _END_STREAM if end else 0
+        for start in range(0, len(block), max_frame):
+            piece = block[start : start + max_frame]
+            if start + max_frame >= len(block):
+                flags |= _END_HEADERS
+            frames.append(_FRAME_HEAD.pack(len(piece) >> 8, len(piece) & 0xFF, kind, flags, stream_id))
+            frames.append(piece)
+            kind, flags = _CONTINUATION, 0
         self._schedule()
 
     def acknowledge(self, size: int, stream_id: int) -> None:
