@@ -157,3 +157,21 @@ def test_non_blocking_stdout_pipe(server: str, path: str, client_env: dict[str, 
     assert receiver.wait(60) == 0
     assert sender.wait(60) == 0
     assert bytes(got) == data
+
+
+def test_receiver_gone_during_sendfile(server: str, path: str, tmp_path: Path, client_env: dict[str, str]) -> None:
+    # The server drops the sender while sendfile waits for room in the socket: one line, blaming the receiver.
+    curl = needs("curl")
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(40_000_000))
+    receiver = subprocess.Popen([curl, "-sS", "--limit-rate", "2M", server + path], stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    sender = _start(client_env, "send", "-q", server + path, str(src))
+    time.sleep(1.0)
+    receiver.kill()
+    receiver.wait(10)
+    _, err_bytes = sender.communicate(timeout=60)
+    err = err_bytes.decode()
+    assert sender.returncode == 5, err
+    assert err.startswith("piping: error:") and err.count("\n") == 1, err
+    assert "receiver" in err and "sender" not in err, err
