@@ -1,6 +1,6 @@
 """What the ``h2`` library alone allows for line (10): many 1 KiB transfers over HTTP/2 with TLS.
 
-Two commands:
+Three commands:
 
 * ``serve``: a minimal server on the same stack as ours (``h2`` + uvloop + the ``ssl`` module's TLS)
   that answers the line's request pattern with the least work it can: a GET waits for the POST of
@@ -12,8 +12,13 @@ Two commands:
   DIR`` adds our server run from another source tree (``PYTHONPATH=DIR``), for before/after
   (``--ours-src DIR`` likewise for "ours": two snapshots, whatever the working tree holds).
 
+* ``streams``: line (7)'s one stream with the light h2 clients (h2c, and h2 over TLS) on two source
+  trees of ours, interleaved: the before/after of a change to the HTTP/2 code.
+
     python bench/h2_ceiling.py compare --runs 3 --count 5000
     python bench/h2_ceiling.py compare --runs 3 --base-src /tmp/piping-base/src --no-ref
+    git archive HEAD~1 src | tar -x -C /tmp/piping-base   # a source tree to compare with
+    python bench/h2_ceiling.py streams --runs 5 --size-mib 512 --base-src /tmp/piping-base/src
 """
 
 from __future__ import annotations
