@@ -420,10 +420,15 @@ class SpliceRelay:
         splice instead of one per chunk (on loopback, every read of the socket costs TCP work too).
         A head that is not plain (or not there yet) ends the look; the ordinary steps handle it.
         """
+        try:
+            available = int.from_bytes(fcntl.ioctl(self._in, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder, signed=True)
+        except OSError:
+            return 0  # the ordinary steps meet whatever failed
+        if available <= offset:
+            return 0  # the open chunk's data is still coming: nothing to look at yet
         sock = self._in_sock
         added = 0
         try:
-            available = int.from_bytes(fcntl.ioctl(self._in, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder, signed=True)
             while offset + added < available and added < room:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_PEEK_OFF, offset + added)
                 measured = measure_framing(sock.recv(FRAMING_PEEK_BYTES, socket.MSG_PEEK), closes_chunk=True)
