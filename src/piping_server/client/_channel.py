@@ -12,6 +12,7 @@ Both read and write at the same time (a sender reads the server's status lines w
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
@@ -32,35 +33,39 @@ Buffer = bytes | bytearray | memoryview
 _PIPE_SIZE = 1 << 20
 
 
-class Channel:
+class Channel(abc.ABC):
     """What :class:`~._http.HttpConnection` needs from a connection."""
 
     #: sendfile and splice work on this channel (a plain socket)
     kernel_paths = False
 
+    @abc.abstractmethod
     async def recv(self, n: int) -> bytes:
         """Up to ``n`` bytes as soon as some arrived; ``b""`` at the end of the stream."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def send(self, parts: Sequence[Buffer]) -> None:
         """Send all of ``parts`` (with backpressure)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def set_nodelay(self) -> None:
         """Do not let Nagle hold small writes back (tunnels carry interactive traffic)."""
 
+    @abc.abstractmethod
     def shutdown_write(self) -> None:
-        raise NotImplementedError
+        """Half-close: no more bytes from us."""
 
+    @abc.abstractmethod
     async def aclose(self) -> None:
-        raise NotImplementedError
+        """Close."""
 
+    @abc.abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        """Close now; operations waiting on the channel raise."""
 
 
 class StreamChannel(Channel):
-    """asyncio's streams: the TLS connections."""
+    """asyncio's streams: TLS, and plain TCP where the loop cannot watch our socket."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
