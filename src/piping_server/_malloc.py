@@ -26,8 +26,12 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
-def tune_malloc() -> bool:
-    """Set the thresholds when the C library is glibc; False (nothing changed) anywhere else."""
+def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
+    """Set the thresholds when the C library is glibc; False (nothing changed) anywhere else.
+
+    The ``piping`` client passes its own: its buffers are of 1 MiB, which the server's 1 MiB
+    ``mmap_threshold`` would map afresh each time.
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -36,4 +40,4 @@ def tune_malloc() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
