@@ -16,7 +16,7 @@ import h2.errors
 import hpack
 import hyperframe.frame
 
-from ..helpers import ServerProcess, Target, unique_path
+from ..helpers import WAIT_S, ServerProcess, Target, unique_path
 from ._client import H2Client
 from .test_streams import H2_PREFACE, _raw, _read_goaway
 
@@ -82,6 +82,36 @@ def _frame(frame: hyperframe.frame.Frame) -> bytes:
     return bytes(frame.serialize())
 
 
+def _answer_to(target: Target, frames: list[hyperframe.frame.Frame]) -> bytes:
+    """Send the frames in one write; everything the server answers until it closes."""
+    sock = _raw(target)
+    try:
+        sock.sendall(H2_PREFACE + _frame(hyperframe.frame.SettingsFrame(0)) + b"".join(_frame(f) for f in frames))
+        answer = b""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+    finally:
+        sock.close()
+
+
+def _frame_kinds(answer: bytes) -> list[tuple[int, int]]:
+    """(type, stream id) of each frame in ``answer``."""
+    kinds = []
+    pos = 0
+    while pos + 9 <= len(answer):
+        kinds.append((answer[pos + 3], int.from_bytes(answer[pos + 5 : pos + 9], "big") & 0x7FFFFFFF))
+        pos += 9 + int.from_bytes(answer[pos : pos + 3], "big")
+    return kinds
+
+
 def _goaway_for(target: Target, frames: list[hyperframe.frame.Frame]) -> int | None:
     sock = _raw(target)
     try:
@@ -113,6 +143,15 @@ def test_data_beyond_its_content_length_is_refused(h2target: Target, server: Ser
     head.flags.add("END_HEADERS")
     assert _goaway_for(h2target, [head, _data(1, b"abc")]) == h2.errors.ErrorCodes.PROTOCOL_ERROR
     assert "Traceback" not in server.log()
+
+
+def test_request_and_its_bad_body_in_one_read_get_no_answer_but_the_goaway(h2target: Target) -> None:
+    """A request whose first DATA breaks its content-length is judged whole, as h2 judges it: no 200 first."""
+    head = hyperframe.frame.HeadersFrame(1, _request_head(unique_path("inbound-whole"), (b"content-length", b"2")))
+    head.flags.add("END_HEADERS")
+    kinds = _frame_kinds(_answer_to(h2target, [head, _data(1, b"abc")]))
+    assert (0x7, 0) in kinds, kinds  # the GOAWAY
+    assert not [kind for kind in kinds if kind[1] == 1], kinds  # nothing at all on the stream
 
 
 def test_data_inside_a_header_block_is_a_protocol_error(h2target: Target, server: ServerProcess) -> None:

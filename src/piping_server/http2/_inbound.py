@@ -158,12 +158,12 @@ class InboundFrames:
             flags = buf[pos + 4]
             fast = kind == _DATA and not flags & (_END_STREAM | _PADDED) and not self._in_header_block
             if nxt > end:
-                if fast and length:
+                stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                if fast and length and stream_id in self._h2.streams:
                     # a DATA frame the read cut: what has come goes now, the rest as it arrives (no copy)
                     if run < pos and not to_h2(buf[run:pos]):
                         return False
                     run = pos
-                    stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                     if self._account(stream_id, length):
                         if end > pos + 9:
                             on_data(stream_id, buf[pos + 9 : end], end - pos - 9)
@@ -172,15 +172,19 @@ class InboundFrames:
                         return True
                 break
             if fast:
-                # what h2 was given before this frame may have opened (or closed) its stream: h2 first
-                if run < pos:
-                    if not to_h2(buf[run:pos]):
-                        return False
-                    run = pos
                 stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                if self._account(stream_id, length):
-                    on_data(stream_id, buf[pos + 9 : nxt], length)
-                    run = nxt
+                # A stream h2 has not seen yet is opened by the frames in the run: this frame stays with them,
+                # so that h2 judges the request and its first DATA together, as it always did (a body that
+                # breaks its content-length then fails before the request is dispatched, never after a 200).
+                if stream_id in self._h2.streams:
+                    # what h2 was given before this frame may have changed its stream (a reset): h2 first
+                    if run < pos:
+                        if not to_h2(buf[run:pos]):
+                            return False
+                        run = pos
+                    if self._account(stream_id, length):
+                        on_data(stream_id, buf[pos + 9 : nxt], length)
+                        run = nxt
                 # else: left in the run, for h2 to handle (and raise about) as it always did
             elif kind in (_HEADERS, _PUSH_PROMISE):
                 self._in_header_block = not flags & _END_HEADERS
