@@ -1,8 +1,9 @@
-"""HTTPS reads: every connection's records are decrypted into one buffer that the server reuses.
+"""HTTPS reads and writes: records decrypted into one buffer the server reuses; HTTP/1 writes gathered.
 
-What could go wrong with that: bytes handed on while the buffer is refilled under them. The
+What could go wrong with the reads: bytes handed on while the buffer is refilled under them. The
 receivers here stall (curl's --limit-rate), so that the server queues what it writes them and pauses
 the upload while it keeps reading; the bodies are random, so any stale or overwritten piece shows.
+The writes: a chunk's size line and its CRLF must not go as TLS records of their own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 import time
 from pathlib import Path
 
@@ -101,3 +103,83 @@ def test_h2_preface_over_tls_without_alpn(server: ServerProcess) -> None:
             assert part, "closed before a frame"
             head += part
         assert head[3] == 0x4  # SETTINGS
+
+
+def _tls_records(raw: bytes) -> list[tuple[int, int]]:
+    """(content type, length) of each whole TLS record in a raw byte stream from its start."""
+    records, pos = [], 0
+    while pos + 5 <= len(raw):
+        kind, _version, length = struct.unpack_from("!BHH", raw, pos)
+        if pos + 5 + length > len(raw):
+            break
+        records.append((kind, length))
+        pos += 5 + length
+    return records
+
+
+def test_chunked_relay_over_tls_sends_no_tiny_records(server: ServerProcess) -> None:
+    """HTTP/1.1 over TLS, a chunked upload in 64 KiB chunks relayed to a receiver: the receiver's
+    TLS records carry whole pieces with their framing, not a record per chunk size line and CRLF."""
+    target = server.target("h1-tls")
+    assert target.ca_path is not None
+    path = unique_path("rec")
+    ctx = ssl.create_default_context(cafile=target.ca_path)
+    ctx.set_alpn_protocols(["http/1.1"])
+    # the receiver: TLS on memory BIOs over a plain socket, so that its raw bytes can be looked at
+    raw_sock = socket.create_connection((target.host, target.port), timeout=WAIT_S)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=target.host)
+    raw = bytearray()
+    plain = bytearray()
+
+    def pump() -> bool:
+        if outgoing.pending:
+            raw_sock.sendall(outgoing.read())
+        data = raw_sock.recv(1 << 20)
+        raw.extend(data)
+        if data:
+            incoming.write(data)
+        else:
+            incoming.write_eof()
+        return bool(data)
+
+    with raw_sock:
+        for _ in range(100):  # the handshake: a few round trips
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                assert pump(), "closed during the handshake"
+        tls.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw_sock.sendall(outgoing.read())
+        time.sleep(0.5)  # the receiver waits first: the upload streams to it
+        chunk = os.urandom(64 * 1024)
+        sctx = ssl.create_default_context(cafile=target.ca_path)
+        sctx.set_alpn_protocols(["http/1.1"])
+        with (
+            socket.create_connection((target.host, target.port), timeout=WAIT_S) as sraw,
+            sctx.wrap_socket(sraw, server_hostname=target.host) as sender,
+        ):
+            sender.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+            for _ in range(32):
+                sender.sendall(b"10000\r\n" + chunk + b"\r\n")
+            sender.sendall(b"0\r\n\r\n")
+            deadline = time.monotonic() + WAIT_S * 2
+            while not plain.endswith(b"\r\n0\r\n\r\n") and time.monotonic() < deadline:
+                try:
+                    plain.extend(tls.read(1 << 20))
+                    continue
+                except ssl.SSLWantReadError:
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+                if not pump():
+                    break
+    assert plain.startswith(b"HTTP/1.1 200")
+    assert plain.count(chunk[:64]) == 32  # every chunk arrived
+    app_data = [length for kind, length in _tls_records(bytes(raw)) if kind == 23]
+    # a record of a few bytes of plaintext (a lone size line or CRLF) is 17 bytes of overhead plus them;
+    # written apart, each 64 KiB chunk makes two (64 here). Gathered, a write is one read's worth of
+    # body and framing: a few bytes over its 16 full records may spill into one more (at most 8 here).
+    tiny = [length for length in app_data if length <= 17 + 8]
+    assert len(tiny) <= 12, f"{len(tiny)} tiny TLS records of {len(app_data)}"

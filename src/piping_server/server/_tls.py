@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 from ..flow import Relay
@@ -47,6 +48,9 @@ HANDSHAKE_TIMEOUT_S = 10.0
 #: Plaintext handed to the protocol per read at most: 16 TLS records, what the event loop's TLS reads too.
 READ_BYTES = 256 * 1024
 _DECRYPTED = memoryview(bytearray(READ_BYTES))  # see _DecryptInto
+#: Writes gathered up to this many bytes go at once (see _GatheredWrites): HTTP/1's write high-water
+#: mark, above one read's worth (READ_BYTES and its chunk framing), so that a piece goes in one write.
+GATHER_BYTES = 1024 * 1024
 
 _Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
 
@@ -166,12 +170,17 @@ class _AlpnDispatch(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn == "h2":
+            # HTTP/2 already writes once per connection per turn of the loop
+            h2 = Http2Protocol(self._relay, is_tls=True)
+            transport.set_protocol(_DecryptInto(h2))
+            h2.connection_made(transport)
+            return
         # "http/1.1", or a client without ALPN, gets HTTP/1.x
-        protocol: asyncio.Protocol = (
-            Http2Protocol(self._relay, is_tls=True) if alpn == "h2" else Http1Protocol(self._relay, is_tls=True)
-        )
-        transport.set_protocol(_DecryptInto(protocol))
-        protocol.connection_made(transport)
+        h1 = Http1Protocol(self._relay, is_tls=True)
+        reader = _DecryptInto(h1)
+        transport.set_protocol(reader)
+        h1.connection_made(_GatheredWrites(transport, reader))  # type: ignore[arg-type]
 
 
 class _DecryptInto(asyncio.BufferedProtocol):
@@ -198,7 +207,14 @@ class _DecryptInto(asyncio.BufferedProtocol):
         return _DECRYPTED
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._protocol.data_received(bytes(_DECRYPTED[:nbytes]))
+        global _reading
+        _reading = True
+        try:
+            self._protocol.data_received(bytes(_DECRYPTED[:nbytes]))
+        finally:
+            _reading = False
+            if _gathering:
+                _flush_gathered()  # what this read made HTTP/1 write, as one write per connection
 
     def eof_received(self) -> bool | None:
         return self._protocol.eof_received()
@@ -214,6 +230,131 @@ class _DecryptInto(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._protocol.resume_writing()
+
+    def retarget(self, protocol: asyncio.Protocol) -> None:
+        """Hand what comes next to ``protocol`` (HTTP/1 giving the connection to HTTP/2)."""
+        self._protocol = protocol
+
+
+class _GatheredWrites:
+    """The transport HTTP/1 writes to: what it writes in one turn of the loop goes as one write.
+
+    Why: HTTP/1 re-frames each piece of an upload for its receiver as three writes (the chunk size
+    line, the data, the CRLF), and a chunked upload arrives in pieces of its sender's chunks (64 KiB
+    from most clients). Straight to the TLS transport, each write is one ``SSL_write``, so one TLS
+    record (two of them a few bytes long), and each ``writelines`` one ``send`` system call: twelve
+    ``SSL_write`` calls and four sends per 256 KiB read. Gathered, it is one of each, at the price of
+    one copy (the join). Writes made while a TLS read is handed on go when that read's callback
+    returns (one write per read, whatever the loop reads in one turn); any other write at the end of
+    the current turn of the loop. They go at once when they reach ``GATHER_BYTES`` (so that
+    ``pause_writing`` still comes in time) or when the caller's buffer could change (anything but
+    ``bytes`` or a view of ``bytes``).
+    """
+
+    __slots__ = ("_inner", "_reader", "_parts", "_pending")
+
+    def __init__(self, inner: asyncio.Transport, reader: _DecryptInto) -> None:
+        self._inner = inner
+        self._reader = reader
+        self._parts: list[bytes | memoryview] = []
+        self._pending = 0
+
+    def write(self, data: Any) -> None:
+        if not data:
+            return
+        if type(data) is not bytes and not (isinstance(data, memoryview) and isinstance(data.obj, bytes)):
+            self.flush()
+            self._inner.write(data)
+            return
+        parts = self._parts
+        parts.append(data)
+        self._pending += len(data)
+        if self._pending >= GATHER_BYTES:
+            self.flush()
+        elif len(parts) == 1:
+            _gather(self)
+
+    def writelines(self, list_of_data: Iterable[Any]) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def flush(self) -> None:
+        parts = self._parts
+        if not parts:
+            return
+        self._parts = []
+        self._pending = 0
+        if not self._inner.is_closing():  # (closed by the peer meanwhile: nothing can go)
+            self._inner.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size() + self._pending
+
+    def close(self) -> None:
+        self.flush()
+        self._inner.close()
+
+    def abort(self) -> None:
+        self._parts = []
+        self._pending = 0
+        self._inner.abort()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._inner.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._reader.retarget(protocol)  # type: ignore[arg-type]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._reader._protocol
+
+
+_gathering: list[_GatheredWrites] = []  # the transports holding gathered writes
+_reading = False  # within a TLS read's callback, which flushes them when it returns
+_flush_scheduled = False
+
+
+def _gather(transport: _GatheredWrites) -> None:
+    global _flush_scheduled
+    _gathering.append(transport)
+    if not _reading and not _flush_scheduled:
+        # written outside a TLS read (a timer, a plain-HTTP sender's data): at the end of this turn
+        _flush_scheduled = True
+        asyncio.get_running_loop().call_soon(_flush_gathered)
+
+
+def _flush_gathered() -> None:
+    global _flush_scheduled
+    _flush_scheduled = False
+    transports = _gathering[:]
+    _gathering.clear()
+    for transport in transports:
+        transport.flush()
 
 
 async def start_https(
