@@ -112,10 +112,23 @@ def _frame_kinds(answer: bytes) -> list[tuple[int, int]]:
     return kinds
 
 
-def _goaway_for(target: Target, frames: list[hyperframe.frame.Frame]) -> int | None:
+def _goaway_for(
+    target: Target, frames: list[hyperframe.frame.Frame], *, after_answer: list[hyperframe.frame.Frame] = ()
+) -> int | None:
+    """Send ``frames``; once stream 1 has its answer's head, ``after_answer``; the GOAWAY's error code.
+
+    Frames sent after the answer reach a stream the server already knows: the path of later reads."""
     sock = _raw(target)
     try:
         sock.sendall(H2_PREFACE + _frame(hyperframe.frame.SettingsFrame(0)) + b"".join(_frame(f) for f in frames))
+        if after_answer:
+            seen = b""
+            deadline = time.monotonic() + WAIT_S
+            while (0x1, 1) not in _frame_kinds(seen) and time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                assert chunk, f"closed before answering: {_frame_kinds(seen)}"
+                seen += chunk
+            sock.sendall(b"".join(_frame(f) for f in after_answer))
         return _read_goaway(sock)
     finally:
         sock.close()
@@ -132,8 +145,8 @@ def test_data_beyond_the_window_is_a_flow_control_error(h2target: Target, server
     # a waiting sender has the default window (65,535 bytes); four 16 KiB frames overrun it by one byte
     head = hyperframe.frame.HeadersFrame(1, _request_head(unique_path("inbound-window")))
     head.flags.add("END_HEADERS")
-    frames = [head] + [_data(1, b"w" * 16384) for _ in range(4)]
-    assert _goaway_for(h2target, frames) == h2.errors.ErrorCodes.FLOW_CONTROL_ERROR
+    overrun = [_data(1, b"w" * 16384) for _ in range(4)]
+    assert _goaway_for(h2target, [head], after_answer=overrun) == h2.errors.ErrorCodes.FLOW_CONTROL_ERROR
     assert "Traceback" not in server.log()
 
 
@@ -141,7 +154,7 @@ def test_data_beyond_its_content_length_is_refused(h2target: Target, server: Ser
     # no END_STREAM follows: the overrun itself must be seen, not only a wrong total at the end
     head = hyperframe.frame.HeadersFrame(1, _request_head(unique_path("inbound-length"), (b"content-length", b"2")))
     head.flags.add("END_HEADERS")
-    assert _goaway_for(h2target, [head, _data(1, b"abc")]) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert _goaway_for(h2target, [head], after_answer=[_data(1, b"abc")]) == h2.errors.ErrorCodes.PROTOCOL_ERROR
     assert "Traceback" not in server.log()
 
 
@@ -163,8 +176,8 @@ def test_data_inside_a_header_block_is_a_protocol_error(h2target: Target, server
     head = hyperframe.frame.HeadersFrame(3, block[:3])  # no END_HEADERS: a CONTINUATION must come next
     rest = hyperframe.frame.ContinuationFrame(3, block[3:])
     rest.flags.add("END_HEADERS")
-    frames = [open_upload, head, _data(1, b"x"), rest]
-    assert _goaway_for(h2target, frames) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    frames = [head, _data(1, b"x"), rest]
+    assert _goaway_for(h2target, [open_upload], after_answer=frames) == h2.errors.ErrorCodes.PROTOCOL_ERROR
     assert "Traceback" not in server.log()
 
 
