@@ -180,7 +180,7 @@ class _AlpnDispatch(asyncio.Protocol):
         h1 = Http1Protocol(self._relay, is_tls=True)
         reader = _DecryptInto(h1)
         transport.set_protocol(reader)
-        h1.connection_made(_GatheredWrites(transport, reader))  # type: ignore[arg-type]
+        h1.connection_made(_GatheredWrites(transport, reader))  # type: ignore[arg-type]  # (uvloop's transport)
 
 
 class _DecryptInto(asyncio.BufferedProtocol):
@@ -236,7 +236,7 @@ class _DecryptInto(asyncio.BufferedProtocol):
         self._protocol = protocol
 
 
-class _GatheredWrites:
+class _GatheredWrites(asyncio.Transport):
     """The transport HTTP/1 writes to: what it writes in one turn of the loop goes as one write.
 
     Why: HTTP/1 re-frames each piece of an upload for its receiver as three writes (the chunk size
@@ -254,6 +254,7 @@ class _GatheredWrites:
     __slots__ = ("_inner", "_reader", "_parts", "_pending")
 
     def __init__(self, inner: asyncio.Transport, reader: _DecryptInto) -> None:
+        super().__init__()
         self._inner = inner
         self._reader = reader
         self._parts: list[bytes | memoryview] = []
