@@ -198,3 +198,12 @@ def test_waiting_sender_then_receiver_gets_every_byte(h2target: Target) -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+def test_frame_above_our_frame_size_is_a_frame_size_error(h2target: Target, server: ServerProcess) -> None:
+    # one byte more than our SETTINGS_MAX_FRAME_SIZE (64 KiB), on a stream under way: h2 has the last word
+    head = hyperframe.frame.HeadersFrame(1, _request_head(unique_path("inbound-big")))
+    head.flags.add("END_HEADERS")
+    big = _data(1, b"b" * (64 * 1024 + 1))
+    assert _goaway_for(h2target, [head], after_answer=[big]) == h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+    assert "Traceback" not in server.log()
