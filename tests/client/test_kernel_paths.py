@@ -175,3 +175,25 @@ def test_receiver_gone_during_sendfile(server: str, path: str, tmp_path: Path, c
     assert sender.returncode == 5, err
     assert err.startswith("piping: error:") and err.count("\n") == 1, err
     assert "receiver" in err and "sender" not in err, err
+
+
+def test_file_that_shrinks_while_sent(server: str, path: str, tmp_path: Path, client_env: dict[str, str]) -> None:
+    # Cut short under the sender, the file cannot fill its announced length: the sender says so and ends
+    # (the server would otherwise wait for the missing bytes).
+    curl = needs("curl")
+    src = tmp_path / "shrinks.bin"
+    src.write_bytes(os.urandom(40_000_000))
+    got = tmp_path / "got.bin"
+    receiver = subprocess.Popen([curl, "-sS", "--limit-rate", "2M", "-o", str(got), server + path])
+    time.sleep(0.3)
+    sender = _start(client_env, "send", "-q", server + path, str(src))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (got.exists() and got.stat().st_size):
+        time.sleep(0.05)  # the sender has announced 40 MB and is sending them
+    os.truncate(src, 1_000_000)
+    _, err_bytes = sender.communicate(timeout=60)
+    receiver.kill()
+    receiver.wait(10)
+    err = err_bytes.decode()
+    assert sender.returncode == 2, err
+    assert err == "piping: error: the input changed while being sent (1000000 bytes instead of 40000000)\n", err

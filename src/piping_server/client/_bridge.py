@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import BinaryIO
 
 from ._channel import widen_pipe
@@ -26,7 +26,7 @@ class Cancelled(Exception):
     """Raised from ``emit`` in the worker thread once the consumer is gone."""
 
 
-async def iterate_in_thread(work: Callable[[Emit], None], name: str = "piping-producer") -> AsyncIterator[bytes]:
+async def iterate_in_thread(work: Callable[[Emit], None], name: str = "piping-producer") -> AsyncGenerator[bytes, None]:
     """Run ``work(emit)`` in a thread and yield what it emits; its exceptions are re-raised here."""
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
@@ -66,7 +66,7 @@ async def iterate_in_thread(work: Callable[[Emit], None], name: str = "piping-pr
         stop.set()
 
 
-def read_in_thread(f: BinaryIO, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+def read_in_thread(f: BinaryIO, chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
     """Stream a blocking binary file object (``stdin``, a pipe, a file)."""
 
     try:

@@ -64,7 +64,8 @@ def _prepare(source: SendSource, reporter: Reporter, filename: str | None, conte
         if len(entries) == 1 and single.is_file():
             name = filename or entries[0][1]
             ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-            return _Payload(_read_file(single), single.stat().st_size, name, ctype, False, single)
+            size = single.stat().st_size
+            return _Payload(_read_file(single, size), size, name, ctype, False, single)
         loop = asyncio.get_running_loop()
 
         def on_file_bytes(k: int) -> None:  # from the packer thread: progress counts file bytes, not tar bytes
@@ -98,14 +99,31 @@ def _prepare(source: SendSource, reporter: Reporter, filename: str | None, conte
     raise UsageError(f"cannot send a {type(source).__name__}")
 
 
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
+async def _read_file(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The ``size`` bytes of a file announced with that Content-Length (the copying path of a file)."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by read_in_thread's end below
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    left = size
     with f:
-        async for chunk in read_in_thread(f):
-            yield chunk
+        async with contextlib.aclosing(read_in_thread(f)) as chunks:
+            async for chunk in chunks:
+                if len(chunk) > left:  # the file grew: never more than announced (the rest would be a request)
+                    yield chunk[:left]
+                    left = 0
+                    break
+                left -= len(chunk)
+                yield chunk
+        _check_unchanged(f.fileno(), size, size - left)
+
+
+def _check_unchanged(fd: int, size: int, sent: int) -> None:
+    """A file that shrank would leave the server waiting for the announced length, one that grew would
+    arrive cut: both are the input changing under us."""
+    now = os.fstat(fd).st_size
+    if sent != size or now != size:
+        raise UsageError(f"the input changed while being sent ({now} bytes instead of {size})")
 
 
 async def _send_file(conn: HttpConnection, path: Path, size: int, reporter: Reporter, counter: list[int]) -> int:
@@ -121,11 +139,7 @@ async def _send_file(conn: HttpConnection, path: Path, size: int, reporter: Repo
 
     with f:
         sent = await conn.send_file(f.fileno(), size, progress)
-        # A file that shrank would leave the server waiting for the announced length; one that grew
-        # would arrive cut: both are the input changing under us, as the copying path reports it.
-        now = os.fstat(f.fileno()).st_size
-        if sent != size or now != size:
-            raise UsageError(f"the input changed while being sent ({now} bytes instead of {size})")
+        _check_unchanged(f.fileno(), size, sent)
     return sent
 
 
