@@ -731,8 +731,9 @@ def random_file(ctx: Context, size: int) -> Path:
 def run_client_line(ctx: Context, kind: str, size: int) -> dict[str, Any]:
     """One file of ``size`` random bytes from a sending client to a receiving client through our server.
 
-    ``kind``: curl (curl -T FILE -> curl), piping (piping send -> piping get), piping-pass (both with
-    --pass), gpg (gpg -c | curl -T - -> curl | gpg -d). The receiving side pipes into ``clients.py
+    ``kind``: curl (curl -T FILE -> curl), piping (piping send -> piping get), curl-stdin and
+    piping-stdin (the same from ``cat FILE |``), piping-pass (both with --pass), gpg (gpg -c |
+    curl -T - -> curl | gpg -d). The receiving side pipes into ``clients.py
     count``, which times first to last byte; the same for every kind, so the ratios are fair.
     """
     deadline_s = stream_deadline(size)
@@ -748,6 +749,12 @@ def run_client_line(ctx: Context, kind: str, size: int) -> dict[str, Any]:
         recv_cmd = f"curl -sS {url}"
     elif kind == "piping":
         send_cmd = f"{piping} send -q {url} {data}"
+        recv_cmd = f"{piping} get -q {url}"
+    elif kind == "curl-stdin":
+        send_cmd = f"cat {data} | curl -sS -T - {url} -o /dev/null"
+        recv_cmd = f"curl -sS {url}"
+    elif kind == "piping-stdin":
+        send_cmd = f"cat {data} | {piping} send -q {url}"
         recv_cmd = f"{piping} get -q {url}"
     elif kind == "piping-pass":
         send_cmd = f"{piping} send -q --pass {PASSPHRASE} {url} {data}"
@@ -1264,6 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
     if 11 in only:
         row("11", f"(11) the client, {args.client_size_mib} MiB of random bytes, our server", "section")
         row("11-piping", "piping send -> get (ref column: curl -> curl)", "MB/s", ">= 1.0")
+        row("11-stdin", "cat | piping send -> get (ref: cat | curl -T -)", "MB/s", ">= 1.0")
         row("11-pass", "piping --pass (ref column: piping)", "MB/s", ">= 0.6")
         if shutil.which("gpg"):
             row("11-gpg", "piping --pass (ref column: gpg -c|curl, curl|gpg -d)", "MB/s")
@@ -1375,7 +1383,8 @@ def main(argv: list[str] | None = None) -> int:
                 if record(f"12-scp-{kind}", "ours", run, res):
                     add("12-scp", "ours" if kind == "piping" else "ref", res["mb_s"])
         if 11 in only:
-            kinds = ["piping", "curl", "piping-pass"] + (["gpg"] if shutil.which("gpg") else [])
+            kinds = ["piping", "curl", "piping-stdin", "curl-stdin", "piping-pass"]
+            kinds += ["gpg"] if shutil.which("gpg") else []
             client_mbs: dict[str, float] = {}
             for kind in interleaved(kinds, run):
                 res = guarded(run_client_line, ctx, kind, args.client_size_mib * MiB)
@@ -1383,6 +1392,7 @@ def main(argv: list[str] | None = None) -> int:
                     client_mbs[kind] = res["mb_s"]
             for key, ours_kind, ref_kind in (
                 ("11-piping", "piping", "curl"),
+                ("11-stdin", "piping-stdin", "curl-stdin"),
                 ("11-pass", "piping-pass", "piping"),
                 ("11-gpg", "piping-pass", "gpg"),
             ):
