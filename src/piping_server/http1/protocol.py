@@ -50,6 +50,10 @@ MAX_HEAD_BYTES = 64 * 1024
 DISCARD_LIMIT = 1024 * 1024
 #: How often a receiver's buffer is checked, before an upload can start splicing after it.
 DRAIN_POLL_S = 0.005
+#: Writes of a loop turn smaller than this (heads, progress lines) wait for the turn's end and go out
+#: together: a small transfer's sender otherwise costs a system call (and a wake-up of the client)
+#: per line. Body data is never held: it may be a view of a buffer that the next read reuses.
+CORK_MAX_BYTES = 16 * 1024
 
 SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
 
@@ -176,9 +180,7 @@ class Http1Exchange(Exchange):
 
     def progress(self) -> tuple[int, int]:
         """(request body bytes read, response bytes handed to the kernel): for idle timeouts and metrics."""
-        transport = self.conn.transport
-        pending = transport.get_write_buffer_size() if transport is not None and not self.conn._closed else 0
-        return self._bytes_in, max(0, self._bytes_out - pending)
+        return self._bytes_in, max(0, self._bytes_out - self.conn.pending_size())
 
     # --- endpoint: sender ------------------------------------------------------------------------------
 
@@ -454,6 +456,7 @@ class Http1Protocol(asyncio.Protocol):
         self._paused = 0
         self._closed = False
         self._writing_paused = False
+        self._corked: list[bytes] = []  # small writes held until the end of this loop turn (see CORK_MAX_BYTES)
         # the request being parsed
         self._url = b""
         self._headers: Headers = []
@@ -568,6 +571,7 @@ class Http1Protocol(asyncio.Protocol):
             incoming.on_body_complete()
 
     def eof_received(self) -> bool | None:
+        self.uncork()  # the transport may close now: what this turn wrote goes out first
         active = self._active
         if (
             active is not None
@@ -584,6 +588,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._corked = []
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -628,6 +633,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def notify_when_empty(self) -> None:
         """Have resume_writing called once the write buffer is empty (limits 0/0 pause at once, resume at 0)."""
+        self.uncork()
         if self.transport is not None and not self._closed:
             self.transport.set_write_buffer_limits(high=0, low=0)
 
@@ -682,15 +688,44 @@ class Http1Protocol(asyncio.Protocol):
     # --- used by the exchanges -------------------------------------------------------------------------
 
     def write(self, data: Chunk) -> None:
-        if not self._closed and self.transport is not None:
+        if self._closed or self.transport is None:
+            return
+        if type(data) is bytes and len(data) < CORK_MAX_BYTES:
+            self._cork(data)
+        elif self._corked:
+            self._corked.append(data)  # type: ignore[arg-type]  # out at once, behind what was held
+            self.uncork()
+        else:
             self.transport.write(data)
 
     def write_many(self, parts: Sequence[Chunk]) -> None:
-        if not self._closed and self.transport is not None:
+        if self._closed or self.transport is None:
+            return
+        if all(type(part) is bytes for part in parts) and sum(map(len, parts)) < CORK_MAX_BYTES:
+            for part in parts:
+                self._cork(part)  # type: ignore[arg-type]
+        elif self._corked:
+            self._corked += parts  # type: ignore[arg-type]
+            self.uncork()
+        else:
             self.transport.writelines(parts)
+
+    def _cork(self, data: bytes) -> None:
+        if not self._corked:
+            asyncio.get_running_loop().call_soon(self.uncork)
+        self._corked.append(data)
+
+    def uncork(self) -> None:
+        """Hand what this loop turn wrote to the transport now, in one call (one system call)."""
+        parts = self._corked
+        if parts:
+            self._corked = []
+            if not self._closed and self.transport is not None:
+                self.transport.writelines(parts)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call back once everything written so far has left for the kernel (or the connection is gone)."""
+        self.uncork()
         transport = self.transport
         if self._closed or transport is None or transport.get_write_buffer_size() == 0:
             callback()
@@ -709,11 +744,13 @@ class Http1Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        self.uncork()
         if self.transport is not None and not self._closed:
             self.transport.close()
 
     def abort(self) -> None:
         """Drop the connection at once (a broken socket: nothing more can be written)."""
+        self._corked = []
         if self.transport is not None and not self._closed:
             self.transport.abort()
 
@@ -729,10 +766,19 @@ class Http1Protocol(asyncio.Protocol):
         return self._body
 
     def socket(self) -> socket.socket | None:
+        self.uncork()  # whoever takes the socket writes after what was held
         return self.transport.get_extra_info("socket") if self.transport is not None and not self._closed else None
 
     def write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the kernel (what is held for this turn is handed over first)."""
+        self.uncork()
         return self.transport.get_write_buffer_size() if self.transport is not None and not self._closed else 0
+
+    def pending_size(self) -> int:
+        """Bytes written but not yet handed to the kernel, without handing over what is held."""
+        if self.transport is None or self._closed:
+            return 0
+        return self.transport.get_write_buffer_size() + sum(map(len, self._corked))
 
     def end_spliced_body(self, leftover: bytes) -> None:
         """The splice relay moved the whole body: end it as the ordinary path would, then read on."""
