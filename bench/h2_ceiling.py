@@ -106,9 +106,9 @@ class _Conn(asyncio.Protocol):
                 conn.acknowledge_received_data(ev.flow_controlled_length or 0, sid)
             elif isinstance(ev, h2.events.StreamEnded):
                 sid = ev.stream_id or 0
-                path = self.paths.pop(sid, None)
-                if path is not None:
-                    self.state.sender(path, bytes(self.bodies.pop(sid)))
+                posted = self.paths.pop(sid, None)
+                if posted is not None:
+                    self.state.sender(posted, bytes(self.bodies.pop(sid)))
                     conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"text/plain")])
                     conn.send_data(sid, b"[INFO] All receiver(s) was/were received successfully.\n", end_stream=True)
         self.flush()
@@ -226,25 +226,15 @@ def compare(args: argparse.Namespace) -> None:
     targets = ["ours", "ceiling"]
     if args.base_src:
         targets.insert(1, "base")
-    if not args.no_ref:
-        ns = argparse.Namespace(ref_bin=None, ref_dir=str(Path(__file__).resolve().parent / ".ref"))
-        args.ref_bin = bench.ensure_reference(ns)
-        if args.ref_bin is not None:
-            targets.append("ref")
-    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-    for r in range(args.runs):
-        order = targets if r % 2 == 0 else targets[::-1]
-        for target in order:
-            res = _one(target, args, crt, key, workdir)
-            runs[target].append(res)
-            bench.log(
-                f"run {r + 1} {target}: "
-                + (
-                    f"{res['tps']:.0f}/s, {res['cpu_ms_per_transfer']:.3f} ms CPU, clients {res['client_cpu_s']:.2f} s"
-                    if res.get("ok")
-                    else str(res.get("error"))
-                )
-            )
+    args.ref_bin = bench.reference_bin(args.no_ref)
+    if args.ref_bin is not None:
+        targets.append("ref")
+    runs = bench.run_interleaved(
+        targets,
+        args.runs,
+        lambda target: _one(target, args, crt, key, workdir),
+        lambda res: f"{res['tps']:.0f}/s, {res['cpu_ms_per_transfer']:.3f} ms CPU, clients {res['client_cpu_s']:.2f} s",
+    )
     print(f"line (10) pattern, {args.count} x 1 KiB over h2 (TLS), medians of {args.runs} interleaved runs")
     print(f"{'target':10} {'transfers/s':>12} {'CPU ms/transfer':>16} {'p99 ms':>8} {'clients CPU s':>14}")
     summary: dict[str, dict[str, float]] = {}

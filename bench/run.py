@@ -1099,6 +1099,26 @@ def interleaved(targets: list[str], run: int) -> list[str]:
     return targets if run % 2 == 0 else targets[::-1]
 
 
+def reference_bin(no_ref: bool) -> Path | None:
+    """The reference's executable for a side script (bench/.ref, installed on first use); None: skip it."""
+    if no_ref:
+        return None
+    return ensure_reference(argparse.Namespace(ref_bin=None, ref_dir=str(HERE / ".ref")))
+
+
+def run_interleaved(
+    targets: list[str], runs: int, one: Callable[[str], dict[str, Any]], describe: Callable[[dict[str, Any]], str]
+) -> dict[str, list[dict[str, Any]]]:
+    """``one(target)`` for every target, ``runs`` times, interleaved (the order flips every run); each run logged."""
+    results: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    for run in range(runs):
+        for target in interleaved(targets, run):
+            res = one(target)
+            results[target].append(res)
+            log(f"run {run + 1} {target}: " + (describe(res) if res.get("ok") else str(res.get("error"))))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=4.0, help="bytes per stream in GiB (default 4)")

@@ -241,23 +241,16 @@ def compare(args: argparse.Namespace) -> None:
     targets = ["ours", "relay"]
     if args.base_src:
         targets.insert(1, "base")
-    if not args.no_ref:
-        ns = argparse.Namespace(ref_bin=None, ref_dir=str(Path(__file__).resolve().parent / ".ref"))
-        ctx.ref_bin = bench.ensure_reference(ns)
-        if ctx.ref_bin is not None:
-            targets.append("ref")
-    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-    for r in range(args.runs):
-        order = targets if r % 2 == 0 else targets[::-1]
-        for target in order:
-            res = _one(target, args, ctx)
-            runs[target].append(res)
-            msg = (
-                f"{res['mb_s']:.0f} MB/s, {res['cpu_per_gib']:.2f} s/GiB, clients {res['clients_per_gib']:.2f} s/GiB"
-                if res["ok"]
-                else res["error"]
-            )
-            bench.log(f"run {r + 1} {target}: {msg}")
+    ctx.ref_bin = bench.reference_bin(args.no_ref)
+    if ctx.ref_bin is not None:
+        targets.append("ref")
+    runs = bench.run_interleaved(
+        targets,
+        args.runs,
+        lambda target: _one(target, args, ctx),
+        lambda res: f"{res['mb_s']:.0f} MB/s, {res['cpu_per_gib']:.2f} s/GiB"
+        f", clients {res['clients_per_gib']:.2f} s/GiB",
+    )
     print(f"one {args.size_mib:g} MiB stream over TLS, light clients, medians of {args.runs} interleaved runs")
     print(f"{'target':8} {'MB/s':>8} {'CPU-s/GiB':>10} {'clients CPU-s/GiB':>18}")
     summary: dict[str, dict[str, float]] = {}
