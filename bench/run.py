@@ -744,25 +744,19 @@ def run_client_line(ctx: Context, kind: str, size: int) -> dict[str, Any]:
     gpg_opts = ["--batch", "--yes", "--quiet", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE]
     gpg_home = ["--homedir", str(ctx.workdir / "gnupg")]
     (ctx.workdir / "gnupg").mkdir(mode=0o700, exist_ok=True)
-    if kind == "curl":
-        send_cmd = f"curl -sS -T {data} {url} -o /dev/null"
-        recv_cmd = f"curl -sS {url}"
-    elif kind == "piping":
-        send_cmd = f"{piping} send -q {url} {data}"
-        recv_cmd = f"{piping} get -q {url}"
-    elif kind == "curl-stdin":
-        send_cmd = f"cat {data} | curl -sS -T - {url} -o /dev/null"
-        recv_cmd = f"curl -sS {url}"
-    elif kind == "piping-stdin":
-        send_cmd = f"cat {data} | {piping} send -q {url}"
-        recv_cmd = f"{piping} get -q {url}"
-    elif kind == "piping-pass":
-        send_cmd = f"{piping} send -q --pass {PASSPHRASE} {url} {data}"
-        recv_cmd = f"{piping} get -q --pass {PASSPHRASE} {url}"
-    else:
-        gpg = " ".join(["gpg", *gpg_home, *gpg_opts])
-        send_cmd = f"{gpg} -c < {data} | curl -sS -T - {url} -o /dev/null"
-        recv_cmd = f"curl -sS {url} | {gpg} -d"
+    gpg = " ".join(["gpg", *gpg_home, *gpg_opts])
+    commands = {  # kind: (the sending side, the receiving side)
+        "curl": (f"curl -sS -T {data} {url} -o /dev/null", f"curl -sS {url}"),
+        "piping": (f"{piping} send -q {url} {data}", f"{piping} get -q {url}"),
+        "curl-stdin": (f"cat {data} | curl -sS -T - {url} -o /dev/null", f"curl -sS {url}"),
+        "piping-stdin": (f"cat {data} | {piping} send -q {url}", f"{piping} get -q {url}"),
+        "piping-pass": (
+            f"{piping} send -q --pass {PASSPHRASE} {url} {data}",
+            f"{piping} get -q --pass {PASSPHRASE} {url}",
+        ),
+        "gpg": (f"{gpg} -c < {data} | curl -sS -T - {url} -o /dev/null", f"curl -sS {url} | {gpg} -d"),
+    }
+    send_cmd, recv_cmd = commands[kind]
     counter = f"{sys.executable} {CLIENTS} count --size {size} --deadline {deadline_s}"
     procs: list[subprocess.Popen[Any]] = []
     try:
