@@ -39,6 +39,7 @@ import socket
 import ssl
 import struct
 import sys
+import termios
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -363,6 +364,107 @@ def run_relay(args: argparse.Namespace) -> None:
         total += n
         while n:
             n -= splice(r, fb, n)
+    b.shutdown(socket.SHUT_WR)
+    a.close()
+    b.close()
+    _emit({"role": "relay", "bytes": total})
+
+
+# --- the ceiling of a relay that checks chunk framing ---------------------------------------------------
+
+SO_PEEK_OFF = getattr(socket, "SO_PEEK_OFF", 42)
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _read_head(sock: socket.socket) -> None:
+    """Read (and drop) one HTTP head, byte by byte: nothing past it is taken from the socket."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError("closed inside the request head")
+        head += byte
+
+
+def _chunk_framing(seen: bytes, after_data: bool) -> tuple[int, int] | None:
+    """(framing length, chunk size) at the start of ``seen``; None: incomplete. Size 0: the last chunk."""
+    pos = 2 if after_data else 0
+    if after_data and seen[:2] != b"\r\n":
+        if len(seen) < 2:
+            return None
+        raise ValueError("chunk data longer than its size")
+    end = seen.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    digits = seen[pos:end]
+    if not digits or len(digits) > 16 or not _HEXDIGITS.issuperset(digits):
+        raise ValueError("bad chunk size")
+    size = int(digits, 16)
+    if size:
+        return end + 2, size
+    return (end + 4, 0) if seen[end + 2 : end + 4] == b"\r\n" else None  # no trailers here
+
+
+def run_chunk_relay(args: argparse.Namespace) -> None:
+    """A bare relay of one chunked upload that checks every chunk head before passing it on, as a server must.
+
+    The receiver (port B) sends a GET and gets a chunked 200; the sender (port A) posts a chunked body and
+    gets a 200 that says all was received. Between them: no parsing but the chunk framing, checked the way
+    our server's splice path checks it (the heads queued in the socket peeked in place with SO_PEEK_OFF,
+    the checked run spliced through a pipe in one call). What this costs is the least any server that
+    validates the framing it passes on can cost here.
+    """
+    signal.alarm(int(args.deadline))
+    listeners = []
+    for port in (args.port_a, args.port_b):
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((HOST, port))
+        ls.listen(1)
+        listeners.append(ls)
+    print("ready", flush=True)
+    b, _ = listeners[1].accept()
+    _read_head(b)
+    a, _ = listeners[0].accept()
+    _read_head(a)
+    b.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    a.setblocking(False)
+    r, w = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, F_SETPIPE_SZ, RECV_BUF)
+    fa, fb = a.fileno(), b.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fa, selectors.EVENT_READ)
+    checked = 0  # bytes at the head of the socket whose framing is checked (data may still be coming)
+    after_data = False
+    last = False
+    in_pipe = total = 0
+    queued = bytearray(4)
+    while not (last and not checked and not in_pipe):
+        fcntl.ioctl(fa, termios.FIONREAD, queued)
+        available = int.from_bytes(queued, sys.byteorder, signed=True)
+        while not last and checked < available and checked < RECV_BUF:
+            a.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, checked)
+            framing = _chunk_framing(a.recv(64, socket.MSG_PEEK), after_data)
+            if framing is None:
+                break
+            length, size = framing
+            checked += length + size
+            after_data, last = size > 0, size == 0
+        moved = 0
+        if checked and in_pipe < RECV_BUF:
+            with contextlib.suppress(BlockingIOError):  # what was checked has not all arrived yet
+                moved = os.splice(fa, w, min(checked, RECV_BUF - in_pipe))
+            checked -= moved
+            in_pipe += moved
+            total += moved
+        if in_pipe and (in_pipe >= RECV_BUF // 2 or not moved):
+            in_pipe -= os.splice(r, fb, in_pipe)
+        elif not moved and not sel.select(args.timeout):
+            raise TimeoutError("the sender went quiet")
+    a.setblocking(True)
+    body = b"[INFO] All receiver(s) was/were received successfully.\n"
+    a.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     b.shutdown(socket.SHUT_WR)
     a.close()
     b.close()
@@ -1049,6 +1151,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("relay", parents=[common])
     p.add_argument("--port-a", type=int, required=True)
     p.add_argument("--port-b", type=int, required=True)
+    p = sub.add_parser("chunkrelay", parents=[common])
+    p.add_argument("--port-a", type=int, required=True)
+    p.add_argument("--port-b", type=int, required=True)
     p = sub.add_parser("small", parents=[common])
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=10)
@@ -1059,6 +1164,7 @@ def main(argv: list[str] | None = None) -> None:
             "send": run_send,
             "recv": run_recv,
             "relay": run_relay,
+            "chunkrelay": run_chunk_relay,
             "small": run_small,
             "h2send": run_h2send,
             "h2recv": run_h2recv,

@@ -384,7 +384,8 @@ def run_stream(
 ) -> dict[str, Any]:
     """One stream of ``size`` bytes: a light sender (``mode`` chunked|length) to ``receivers`` light receivers.
 
-    ``target`` is ours, ref, splice or socat (the last two: a bare relay, no HTTP, one receiver).
+    ``target`` is ours, ref, splice or socat (the last two: a bare relay, no HTTP, one receiver), or
+    splice-check (chunked only: a bare relay that checks the chunk framing it passes on, as a server must).
     ``transport``: h1 (plain HTTP/1.1), h1tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS), h2c (HTTP/2
     with prior knowledge, plain TCP). The h2 clients ignore ``mode`` (an HTTP/2 body has no framing of its own).
     """
@@ -409,6 +410,15 @@ def run_stream(
             recv_args += [*common, *extra]
             common = [*common, *extra]
             send_mode = "h2" if h2 else mode
+        elif target == "splice-check":
+            port_a, port_b = free_port(), free_port()
+            relay = client(["chunkrelay", "--port-a", str(port_a), "--port-b", str(port_b), *common])
+            wait_line(relay, "ready", 15)
+            pid = relay.pid
+            path = "/"
+            recv_args = ["recv", "--port", str(port_b), "--path", path, "--announce", *common]
+            send_port = port_a
+            send_mode = "chunked"
         else:
             port_a, port_b = free_port(), free_port()
             if target == "splice":
@@ -1222,6 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
                 row(k + "-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
                 if 6 in only:
                     row(f"1-{mode}-cpurel", "server CPU per GiB / the splice relay's", "x", "<= 1.25", "{:.2f}", True)
+                    if mode == "chunked":
+                        row("1-chunked-cpucheck", "server CPU per GiB / the checking relay's", "x", "", "{:.2f}", True)
                 row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}")
                 row(k + "-grow", "server RSS growth during the stream", "MiB", "", "{:.1f}")
                 row(k + "-ccpu", "light clients' CPU per GiB (all)", "s", "", "{:.2f}")
@@ -1252,6 +1264,9 @@ def main(argv: list[str] | None = None) -> int:
                 sender = "sendall 64 KiB" if mode == "chunked" else "sendfile"
                 row(f"6-{relay}-{mode}", f"{relay} relay, {sender}", "MB/s", single=True)
                 row(f"6-{relay}-{mode}-cpu", f"{relay} relay, {sender}: relay CPU/GiB", "s", "", "{:.2f}", True)
+        label = "splice relay checking chunk heads, chunked 64 KiB"
+        row("6-splice-check-chunked", label, "MB/s", single=True)
+        row("6-splice-check-chunked-cpu", label + ": relay CPU/GiB", "s", "", "{:.2f}", True)
     if 7 in only:
         row(
             "7",
@@ -1305,6 +1320,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for mode in ("chunked", "length"):
                 stream_targets = targets + (["splice", "socat"] if n == 1 and 6 in only else [])
+                stream_targets += ["splice-check"] if n == 1 and 6 in only and mode == "chunked" else []
                 stream_targets += ["ours-copy"] if args.with_copy else []
                 for target in interleaved(stream_targets, run):
                     res = guarded(run_stream, ctx, target, size, mode, recv_n)
@@ -1315,7 +1331,7 @@ def main(argv: list[str] | None = None) -> int:
                         rows[k + "-copy-mbs"].ours.append(res["mb_s"])
                         rows[k + "-copy-cpu"].ours.append(res["cpu_per_gib"])
                         continue
-                    if target in ("splice", "socat"):
+                    if target in ("splice", "socat", "splice-check"):
                         rows[f"6-{target}-{mode}"].ours.append(res["mb_s"])
                         rows[f"6-{target}-{mode}-cpu"].ours.append(res["cpu_per_gib"])
                         continue
@@ -1327,7 +1343,8 @@ def main(argv: list[str] | None = None) -> int:
                         add(k + "-ccpu", target, res["client_cpu_per_gib"])
         if 6 in only and 1 not in only:
             for mode in ("chunked", "length"):
-                for target in interleaved(["splice", "socat"], run):
+                relays = ["splice", "socat"] + (["splice-check"] if mode == "chunked" else [])
+                for target in interleaved(relays, run):
                     res = guarded(run_stream, ctx, target, size, mode, 1)
                     if record(f"6-{mode}", target, run, res):
                         rows[f"6-{target}-{mode}"].ours.append(res["mb_s"])
@@ -1433,6 +1450,9 @@ def main(argv: list[str] | None = None) -> int:
             relay_cpu, ours_cpu = med(rows[f"6-splice-{mode}-cpu"].ours), med(rows[f"1-{mode}-cpu"].ours)
             if relay_cpu and ours_cpu is not None:
                 rows[f"1-{mode}-cpurel"].ours = [ours_cpu / relay_cpu]
+            check_cpu = med(rows["6-splice-check-chunked-cpu"].ours) if mode == "chunked" else None
+            if check_cpu and ours_cpu is not None:
+                rows["1-chunked-cpucheck"].ours = [ours_cpu / check_cpu]
 
     elapsed = time.monotonic() - started
     load = os.getloadavg()
