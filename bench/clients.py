@@ -339,7 +339,8 @@ def run_recv(args: argparse.Namespace) -> None:
 # --- ceiling: a bare splice relay --------------------------------------------------------------------
 
 
-def run_relay(args: argparse.Namespace) -> None:
+def _relay_listeners(args: argparse.Namespace) -> list[socket.socket]:
+    """A relay's two listening sockets (port A: the sender, port B: the receiver), bounded in time; says ready."""
     signal.alarm(int(args.deadline))  # bounded: SIGALRM ends the process
     listeners = []
     for port in (args.port_a, args.port_b):
@@ -349,6 +350,11 @@ def run_relay(args: argparse.Namespace) -> None:
         ls.listen(1)
         listeners.append(ls)
     print("ready", flush=True)
+    return listeners
+
+
+def run_relay(args: argparse.Namespace) -> None:
+    listeners = _relay_listeners(args)
     a, _ = listeners[0].accept()
     b, _ = listeners[1].accept()
     r, w = os.pipe()
@@ -414,15 +420,7 @@ def run_chunk_relay(args: argparse.Namespace) -> None:
     the checked run spliced through a pipe in one call). What this costs is the least any server that
     validates the framing it passes on can cost here.
     """
-    signal.alarm(int(args.deadline))
-    listeners = []
-    for port in (args.port_a, args.port_b):
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind((HOST, port))
-        ls.listen(1)
-        listeners.append(ls)
-    print("ready", flush=True)
+    listeners = _relay_listeners(args)
     b, _ = listeners[1].accept()
     _read_head(b)
     a, _ = listeners[0].accept()

@@ -223,12 +223,7 @@ def _one(target: str, args: argparse.Namespace, crt: Path, key: Path, workdir: P
 def compare(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="piping-h2ceiling-"))
     crt, key = bench.make_cert(workdir)
-    targets = ["ours", "ceiling"]
-    if args.base_src:
-        targets.insert(1, "base")
-    args.ref_bin = bench.reference_bin(args.no_ref)
-    if args.ref_bin is not None:
-        targets.append("ref")
+    targets, args.ref_bin = bench.side_targets("ceiling", args)
     runs = bench.run_interleaved(
         targets,
         args.runs,

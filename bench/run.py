@@ -1103,11 +1103,12 @@ def interleaved(targets: list[str], run: int) -> list[str]:
     return targets if run % 2 == 0 else targets[::-1]
 
 
-def reference_bin(no_ref: bool) -> Path | None:
-    """The reference's executable for a side script (bench/.ref, installed on first use); None: skip it."""
-    if no_ref:
-        return None
-    return ensure_reference(argparse.Namespace(ref_bin=None, ref_dir=str(HERE / ".ref")))
+def side_targets(ceiling: str, args: argparse.Namespace) -> tuple[list[str], Path | None]:
+    """A side script's targets: ours, ``base`` (``--base-src``), its ``ceiling``, and ``ref`` unless ``--no-ref``;
+    and the reference's executable (bench/.ref, installed on first use; None when skipped or missing)."""
+    targets = ["ours", *(["base"] if args.base_src else []), ceiling]
+    ref_bin = None if args.no_ref else ensure_reference(argparse.Namespace(ref_bin=None, ref_dir=str(HERE / ".ref")))
+    return targets + (["ref"] if ref_bin is not None else []), ref_bin
 
 
 def run_interleaved(

@@ -238,12 +238,7 @@ def compare(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="piping-tlsceiling-"))
     ctx = bench.Context(args=argparse.Namespace(), workdir=workdir, ref_bin=None, sendfile_source=workdir / "unused")
     ctx.cert = bench.make_cert(workdir)
-    targets = ["ours", "relay"]
-    if args.base_src:
-        targets.insert(1, "base")
-    ctx.ref_bin = bench.reference_bin(args.no_ref)
-    if ctx.ref_bin is not None:
-        targets.append("ref")
+    targets, ctx.ref_bin = bench.side_targets("relay", args)
     runs = bench.run_interleaved(
         targets,
         args.runs,
