@@ -120,7 +120,8 @@ class SpliceRelay:
         self._reader = reader
         self._chunked_out = chunked_out
         # chunked to chunked passes the sender's checked framing through; anything else moves raw data
-        self._stepper = self._step_chunked if chunked_out and isinstance(reader, ChunkedReader) else self._step
+        passes_chunks = chunked_out and isinstance(reader, ChunkedReader)
+        self._stepper = self._step_chunked if passes_chunks else self._step
         self._in_pipe = 0  # bytes in the kernel pipe, not yet in the receiver's socket
         # what the pipe holds, in order: body bytes (> 0) and the sender's framing passed through (< 0),
         # so that only body bytes are counted as they leave, as on the ordinary path
@@ -132,7 +133,7 @@ class SpliceRelay:
         # chunks checked further on in the socket, past the open chunk's data: (framing, size) each
         self._ahead: deque[tuple[int, int]] = deque()
         self._ahead_bytes = 0
-        self._can_look_ahead = chunked_out and isinstance(reader, ChunkedReader) and _peek_offsets_work(self._in_sock)
+        self._can_look_ahead = passes_chunks and _peek_offsets_work(self._in_sock)
         self._close_run = False  # a chunk we framed ourselves ends when the pipe is empty
         self._waiting_on = ""  # "read", "write" or ""
         self._stopped = False

@@ -457,6 +457,7 @@ class Http1Protocol(asyncio.Protocol):
         self._closed = False
         self._writing_paused = False
         self._corked: list[bytes] = []  # small writes held until the end of this loop turn (see CORK_MAX_BYTES)
+        self._transport_gathers = False  # the transport holds a turn's writes itself (HTTPS): no corking here
         # the request being parsed
         self._url = b""
         self._headers: Headers = []
@@ -474,6 +475,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        self._transport_gathers = getattr(transport, "gathers_writes", False)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
         hooks = self.relay.hooks
         if hooks.on_connect is not None or hooks.on_disconnect is not None:
@@ -690,7 +692,7 @@ class Http1Protocol(asyncio.Protocol):
     def write(self, data: Chunk) -> None:
         if self._closed or self.transport is None:
             return
-        if type(data) is bytes and len(data) < CORK_MAX_BYTES:
+        if type(data) is bytes and len(data) < CORK_MAX_BYTES and not self._transport_gathers:
             self._cork(data)
         elif self._corked:
             self._corked.append(data)  # type: ignore[arg-type]  # out at once, behind what was held
@@ -701,7 +703,11 @@ class Http1Protocol(asyncio.Protocol):
     def write_many(self, parts: Sequence[Chunk]) -> None:
         if self._closed or self.transport is None:
             return
-        if all(type(part) is bytes for part in parts) and sum(map(len, parts)) < CORK_MAX_BYTES:
+        if (
+            not self._transport_gathers
+            and all(type(part) is bytes for part in parts)
+            and sum(map(len, parts)) < CORK_MAX_BYTES
+        ):
             for part in parts:
                 self._cork(part)  # type: ignore[arg-type]
         elif self._corked:

@@ -253,6 +253,9 @@ class _GatheredWrites(asyncio.Transport):
 
     __slots__ = ("_inner", "_reader", "_parts", "_pending")
 
+    #: HTTP/1 leaves the gathering of its small writes to this transport (see Http1Protocol.write)
+    gathers_writes = True
+
     def __init__(self, inner: asyncio.Transport, reader: _DecryptInto) -> None:
         super().__init__()
         self._inner = inner
