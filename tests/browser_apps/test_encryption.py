@@ -55,6 +55,18 @@ def _send_from_page(page: Any, path: str) -> None:
     page.wait_for_function("document.getElementById('status').className === 'ok'")
 
 
+
+def _waiting_receiver(new_page: Callable[..., Any], https_base: str, path: str, passphrase: str = "") -> Any:
+    """The receive page, keeping the data in memory, waiting on ``path`` (with ``passphrase``, if any)."""
+    page = new_page(f"{https_base}/#receive")
+    page.fill("#recv-path", path)
+    if passphrase:
+        page.fill("#recv-pass", passphrase)
+    page.check("#recv-sink-memory")
+    page.click("#recv-start")
+    page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
+    return page
+
 def test_text_encrypted_by_the_page_decrypts_with_gpg(
     tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -101,12 +113,7 @@ def test_page_decrypts_what_piping_send_and_gpg_encrypted(
 
     # `piping send --pass`: the name travels inside the encrypted data.
     path = f"enc-{uuid.uuid4().hex[:10]}"
-    page = new_page(f"{https_base}/#receive")
-    page.fill("#recv-path", path)
-    page.fill("#recv-pass", PASSPHRASE)
-    page.check("#recv-sink-memory")
-    page.click("#recv-start")
-    page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
+    page = _waiting_receiver(new_page, https_base, path, PASSPHRASE)
     sent = _piping("send", "-q", "--pass", PASSPHRASE, f"{http_base}/{path}", str(source))
     assert sent.returncode == 0, sent.stderr.decode(errors="replace")
     page.wait_for_function("['done', 'failed'].includes(document.body.dataset.receiveState)")
@@ -131,12 +138,7 @@ def test_page_decrypts_what_piping_send_and_gpg_encrypted(
 def test_wrong_passphrase_is_reported(http_base: str, https_base: str, new_page: Callable[..., Any],
                                       tmp_path: Path) -> None:
     path = f"enc-{uuid.uuid4().hex[:10]}"
-    page = new_page(f"{https_base}/#receive")
-    page.fill("#recv-path", path)
-    page.fill("#recv-pass", "not the passphrase")
-    page.check("#recv-sink-memory")
-    page.click("#recv-start")
-    page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
+    page = _waiting_receiver(new_page, https_base, path, "not the passphrase")
     ciphertext = _gpg(tmp_path, "--symmetric", "--output", "-", input=TEXT.encode())
     subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
                    timeout=60, check=True)
@@ -149,11 +151,7 @@ def test_encrypted_data_received_without_a_passphrase_is_called_so(
     http_base: str, https_base: str, new_page: Callable[..., Any], tmp_path: Path
 ) -> None:
     path = f"enc-{uuid.uuid4().hex[:10]}"
-    page = new_page(f"{https_base}/#receive")
-    page.fill("#recv-path", path)
-    page.check("#recv-sink-memory")
-    page.click("#recv-start")
-    page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
+    page = _waiting_receiver(new_page, https_base, path)
     ciphertext = _gpg(tmp_path, "--symmetric", "--output", "-", input=TEXT.encode())
     subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
                    timeout=60, check=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import free_port, wait_for_port
+from ..helpers import free_port, stop_process, wait_for_port
 from .conftest import screenshot
 
 # A local account for password logins (sshd checks passwords against the system's accounts).
@@ -101,12 +101,7 @@ def _tunnel(http_base: str, port: int, path1: str, path2: str, log: Path) -> Ite
         try:
             yield
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
 
 
 def _open(new_page: Callable[..., Any], https_base: str, fragment: str = "ssh", **fields: str) -> tuple[Any, str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import free_port, wait_for_port, wait_until
+from ..helpers import free_port, stop_process, wait_for_port, wait_until
 from .conftest import screenshot
 
 WIDTH, HEIGHT = 800, 600
@@ -90,13 +90,7 @@ def _desktop(tmp: Path) -> Iterator[Desktop]:
         yield Desktop(display=display, vnc_port=port, clicks=clicks)
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
         logs.close()
 
 
@@ -164,12 +158,7 @@ def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
             # The tunnel carried its one connection: the page says what to do before connecting again.
             assert "run the tunnel command on the remote machine again" in (page.text_content("#vnc-status") or "")
         finally:
-            tunnel.terminate()
-            try:
-                tunnel.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                tunnel.kill()
-                tunnel.wait(timeout=10)
+            stop_process(tunnel)
             tunnel_log.close()
 
 
@@ -204,10 +193,5 @@ def test_nothing_behind_the_paths_gives_a_clear_message_in_time(
         assert page.get_attribute("#vnc-status", "class") == "status error", status
         assert "VNC server listening" in status or "No answer through the tunnel" in status, status
     finally:
-        tunnel.terminate()
-        try:
-            tunnel.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            tunnel.kill()
-            tunnel.wait(timeout=10)
+        stop_process(tunnel)
         tunnel_log.close()
