@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -158,6 +159,16 @@ def start_server(*extra_args: str, https: tuple[str, str, str] | None = None, en
 def raw_connect(target: Target, timeout: float = WAIT_S) -> socket.socket:
     sock = socket.create_connection((target.host, target.port), timeout=timeout)
     return sock
+
+
+def connect(target: Target, alpn: str) -> socket.socket:
+    """A connection to ``target``: over TLS offering ALPN ``alpn`` when it is an https target, else plain TCP."""
+    sock = socket.create_connection((target.host, target.port), timeout=WAIT_S)
+    if not target.base_url.startswith("https"):
+        return sock
+    ctx = ssl.create_default_context(cafile=target.ca_path)
+    ctx.set_alpn_protocols([alpn])
+    return ctx.wrap_socket(sock, server_hostname=target.host)
 
 
 def recv_until(sock: socket.socket, marker: bytes | None, timeout: float = WAIT_S, limit: int = 1 << 24) -> bytes:

@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import select
 import socket
-import ssl
 import struct
 import subprocess
 import time
 
 import pytest
 
-from ..helpers import WAIT_S, Target, recv_until, unique_path, wait_until
+from ..helpers import WAIT_S, Target, connect, recv_until, unique_path, wait_until
 from ..http2._client import H2Client
 
 WAITING = b"[INFO] Waiting for 1 receiver(s)..."
-
-
-def _h1_socket(target: Target) -> socket.socket:
-    sock = socket.create_connection((target.host, target.port), timeout=WAIT_S)
-    if target.base_url.startswith("https"):
-        ctx = ssl.create_default_context(cafile=target.ca_path)
-        ctx.set_alpn_protocols(["http/1.1"])
-        return ctx.wrap_socket(sock, server_hostname=target.host)
-    return sock
 
 
 def _post_head(path: str, length: int) -> bytes:
@@ -53,7 +43,7 @@ def _leave_waiting(target: Target, path: str, body: bytes, how: str) -> None:
             client.pump(0.2)  # the connection stays; only the stream is gone
         client.close()
         return
-    sock = _h1_socket(target)
+    sock = connect(target, "http/1.1")
     sock.sendall(_post_head(path, len(body)) + body)
     assert WAITING in recv_until(sock, WAITING)
     if how == "rst":
@@ -113,7 +103,7 @@ def test_running_sender_that_closes_after_its_whole_body_still_delivers(target: 
         assert client.pump_until(lambda: started in client.streams[stream].data)
         client.close()
     else:
-        sock = _h1_socket(target)
+        sock = connect(target, "http/1.1")
         sock.sendall(_post_head(path, len(data)) + data)
         lines = recv_until(sock, started)
         assert started in lines

@@ -8,19 +8,17 @@ The writes: a chunk's size line and its CRLF must not go as TLS records of their
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..helpers import WAIT_S, ServerProcess, Target, unique_path
+from ..helpers import WAIT_S, ServerProcess, connect, unique_path
 
 pytestmark = pytest.mark.ours
 
@@ -30,18 +28,6 @@ BODY_BYTES = 6 * 1024 * 1024 + 12345
 #: The receiver's pace: BODY_BYTES take ~2 s at it, so the server's write buffer fills and drains many times.
 RECEIVER_RATE = "3M"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-@contextlib.contextmanager
-def _tls_http11(target: Target) -> Iterator[ssl.SSLSocket]:
-    """A TLS connection to ``target`` that speaks HTTP/1.1 (by ALPN)."""
-    ctx = ssl.create_default_context(cafile=target.ca_path)
-    ctx.set_alpn_protocols(["http/1.1"])
-    with (
-        socket.create_connection((target.host, target.port), timeout=WAIT_S) as raw,
-        ctx.wrap_socket(raw, server_hostname=target.host) as sock,
-    ):
-        yield sock
 
 
 @pytest.mark.parametrize(("sender", "receiver"), [("h1-tls", "h2"), ("h2", "h1-tls")])
@@ -75,7 +61,7 @@ def test_chunked_upload_in_odd_pieces_over_tls(server: ServerProcess, tmp_path: 
     out = tmp_path / "got.bin"
     recv = target.popen_curl("--limit-rate", RECEIVER_RATE, "-o", str(out), target.url(path))
     time.sleep(0.5)
-    with _tls_http11(target) as sock:
+    with connect(target, "http/1.1") as sock:
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
         offset, sizes = 0, [1, 7, 16384, 16385, 100_000, 262_145, 3]
         while offset < len(data):
@@ -163,7 +149,7 @@ def test_chunked_relay_over_tls_sends_no_tiny_records(server: ServerProcess) -> 
         raw_sock.sendall(outgoing.read())
         time.sleep(0.5)  # the receiver waits first: the upload streams to it
         chunk = os.urandom(64 * 1024)
-        with _tls_http11(target) as sender:
+        with connect(target, "http/1.1") as sender:
             sender.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
             for _ in range(32):
                 sender.sendall(b"10000\r\n" + chunk + b"\r\n")

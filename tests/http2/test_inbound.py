@@ -16,9 +16,9 @@ import h2.errors
 import hpack
 import hyperframe.frame
 
-from ..helpers import WAIT_S, ServerProcess, Target, unique_path
+from ..helpers import WAIT_S, ServerProcess, Target, connect, unique_path
 from ._client import H2Client
-from .test_streams import H2_PREFACE, _raw, _read_goaway
+from .test_streams import H2_PREFACE, _read_goaway
 
 #: Write sizes cycled through: cuts inside frame headers, at their edges and inside 64 KiB bodies.
 PIECES = (1, 8, 9, 10, 3, 4096, 65545, 70000, 17)
@@ -84,7 +84,7 @@ def _frame(frame: hyperframe.frame.Frame) -> bytes:
 
 def _answer_to(target: Target, frames: list[hyperframe.frame.Frame]) -> bytes:
     """Send the frames in one write; everything the server answers until it closes."""
-    sock = _raw(target)
+    sock = connect(target, "h2")
     try:
         sock.sendall(H2_PREFACE + _frame(hyperframe.frame.SettingsFrame(0)) + b"".join(_frame(f) for f in frames))
         answer = b""
@@ -118,7 +118,7 @@ def _goaway_for(
     """Send ``frames``; once stream 1 has its answer's head, ``after_answer``; the GOAWAY's error code.
 
     Frames sent after the answer reach a stream the server already knows: the path of later reads."""
-    sock = _raw(target)
+    sock = connect(target, "h2")
     try:
         sock.sendall(H2_PREFACE + _frame(hyperframe.frame.SettingsFrame(0)) + b"".join(_frame(f) for f in frames))
         if after_answer:

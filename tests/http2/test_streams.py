@@ -18,7 +18,7 @@ from pathlib import Path
 import h2.errors
 import pytest
 
-from ..helpers import WAIT_S, ServerProcess, Target, unique_path, wait_until
+from ..helpers import WAIT_S, ServerProcess, Target, connect, unique_path, wait_until
 from ._client import H2Client
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -147,15 +147,6 @@ def test_large_windows(h2target: Target) -> None:
         client.close()
 
 
-def _raw(target: Target) -> socket.socket:
-    sock = socket.create_connection((target.host, target.port), timeout=WAIT_S)
-    if target.base_url.startswith("https"):
-        ctx = ssl.create_default_context(cafile=target.ca_path)
-        ctx.set_alpn_protocols(["h2"])
-        return ctx.wrap_socket(sock, server_hostname=target.host)
-    return sock
-
-
 def _read_goaway(sock: socket.socket) -> int | None:
     """The error code of the GOAWAY the server sends (None if it closes without one)."""
     data = b""
@@ -192,7 +183,7 @@ def _read_goaway(sock: socket.socket) -> int | None:
 def test_bad_frame_gets_goaway_not_a_traceback(
     h2target: Target, server: ServerProcess, frame: bytes, code: int
 ) -> None:
-    sock = _raw(h2target)
+    sock = connect(h2target, "h2")
     try:
         sock.sendall(H2_PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" + frame)
         assert _read_goaway(sock) == code
