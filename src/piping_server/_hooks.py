@@ -76,6 +76,12 @@ class Hooks:
     #: set in a worker of ``--workers``: another worker owns the request's path, so this serves it there
     #: (the request and its path; True when taken). Called before ``admit``: the owner admits it.
     forward: Callable[[Exchange, str], bool] | None = None
+    #: seconds from a connection's accept (or the end of its previous response) to a complete request head
+    #: (HTTP/2: a complete header block); past it the connection is closed. None: no limit (--header-timeout)
+    header_timeout_s: float | None = 60.0
+    #: seconds a connection with no request in progress (HTTP/2: no open stream) may stay open; None: no
+    #: limit (--keepalive-timeout). A running or waiting transfer is never cut by either timeout.
+    keepalive_timeout_s: float | None = 75.0
 
 
 class Progress(Protocol):
