@@ -93,6 +93,10 @@ class LimitsConfig:
     max_waiting: int | None = field(default=None, metadata=_meta(min=1))
     max_waiting_per_client: int | None = field(default=None, metadata=_meta(min=1))
     max_header_bytes: int | None = field(default=None, metadata=_meta(min=256, max=1 << 20))
+    #: seconds from accept (or the end of the previous response) to a complete request head; 0: no limit
+    header_timeout: float = field(default=60.0, metadata=_meta(min=0))
+    #: seconds a connection with no request in progress may stay open; 0: no limit
+    keepalive_timeout: float = field(default=75.0, metadata=_meta(min=0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,9 +187,12 @@ class Config:
             or self.metrics.port is not None
             or self.auth.enabled
             or self.access.allow_paths is not None
-            or any(getattr(limits, f.name) is not None for f in dataclasses.fields(limits))
+            or any(getattr(limits, f.name) is not None for f in dataclasses.fields(limits) if f.name not in _ALWAYS_ON)
         )
 
+
+#: limits that hold by default, set on the transports directly: they need no hook
+_ALWAYS_ON = frozenset({"header_timeout", "keepalive_timeout"})
 
 #: command-line option name -> config key (every flag has its key, so a file can hold them all)
 FLAG_KEYS: dict[str, str] = {
@@ -212,6 +219,8 @@ FLAG_KEYS: dict[str, str] = {
     "max_waiting": "limits.max_waiting",
     "max_waiting_per_client": "limits.max_waiting_per_client",
     "max_header_bytes": "limits.max_header_bytes",
+    "header_timeout": "limits.header_timeout",
+    "keepalive_timeout": "limits.keepalive_timeout",
     "allow_path": "access.allow_paths",
 }
 

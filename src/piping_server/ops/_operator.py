@@ -73,6 +73,7 @@ class Operator:
     def install(self, relay: Relay) -> None:
         """Set the relay's hooks (when anything is configured) and observe its actions."""
         self.relay = relay
+        self._set_timeouts(self.config)
         if not self.active:
             return
         hub = self.hub
@@ -93,8 +94,16 @@ class Operator:
         hooks.on_disconnect = self.counter.disconnect
         self._set_static_hooks(self.config)
 
+    def _set_timeouts(self, config: Config) -> None:
+        """The connection timeouts hold with or without any operator feature (0 in the config: none)."""
+        assert self.relay is not None
+        hooks = self.relay.hooks
+        hooks.header_timeout_s = config.limits.header_timeout or None
+        hooks.keepalive_timeout_s = config.limits.keepalive_timeout or None
+
     def _set_static_hooks(self, config: Config) -> None:
         assert self.relay is not None
+        self._set_timeouts(config)
         hooks = self.relay.hooks
         hooks.max_head_bytes = config.limits.max_header_bytes
         self.relay.live_max_lag = config.limits.live_max_lag or LIVE_MAX_LAG_BYTES
@@ -163,6 +172,8 @@ class Operator:
         if isinstance(self.hub, WatchedHub):
             self.hub.limits = config.limits
         configure_logging(level=config.log.level, fmt=config.log.format)
+        if self.relay is not None:
+            self._set_timeouts(config)
         if self.relay is not None and self.active:
             self._set_static_hooks(config)
 

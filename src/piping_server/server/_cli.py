@@ -62,6 +62,12 @@ _COUNT = click.IntRange(min=1)
 @click.option("--max-waiting-per-client", type=_COUNT, default=None, help="... from one client address.")
 @click.option("--max-header-bytes", type=click.IntRange(256, 1 << 20), default=None,
               help="Most bytes of a request line plus headers (431 past it).  [default: 65536]")
+@click.option("--header-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Close a connection whose request head is not complete this long after it opened or its "
+              "previous response ended; 0: no limit.  [default: 60]")
+@click.option("--keepalive-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Close a connection with no request in progress (HTTP/2: no open stream) after this long; "
+              "0: no limit. Never cuts a running or waiting transfer.  [default: 75]")
 @click.option("--workers", "workers_flag", default="1", show_default=True, metavar="N|auto",
               help="Worker processes sharing the ports, one per core with 'auto' (see docs/scaling.md).")
 @click.option("--allow-path", multiple=True, metavar="PATTERN",
