@@ -142,7 +142,7 @@ class _Session:
 def relay(args: argparse.Namespace) -> None:
     import uvloop
 
-    from piping_server._malloc import tune_malloc
+    from piping_server._runtime.malloc import tune_malloc
 
     signal.alarm(int(args.deadline))  # bounded: SIGALRM ends the process
     # our server's malloc settings: without them this relay's CPU per GiB jumped between runs

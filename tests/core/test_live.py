@@ -9,7 +9,6 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from piping_server._headers import Headers
 from piping_server.core import (
     LIVE_ACCEPTED,
     AcceptSender,
@@ -37,7 +36,8 @@ from piping_server.core import (
     live_left,
     live_summary,
 )
-from piping_server.flow import LivePipe, Pipe, Relay, UploadInfo
+from piping_server.relay._flow import LivePipe, Pipe, Relay, UploadInfo
+from piping_server.relay._headers import Headers
 
 
 def lines(actions: list[object], peer: object) -> list[str]:

@@ -190,7 +190,7 @@ ORIGIN_CASES = [
 @pytest.mark.parametrize(("peer", "headers", "client", "tls"), ORIGIN_CASES)
 def test_forwarded_origin(peer: str, headers: list[tuple[str, str]], client: str, tls: bool) -> None:
     """The rules of the module docstring, one case each (the functions the server calls, no process)."""
-    from piping_server._forwarded import TrustedProxies, forwarded_origin
+    from piping_server.relay._proxies import TrustedProxies, forwarded_origin
 
     raw = [(name.encode(), value.encode()) for name, value in headers]
     assert forwarded_origin(peer, False, raw, TrustedProxies(TRUSTED)) == (client, tls)

@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from piping_server._hooks import RequestView
 from piping_server.ops._auth import Gate, PathRules, hash_password, parse_hash, verify_password
 from piping_server.ops._config import load_config
+from piping_server.relay._hooks import RequestView
 
 from .util import basic
 

@@ -205,9 +205,9 @@ def test_every_flag_has_a_config_key() -> None:
 
 def test_no_config_installs_no_hook() -> None:
     from piping_server.core import Hub
-    from piping_server.flow import Relay
     from piping_server.ops._limits import WatchedHub
     from piping_server.ops._operator import Operator
+    from piping_server.relay._flow import Relay
 
     operator = Operator(load_config(None, environ={}))
     relay = Relay(hub=operator.hub)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from piping_server._hooks import RequestView
 from piping_server.core import PeerLost, ReceiverArrived, SenderArrived
 from piping_server.ops._config import LimitsConfig
 from piping_server.ops._limits import ConnectionCounter, RequestLimits, WatchedHub
+from piping_server.relay._hooks import RequestView
 
 
 def view(path: str, method: str = "GET", query: str = "") -> RequestView:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from piping_server._hooks import Refusal, RequestView
 from piping_server.ops._auth import Gate, hash_password
 from piping_server.ops._config import load_config
 from piping_server.ops._logins import LoginGuard
+from piping_server.relay._hooks import Refusal, RequestView
 
 from .util import basic
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .._clitools import run_click
+from .._runtime.click_main import run_click
 from ..client import PipingError, get_async, send_async
 from ..client._tunnel import TunnelPaths, run_tunnel_client, run_tunnel_server, tunnel_paths
 from ..client._url import SERVER_ENV

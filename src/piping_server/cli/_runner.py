@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from .._malloc import tune_malloc
+from .._runtime.malloc import tune_malloc
 from ..client import PipingError
 
 __all__ = ["run"]

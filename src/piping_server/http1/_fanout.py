@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ._splice import SPLICE_AVAILABLE, TEE_AVAILABLE, FanOutRelay
 
 if TYPE_CHECKING:
-    from ..flow import Pipe
+    from ..relay._flow import Pipe
     from .protocol import Http1Exchange
 
 

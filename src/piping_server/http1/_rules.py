@@ -9,8 +9,8 @@ framing rules (section 6.3) are ``_body.reader_for``'s.
 
 from __future__ import annotations
 
-from .._headers import valid_host
 from ..core import ProtocolError
+from ..relay._headers import valid_host
 
 
 def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> None:

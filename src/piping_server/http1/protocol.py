@@ -24,14 +24,14 @@ from http import HTTPStatus
 
 import httptools
 
-from .._exchange import Exchange
-from .._forward import Forward
-from .._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
-from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ProtocolError, ReceiverFinished
-from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
+from ..relay._exchange import Exchange
+from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
+from ..relay._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
+from ..relay._hooks import AccessRecord, Refusal, RequestView
+from ..server._owner_relay import Forward
 from ._body import BodyReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
 from ._rules import check_head

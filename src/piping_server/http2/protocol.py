@@ -44,12 +44,12 @@ from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamInputs, StreamState
 
-from .._exchange import Exchange
-from .._forward import Forward
-from .._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
-from .._hooks import Refusal
 from ..core import PeerLost, ReceiverFinished
-from ..flow import Chunk, Pipe, Relay, UploadInfo
+from ..relay._exchange import Exchange
+from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
+from ..relay._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
+from ..relay._hooks import Refusal
+from ..server._owner_relay import Forward
 from ._inbound import InboundFrames
 
 __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]

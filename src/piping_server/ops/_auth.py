@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .._headers import Headers
-from .._hooks import Refusal, RequestView
 from ..core import is_reserved
+from ..relay._headers import Headers
+from ..relay._hooks import Refusal, RequestView
 from ._config import HMAC_ALGORITHMS, PUBLIC_KEY_ALGORITHMS, AuthConfig, Config, JwtConfig
 from ._logins import then
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._forwarded import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
+from ..relay._proxies import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
 
 #: Environment variable holding the HS256 secret of JWT bearer tokens.
 ENV_JWT_SECRET = "PIPING_JWT_SECRET"

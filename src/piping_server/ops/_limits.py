@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._forwarded import TrustedProxies
-from .._hooks import Refusal, RequestView
 from ..core import (
     Action,
     EndSender,
@@ -35,6 +33,8 @@ from ..core import (
     parse_n,
     query_param,
 )
+from ..relay._hooks import Refusal, RequestView
+from ..relay._proxies import TrustedProxies
 from ._config import LimitsConfig
 
 #: The status a waiting receiver gets when its waiting timeout fires: the "upstream" (the sender,

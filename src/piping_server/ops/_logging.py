@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .._hooks import AccessRecord, RequestView
+from ..relay._hooks import AccessRecord, RequestView
 
 ACCESS_LOGGER = "piping_server.access"
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(message)s"

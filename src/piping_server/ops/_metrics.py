@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .._headers import http_date
-from .._hooks import AccessRecord
 from ..core import Hub
+from ..relay._headers import http_date
+from ..relay._hooks import AccessRecord
 from ._limits import TransferEnd, WatchedHub
 
 log = logging.getLogger("piping_server.metrics")

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._forwarded import TrustedProxies
-from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import Action, Hub, JoinLive, Reject, StartLive, TransferExpired, WaitExpired
-from ..flow import LIVE_MAX_LAG_BYTES, Relay
+from ..relay._flow import LIVE_MAX_LAG_BYTES, Relay
+from ..relay._hooks import AccessRecord, Refusal, RequestView
+from ..relay._proxies import TrustedProxies
 from ._auth import Gate, JwksKeys
 from ._config import Config, MetricsConfig, load_config
 from ._limits import ConnectionCounter, RequestLimits, WatchedHub, describe

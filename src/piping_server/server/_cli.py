@@ -9,10 +9,10 @@ import click
 from click.core import ParameterSource
 
 from .. import __version__
-from .._clitools import run_click
-from .._forwarded import DEFAULT_FORWARDED_ALLOW_IPS
+from .._runtime.click_main import run_click
 from ..ops._config import FLAG_KEYS, LOG_FORMATS, LOG_LEVELS, ConfigError, load_config
 from ..ops._logging import configure_logging
+from ..relay._proxies import DEFAULT_FORWARDED_ALLOW_IPS
 from ._serve import ServerOptions, StartupError, run
 from ._workers import parse_workers, run_workers
 

@@ -33,11 +33,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._exchange import Exchange
-from .._forward import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, INTERNAL_TRANSPORT, Forward
 from ..core import is_reserved, split_target
-from ..flow import Relay
 from ..http1.protocol import Http1Exchange, Http1Protocol
+from ..relay._exchange import Exchange
+from ..relay._flow import Relay
+from ._owner_relay import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, INTERNAL_TRANSPORT, Forward
 
 log = logging.getLogger("piping_server.workers")
 

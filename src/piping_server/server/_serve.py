@@ -11,11 +11,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._malloc import tune_malloc
-from ..flow import Relay
+from .._runtime.malloc import tune_malloc
 from ..http1.protocol import Http1Protocol
 from ..ops._config import Config
 from ..ops._operator import Operator, on_signal
+from ..relay._flow import Relay
 from ._handover import Handover, Worker
 from ._tls import CertificateError, CertificateStore, start_https
 

@@ -23,9 +23,9 @@ import ssl
 from collections.abc import Iterable
 from typing import Any
 
-from ..flow import Relay
 from ..http1.protocol import Http1Protocol
 from ..http2.protocol import Http2Protocol
+from ..relay._flow import Relay
 
 __all__ = [
     "ALPN_PROTOCOLS",

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from ._headers import Headers
-from .flow import Chunk, Endpoint, Pipe, Relay
+from ..relay._flow import Chunk, Endpoint, Pipe, Relay
+from ..relay._headers import Headers
 
 if TYPE_CHECKING:
-    from ._exchange import Exchange
+    from ..relay._exchange import Exchange
 
 log = logging.getLogger("piping_server.workers")
 

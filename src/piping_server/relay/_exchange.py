@@ -14,14 +14,14 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from ._forwarded import forwarded_origin
+from ..core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
+from ..pages import render_page
 from ._headers import MESSAGE_HEADERS, Headers, preflight_headers
 from ._hooks import AccessRecord, Refusal, RequestView
-from .core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
-from .pages import render_page
+from ._proxies import forwarded_origin
 
 if TYPE_CHECKING:
-    from .flow import Pipe, Relay
+    from ._flow import Pipe, Relay
 
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
-from ._forwarded import TrustedProxies
 from ._headers import Headers
-
-if TYPE_CHECKING:
-    from ._exchange import Exchange
+from ._proxies import TrustedProxies
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +72,8 @@ class Hooks:
     trusted_proxies: TrustedProxies | None = None
     #: set in a worker of ``--workers``: another worker owns the request's path, so this serves it there
     #: (the request and its path; True when taken). Called before ``admit``: the owner admits it.
-    forward: Callable[[Exchange, str], bool] | None = None
+    #: (The request is an ``Exchange``, typed loosely: the routing module imports these hooks, not the reverse.)
+    forward: Callable[[Any, str], bool] | None = None
     #: seconds from a connection's accept (or the end of its previous response) to a complete request head
     #: (HTTP/2: a complete header block); past it the connection is closed. None: no limit (--header-timeout)
     header_timeout_s: float | None = 60.0

@@ -20,10 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from ._headers import Headers, receiver_headers
-from ._hooks import Hooks
-from ._multipart import FirstPart, boundary_of
-from .core import (
+from ..core import (
     AcceptSender,
     Action,
     CutReceivers,
@@ -41,6 +38,9 @@ from .core import (
     UploadFailed,
     WriteLine,
 )
+from ._form import FirstPart, boundary_of
+from ._headers import Headers, receiver_headers
+from ._hooks import Hooks
 
 #: A piece of a body: transports hand on slices of what their socket gave, without copying.
 Chunk = bytes | memoryview
