@@ -42,7 +42,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 HOST = "127.0.0.1"
 CHUNK = 64 * 1024
@@ -851,7 +851,7 @@ class _H2Async(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(H2_WINDOW - 65_535)
-        transport.write(self.conn.data_to_send())
+        cast(asyncio.Transport, transport).write(self.conn.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         import h2.events
@@ -1097,7 +1097,7 @@ def run_count(args: argparse.Namespace) -> None:
     """Count stdin to its end: first and last byte's times (a receiving client's output piped here)."""
     deadline = time.monotonic() + args.deadline
     buf = bytearray(RECV_BUF)
-    readinto = sys.stdin.buffer.raw.readinto  # type: ignore[attr-defined]
+    readinto = cast(Any, sys.stdin.buffer).raw.readinto  # (stdin's unbuffered file: BinaryIO has no raw)
     total = 0
     t_first = 0.0
     error = ""
