@@ -21,9 +21,9 @@ Scenarios (``--only`` takes their numbers):
  13  16 one-to-one streams at once (16 x 128 MiB), two client processes: (9) with fewer, longer streams
 
 Columns beside the reference: ``--base-src DIR`` runs our server from another source tree as ``base``
-(every server line but 7's h2c row), and the Go and Rust Piping Servers (``--peers``, default: those
-found in ``--peers-dir``) run the lines they can: (1), (4), (7) h2 and h2c, (9), (13). They have no
-``?n=`` above 1, so (2) stays against the reference alone.
+(every server line but 7's h2c row; 11 and 12 measure the client), and the Go and Rust Piping Servers
+(``--peers``, default: those found in ``--peers-dir``) run the lines they can: (1), (4), (7) h2 and
+h2c, (9), (13). They have no ``?n=`` above 1, so (2) stays against the reference alone.
 
 Every loop is bounded in count and time; everything talks to 127.0.0.1 only.
 """
@@ -1402,11 +1402,19 @@ def main(argv: list[str] | None = None) -> int:
         row("10-p99", "latency p99", "ms", "<= 1.0", "{:.1f}")
     if 11 in only:
         row("11", f"(11) the client, {args.client_size_mib} MiB of random bytes, our server", "section")
-        row("11-piping", "piping send -> get (ref column: curl -> curl)", "MB/s", ">= 1.0")
-        row("11-stdin", "cat | piping send -> get (ref: cat | curl -T -)", "MB/s", ">= 1.0")
-        row("11-pass", "piping --pass (ref column: piping)", "MB/s", ">= 0.6")
+        # (the client's lines: client_ab.py compares two trees of the client)
+        row("11-piping", "piping send -> get (ref column: curl -> curl)", "MB/s", ">= 1.0", cols=[])
+        row("11-stdin", "cat | piping send -> get (ref: cat | curl -T -)", "MB/s", ">= 1.0", cols=[])
+        row("11-pass", "piping --pass (ref column: piping)", "MB/s", ">= 0.6", cols=[])
         if shutil.which("gpg"):
-            row("11-gpg", "piping --pass (ref column: gpg -c|curl, curl|gpg -d)", "MB/s")
+            row("11-gpg", "piping --pass (ref column: gpg -c|curl, curl|gpg -d)", "MB/s", cols=[])
+
+    sshd = start_sshd(ctx) if 12 in only else None
+    if 12 in only:
+        na = "" if sshd else ": n/a (no sshd)"
+        row("12", f"(12) scp of {args.scp_mb} MB through a tunnel over our server{na}", "section")
+        if sshd:
+            row("12-scp", "piping tunnel (ref column: curl + socat one-liners)", "MB/s", ">= 1.0", cols=[])
 
     if 13 in only:
         streams_n, stream_mib = args.parallel_streams, args.parallel_size_mib
@@ -1414,13 +1422,6 @@ def main(argv: list[str] | None = None) -> int:
         row("13-mbs", "aggregate throughput", "MB/s", "", cols=columns)
         row("13-cpu", "server CPU per GiB", "s", "", "{:.2f}", cols=columns)
         row("13-p99", "time to first byte p99", "ms", "", "{:.1f}", cols=columns)
-
-    sshd = start_sshd(ctx) if 12 in only else None
-    if 12 in only:
-        na = "" if sshd else ": n/a (no sshd)"
-        row("12", f"(12) scp of {args.scp_mb} MB through a tunnel over our server{na}", "section")
-        if sshd:
-            row("12-scp", "piping tunnel (ref column: curl + socat one-liners)", "MB/s", ">= 1.0")
 
     started = time.monotonic()
     for run in range(runs):
