@@ -205,7 +205,8 @@ class _DecryptInto(asyncio.BufferedProtocol):
     until the reads resume. So for HTTP/1 (``ssl_object`` given) this decrypts what is left, and hands
     it on, then ``eof_received``, then ``connection_lost``, each when the protocol reads again: the
     upload ends as its framing says (whole, or cut), as over plain TCP. What is held is bounded by the
-    loop's read-ahead (256 KiB above its high-water mark at most); a close by the server itself drops it.
+    loop's read-ahead (below its 256 KiB high-water mark plus one read of 256 KiB at most, what the loop
+    held undecrypted anyway while the connection was open); a close by the server itself drops it.
     """
 
     __slots__ = ("_protocol", "_ssl_object", "_paused", "_closed_here", "_eof_seen", "_lost", "_held")
@@ -223,10 +224,13 @@ class _DecryptInto(asyncio.BufferedProtocol):
         return _DECRYPTED
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._hand_on(bytes(_DECRYPTED[:nbytes]))
+
+    def _hand_on(self, data: bytes) -> None:
         global _reading
         _reading = True
         try:
-            self._protocol.data_received(bytes(_DECRYPTED[:nbytes]))
+            self._protocol.data_received(data)
         finally:
             _reading = False
             if _gathering:
@@ -279,7 +283,7 @@ class _DecryptInto(asyncio.BufferedProtocol):
             return  # (done already)
         held = self._held
         while held and not self._paused and not self._closed_here:
-            self.buffer_updated_with(held.pop(0))
+            self._hand_on(held.pop(0))
         if self._paused and not self._closed_here:
             return  # the rest when the protocol reads again
         self._lost = False
@@ -287,17 +291,6 @@ class _DecryptInto(asyncio.BufferedProtocol):
         if not self._closed_here:
             self._protocol.eof_received()  # (what it answers does not matter: the connection is gone)
         self._protocol.connection_lost(None)
-
-    def buffer_updated_with(self, data: bytes) -> None:
-        """``buffer_updated`` for bytes that are not in the shared buffer."""
-        global _reading
-        _reading = True
-        try:
-            self._protocol.data_received(data)
-        finally:
-            _reading = False
-            if _gathering:
-                _flush_gathered()
 
     def pause_writing(self) -> None:
         self._protocol.pause_writing()
