@@ -55,6 +55,14 @@ async def main():
 run(main())
 """
 
+_COMMAND_BUG = _PRELUDE + """
+async def main():
+    await asyncio.sleep(0.05)
+    raise ValueError("the command's own bug")
+
+run(main())
+"""
+
 _BUG_LINE = b"piping: error: unexpected error, a bug: "
 
 
@@ -88,6 +96,15 @@ def test_task_error_never_retrieved_while_running_fails_the_command() -> None:
     assert done.returncode == 70, done
     assert done.stderr.startswith(_BUG_LINE + b"RuntimeError: a result nobody awaits"), done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_the_commands_own_unexpected_exception_is_one_line() -> None:
+    done = _run(_COMMAND_BUG)
+    assert done.returncode == 70, done
+    assert done.stderr.startswith(_BUG_LINE + b"ValueError: the command's own bug (run with --debug"), done.stderr
+    assert done.stderr.count(b"\n") == 1
+    debug = _run(_COMMAND_BUG, debug=True)
+    assert debug.returncode == 70 and debug.stderr.count(b"Traceback (most recent call last)") == 1, debug.stderr
 
 
 def test_tasks_cut_short_at_exit_stay_quiet() -> None:

@@ -162,6 +162,8 @@ def run(coro: Coroutine[Any, Any, Any], *, debug: bool | None = None) -> Any:
             _fail_for_bug(unhandled.first, unhandled.debug)
         click.echo(f"piping: error: {e.strerror or e}", err=True)
         sys.exit(1)
+    except (click.ClickException, click.exceptions.Exit):
+        raise  # (a usage error or an exit: click's own, run_click reports it)
     except Exception as e:  # the command's own bug: one line too, the traceback under --debug
         if received:
             _exit_for_signal(received[0])
