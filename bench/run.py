@@ -18,6 +18,12 @@ Scenarios (``--only`` takes their numbers):
  10  many 1 KiB transfers over HTTP/2 with TLS, many streams on a few connections: transfers/s, p99
  11  the piping client: piping send -> piping get against curl -> curl, with --pass, against gpg
  12  scp of 50 MB to a throwaway sshd through `piping tunnel` against the curl + socat one-liners
+ 13  16 one-to-one streams at once (16 x 128 MiB), two client processes: (9) with fewer, longer streams
+
+Columns beside the reference: ``--base-src DIR`` runs our server from another source tree as ``base``
+(every server line but 7's h2c row; 11 and 12 measure the client), and the Go and Rust Piping Servers
+(``--peers``, default: those found in ``--peers-dir``) run the lines they can: (1), (4), (7) h2 and
+h2c, (9), (13). They have no ``?n=`` above 1, so (2) stays against the reference alone.
 
 Every loop is bounded in count and time; everything talks to 127.0.0.1 only.
 """
@@ -46,12 +52,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CLIENTS = HERE / "clients.py"
 REF_VERSION = "1.12.9"
+#: The other Piping Servers (their README in --peers-dir says how they were built): column name -> file.
+PEERS = {"go": "go-piping-server", "rust": "piping-server-rust-0.15.0"}
+PEERS_DIR = REPO.parent / "shared" / "anchors"
 HOST = "127.0.0.1"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -60,6 +69,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SENDFILE_SOURCE_MAX = 64 * MiB
 
 _children: list[subprocess.Popen[Any]] = []
+T = TypeVar("T")
 
 
 def log(msg: str) -> None:
@@ -193,11 +203,15 @@ class Context:
     cert: tuple[Path, Path] | None = None
     h2_reason: str | None = None  # why (7) is n/a, or None when ours serves h2
     notes: list[str] = field(default_factory=list)
+    base_src: Path | None = None  # --base-src: our server from this tree runs as "base"
+    peer_bins: dict[str, Path] = field(default_factory=dict)  # "go", "rust": their executables
 
 
 def server_command(ctx: Context, name: str, port: int, https_port: int | None) -> list[str]:
-    if name == "ours":
+    if name in ("ours", "base"):  # (base: the same command, its tree first on PYTHONPATH)
         cmd = [sys.executable, "-m", "piping_server", "--host", HOST, "--http-port", str(port)]
+    elif name in ctx.peer_bins:  # the peers take the reference's flags
+        cmd = [str(ctx.peer_bins[name]), "--host", HOST, "--http-port", str(port)]
     else:
         assert ctx.ref_bin is not None
         cmd = [str(ctx.ref_bin), "--host", HOST, "--http-port", str(port)]
@@ -208,6 +222,11 @@ def server_command(ctx: Context, name: str, port: int, https_port: int | None) -
     return cmd
 
 
+def done_args(ctx: Context, target: str) -> list[str]:
+    """The light clients' check of a sender's last line: the peers end theirs earlier (bench/clients.py DONE_LINE)."""
+    return ["--done-line", "[INFO] Sent successfully!"] if target in ctx.peer_bins else []
+
+
 def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
     port = free_port()
     https_port = free_port() if https else None
@@ -215,6 +234,9 @@ def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
     logf = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     # "ours-copy": our server with the kernel paths (splice, tee) off, everything through user space
     env = {**os.environ, "PIPING_SPLICE": "0"} if name == "ours-copy" else None
+    if name == "base":
+        assert ctx.base_src is not None
+        env = base_env(ctx.base_src)
     cmd = server_command(ctx, "ours" if name == "ours-copy" else name, port, https_port)
     proc = spawn(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ctx.workdir, env=env)
     logf.close()
@@ -234,6 +256,39 @@ def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
         tail = log_path.read_bytes()[-300:].decode(errors="replace").strip().replace("\n", " | ")
         raise RuntimeError(f"{name} server: {exc}; its log ends: {tail}") from exc
     return server
+
+
+def base_env(base_src: Path) -> dict[str, str]:
+    """The environment that runs our server (or client) from ``base_src`` (a tree's src/), as the side scripts do."""
+    return {**os.environ, "PYTHONPATH": str(base_src.resolve())}
+
+
+def check_base_src(base_src: Path) -> str:
+    """Where ``piping_server`` is imported from with ``base_src`` first; an error unless that is in the tree."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import piping_server; print(piping_server.__file__)"],
+        env=base_env(base_src), capture_output=True, text=True, timeout=60,
+    ).stdout.strip()
+    if not where or not Path(where).resolve().is_relative_to(base_src.resolve()):
+        raise SystemExit(f"--base-src {base_src}: piping_server is not imported from there ({where or 'not found'})")
+    return where
+
+
+def find_peers(spec: str, peers_dir: Path) -> dict[str, Path]:
+    """``--peers``: "all" (those found), "none", or names (each must be there); column name -> executable."""
+    if spec == "none":
+        return {}
+    names = list(PEERS) if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    found: dict[str, Path] = {}
+    for name in names:
+        if name not in PEERS:
+            raise SystemExit(f"--peers: unknown peer {name!r} (known: {', '.join(PEERS)})")
+        path = peers_dir / PEERS[name]
+        if os.access(path, os.X_OK):
+            found[name] = path
+        elif spec != "all":
+            raise SystemExit(f"--peers: {path} is missing or not executable")
+    return found
 
 
 def ensure_reference(ctx_args: argparse.Namespace) -> Path | None:
@@ -384,19 +439,20 @@ def run_stream(
 ) -> dict[str, Any]:
     """One stream of ``size`` bytes: a light sender (``mode`` chunked|length) to ``receivers`` light receivers.
 
-    ``target`` is ours, ref, splice or socat (the last two: a bare relay, no HTTP, one receiver), or
-    splice-check (chunked only: a bare relay that checks the chunk framing it passes on, as a server must).
+    ``target`` is a server (ours, ours-copy, base, ref, go, rust), splice or socat (a bare relay, no HTTP,
+    one receiver), or splice-check (chunked only: a bare relay that checks the chunk framing it passes on,
+    as a server must).
     ``transport``: h1 (plain HTTP/1.1), h1tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS), h2c (HTTP/2
     with prior knowledge, plain TCP). The h2 clients ignore ``mode`` (an HTTP/2 body has no framing of its own).
     """
     deadline_s = stream_deadline(size)
     deadline = time.monotonic() + deadline_s
-    common = ["--size", str(size), "--timeout", "30", "--deadline", str(deadline_s)]
+    common = ["--size", str(size), "--timeout", "30", "--deadline", str(deadline_s), *done_args(ctx, target)]
     server: Server | None = None
     relay: subprocess.Popen[Any] | None = None
     recvs: list[subprocess.Popen[str]] = []
     try:
-        if target in ("ours", "ref", "ours-copy"):
+        if target not in ("splice", "socat", "splice-check"):
             tls = transport in ("h1tls", "h2")
             if tls:
                 ctx.cert = ctx.cert or make_cert(ctx.workdir)
@@ -628,6 +684,7 @@ def run_small(ctx: Context, target: str, count: int, pairs: int, procs: int) -> 
                         "30",
                         "--deadline",
                         str(deadline_s),
+                        *done_args(ctx, target),
                     ]
                 )
             )
@@ -657,6 +714,7 @@ def run_many(ctx: Context, target: str, streams: int, size: int, procs: int = 2)
             share = streams // procs + (1 if i < streams % procs else 0)
             args = ["multi", "--port", str(server.port), "--path", f"/many-{tag}-{i}", "--streams", str(share)]
             args += ["--size", str(size), "--timeout", "30", "--deadline", str(deadline_s), "--announce"]
+            args += done_args(ctx, target)
             clients.append(client(args, stdin=subprocess.PIPE))
         for c in clients:
             wait_line(c, "connected", 30)
@@ -1047,6 +1105,8 @@ class Row:
     target: str = ""  # e.g. ">= 2.0" on ours/ref
     fmt: str = "{:.0f}"
     single: bool = False  # one value only (a relay, a share of the ceiling): no reference column
+    #: the columns beside the reference: "base" (--base-src) and the peers ("go", "rust")
+    others: dict[str, list[float]] = field(default_factory=dict)
 
 
 def med(xs: list[float]) -> float | None:
@@ -1062,9 +1122,12 @@ def check(target: str, ratio: float | None) -> str:
     return "ok" if ok else "MISS"
 
 
-def print_table(rows: list[Row], runs_note: str) -> str:
+def print_table(rows: list[Row], runs_note: str, columns: list[str] | None = None) -> str:
+    """The table: ours, the reference and ours/ref, then each of ``columns`` (base, peers) and ours/it."""
+    columns = columns or []
     lines = []
     header = f"{'scenario / metric':<58} {'ours':>12} {'reference':>12} {'ours/ref':>9}  {'target':>8}  {'':4}"
+    header += "".join(f" {name:>9} {'ours/' + name:>10}" for name in columns)
     lines.append(header)
     lines.append("-" * len(header))
     for row in rows:
@@ -1081,7 +1144,13 @@ def print_table(rows: list[Row], runs_note: str) -> str:
             ratio = o / r if o is not None and r else None
             ratio_s = f"{ratio:.2f}x" if ratio is not None else ""
         label = f"  {row.label} [{row.unit}]"
-        lines.append(f"{label:<58} {o_s:>12} {r_s:>12} {ratio_s:>9}  {row.target:>8}  {check(row.target, ratio):4}")
+        line = f"{label:<58} {o_s:>12} {r_s:>12} {ratio_s:>9}  {row.target:>8}  {check(row.target, ratio):4}"
+        for name in columns:
+            v = None if row.single else med(row.others.get(name, []))
+            v_s = row.fmt.format(v) if v is not None else ("" if row.single or name not in row.others else "n/a")
+            v_ratio = f"{o / v:.2f}x" if o is not None and v else ""
+            line += f" {v_s:>9} {v_ratio:>10}"
+        lines.append(line.rstrip())
     lines.append(runs_note)
     text = "\n".join(lines)
     print("\n" + text)
@@ -1099,7 +1168,7 @@ def guarded(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def interleaved(targets: list[str], run: int) -> list[str]:
+def interleaved(targets: list[T], run: int) -> list[T]:
     return targets if run % 2 == 0 else targets[::-1]
 
 
@@ -1128,13 +1197,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=4.0, help="bytes per stream in GiB (default 4)")
     parser.add_argument("--runs", type=int, default=3, help="runs per target, interleaved (default 3)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12", help="scenarios to run, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="scenarios to run, e.g. 1,4")
     parser.add_argument("--small-count", type=int, default=5000, help="transfers in (4) (default 5000)")
     parser.add_argument("--small-pairs", type=int, default=50, help="pairs at a time in (4) (default 50)")
     parser.add_argument("--small-procs", type=int, default=2, help="client processes in (4) (default 2)")
     parser.add_argument("--waiting", type=int, default=5000, help="waiting senders in (5) (default 5000)")
     parser.add_argument("--many-streams", type=int, default=100, help="streams at once in (9) (default 100)")
     parser.add_argument("--many-size-mib", type=int, default=64, help="MiB per stream in (9) (default 64)")
+    parser.add_argument("--parallel-streams", type=int, default=16, help="streams at once in (13) (default 16)")
+    parser.add_argument("--parallel-size-mib", type=int, default=128, help="MiB per stream in (13) (default 128)")
     parser.add_argument("--h2-small-count", type=int, default=5000, help="transfers in (10) (default 5000)")
     parser.add_argument("--client-size-mib", type=int, default=256, help="MiB sent in (11) (default 256)")
     parser.add_argument("--scp-mb", type=int, default=50, help="MB sent by scp in (12) (default 50)")
@@ -1142,6 +1213,17 @@ def main(argv: list[str] | None = None) -> int:
         "--with-copy", action="store_true", help="(1), (2): also our server with splice/tee off (PIPING_SPLICE=0)"
     )
     parser.add_argument("--no-ref", action="store_true", help="ours only: no reference (its columns stay empty)")
+    parser.add_argument(
+        "--base-src",
+        type=Path,
+        help="also run our server from this source tree (its src/, first on PYTHONPATH) as 'base', interleaved",
+    )
+    parser.add_argument(
+        "--peers",
+        help="the other Piping Servers beside the reference: all (those found; the default, but none with"
+        " --no-ref), none, or a list (go,rust)",
+    )
+    parser.add_argument("--peers-dir", type=Path, default=PEERS_DIR, help=f"where they are (default {PEERS_DIR})")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 32 MiB, 1 run, 200 transfers, 200 waiting, 10 x 4 MiB at once"
     )
@@ -1160,7 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
         args.size_gib, args.runs = 32 / 1024, 1
         args.small_count, args.waiting = 200, 200
         args.many_streams, args.many_size_mib, args.h2_small_count, args.client_size_mib = 10, 4, 200, 32
-        args.scp_mb = 5
+        args.scp_mb, args.parallel_streams, args.parallel_size_mib = 5, 4, 4
     if args.profile_report:
         print_profile_top(Path(args.profile_report))
         return 0
@@ -1185,7 +1267,17 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_bin = ensure_reference(args) if not (args.profile_only or args.no_ref) else None
     ctx = Context(args=args, workdir=workdir, ref_bin=ref_bin, sendfile_source=source)
-    targets = ["ours", "ref"] if ref_bin else ["ours"]
+    if args.base_src is not None:
+        log(f"base: our server from {check_base_src(args.base_src)}")
+        ctx.base_src = args.base_src
+    peers_spec = args.peers or ("none" if args.no_ref else "all")  # (--no-ref: ours alone, unless --peers says)
+    ctx.peer_bins = {} if args.profile_only else find_peers(peers_spec, args.peers_dir)
+    if ctx.peer_bins:
+        log("peers: " + ", ".join(f"{name} ({path})" for name, path in ctx.peer_bins.items()))
+    # every server line: ours, base, the reference; the peers' lines add them (no ?n= above 1 there)
+    targets = ["ours", *(["base"] if ctx.base_src else []), *(["ref"] if ref_bin else [])]
+    peers = list(ctx.peer_bins)
+    columns = (["base"] if ctx.base_src else []) + peers
 
     if args.profile_only:
         run_profile(ctx, size, args.profile_mode)
@@ -1199,9 +1291,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Row] = {}
     raw: list[dict[str, Any]] = []
 
-    def row(key: str, label: str, unit: str, target: str = "", fmt: str = "{:.0f}", single: bool = False) -> Row:
+    def row(
+        key: str, label: str, unit: str, target: str = "", fmt: str = "{:.0f}", single: bool = False,
+        cols: list[str] | None = None,
+    ) -> Row:
+        """Declare a row; ``cols``: the columns beside the reference that measure it (default: base alone)."""
         if key not in rows:
-            rows[key] = Row(label, unit, target=target, fmt=fmt, single=single)
+            cols = (["base"] if ctx.base_src else []) if cols is None else cols
+            rows[key] = Row(label, unit, target=target, fmt=fmt, single=single, others={c: [] for c in cols})
         return rows[key]
 
     def record(scenario: str, target: str, run: int, result: dict[str, Any]) -> bool:
@@ -1213,7 +1310,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def add(key: str, target: str, value: float) -> None:
         r = rows[key]
-        (r.ours if target == "ours" else r.ref).append(value)
+        if target in ("ours", "ref"):
+            (r.ours if target == "ours" else r.ref).append(value)
+        else:
+            r.others.setdefault(target, []).append(value)
 
     gib = size / GiB
     size_label = f"{gib:g} GiB" if gib >= 1 else f"{size // MiB} MiB"
@@ -1225,19 +1325,20 @@ def main(argv: list[str] | None = None) -> int:
             name = "Content-Length" if mode == "length" else "chunked"
             k = f"{n}-{mode}"
             row(k, f"({n}) {size_label} {name}" + (", n=3" if recv_n > 1 else ""), "section")
-            row(k + "-mbs", "throughput", "MB/s", "" if n == 1 else ">= 1.5")
+            cols = columns if n == 1 else None  # (the peers have no ?n= above 1)
+            row(k + "-mbs", "throughput", "MB/s", "" if n == 1 else ">= 1.5", cols=cols)
             if n == 1 and 6 in only:  # the ceiling beside the line: the best bare relay of the same run
                 row(f"1-{mode}-ceil", "ceiling: best bare relay, same run", "MB/s", single=True)
                 row(f"1-{mode}-frac", "throughput / ceiling", "%", ">= 95%", "{:.0%}", True)
             if n == 1:
-                row(k + "-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
+                row(k + "-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}", cols=cols)
                 if 6 in only:
                     row(f"1-{mode}-cpurel", "server CPU per GiB / the splice relay's", "x", "<= 1.25", "{:.2f}", True)
                     if mode == "chunked":
                         row("1-chunked-cpucheck", "server CPU per GiB / the checking relay's", "x", "", "{:.2f}", True)
-                row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}")
-                row(k + "-grow", "server RSS growth during the stream", "MiB", "", "{:.1f}")
-                row(k + "-ccpu", "light clients' CPU per GiB (all)", "s", "", "{:.2f}")
+                row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}", cols=cols)
+                row(k + "-grow", "server RSS growth during the stream", "MiB", "", "{:.1f}", cols=cols)
+                row(k + "-ccpu", "light clients' CPU per GiB (all)", "s", "", "{:.2f}", cols=cols)
             else:
                 row(k + "-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
                 row(k + "-rss", "server peak RSS", "MiB", "", "{:.1f}")
@@ -1250,11 +1351,11 @@ def main(argv: list[str] | None = None) -> int:
         row("3-cpu", "server CPU per GiB", "s", "", "{:.2f}")
     if 4 in only:
         row("4", f"(4) {args.small_count} x 1 KiB, {args.small_pairs} pairs at a time", "section")
-        row("4-tps", "transfers per second", "1/s", ">= 2.0")
-        row("4-cpu", "server CPU per transfer", "ms", "<= 0.5", "{:.3f}")
-        row("4-p50", "latency p50", "ms", "", "{:.1f}")
-        row("4-p99", "latency p99", "ms", "<= 1.0", "{:.1f}")
-        row("4-ccpu", "light clients' CPU per transfer (all)", "ms", "", "{:.3f}")
+        row("4-tps", "transfers per second", "1/s", ">= 2.0", cols=columns)
+        row("4-cpu", "server CPU per transfer", "ms", "<= 0.5", "{:.3f}", cols=columns)
+        row("4-p50", "latency p50", "ms", "", "{:.1f}", cols=columns)
+        row("4-p99", "latency p99", "ms", "<= 1.0", "{:.1f}", cols=columns)
+        row("4-ccpu", "light clients' CPU per transfer (all)", "ms", "", "{:.3f}", cols=columns)
     if 5 in only:
         row("5", f"(5) {args.waiting} senders waiting, no receiver", "section")
         row("5-kib", "server RSS per waiting connection", "KiB", "<= 1.0", "{:.1f}")
@@ -1275,10 +1376,11 @@ def main(argv: list[str] | None = None) -> int:
             "section",
         )
         if not ctx.h2_reason:
-            row("7-h2-mbs", "h2 over TLS: throughput", "MB/s", ">= 2.0")
-            row("7-h2-cpu", "h2 over TLS: server CPU per GiB", "s", "<= 0.5", "{:.2f}")
-            row("7-h2c-mbs", "h2c (ref column: our HTTP/1 plain): throughput", "MB/s")
-            row("7-h2c-cpu", "h2c (ref column: our HTTP/1 plain): CPU per GiB", "s", "", "{:.2f}")
+            row("7-h2-mbs", "h2 over TLS: throughput", "MB/s", ">= 2.0", cols=columns)
+            row("7-h2-cpu", "h2 over TLS: server CPU per GiB", "s", "<= 0.5", "{:.2f}", cols=columns)
+            # (the peers' columns: their own h2c)
+            row("7-h2c-mbs", "h2c (ref column: our HTTP/1 plain): throughput", "MB/s", cols=peers)
+            row("7-h2c-cpu", "h2c (ref column: our HTTP/1 plain): CPU per GiB", "s", "", "{:.2f}", cols=peers)
             row("7-curl", "h2 over TLS, curl --http2 clients (client-bound)", "MB/s", ">= 1.0")
     if 8 in only:
         row("8", f"(8) {size_label} HTTP/1.1 over TLS, light clients, chunked", "section")
@@ -1286,10 +1388,10 @@ def main(argv: list[str] | None = None) -> int:
         row("8-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
     if 9 in only:
         row("9", f"(9) {args.many_streams} streams of {args.many_size_mib} MiB at once, 2 client processes", "section")
-        row("9-mbs", "aggregate throughput", "MB/s", ">= 2.0")
-        row("9-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}")
-        row("9-p50", "time to first byte p50", "ms", "", "{:.1f}")
-        row("9-p99", "time to first byte p99", "ms", "<= 1.0", "{:.1f}")
+        row("9-mbs", "aggregate throughput", "MB/s", ">= 2.0", cols=columns)
+        row("9-cpu", "server CPU per GiB", "s", "<= 0.5", "{:.2f}", cols=columns)
+        row("9-p50", "time to first byte p50", "ms", "", "{:.1f}", cols=columns)
+        row("9-p99", "time to first byte p99", "ms", "<= 1.0", "{:.1f}", cols=columns)
     if 10 in only:
         conns, pairs = 2 * args.small_procs, args.small_pairs
         row("10", f"(10) {args.h2_small_count} x 1 KiB over h2 (TLS), {conns} connections, {pairs} pairs", "section")
@@ -1300,18 +1402,26 @@ def main(argv: list[str] | None = None) -> int:
         row("10-p99", "latency p99", "ms", "<= 1.0", "{:.1f}")
     if 11 in only:
         row("11", f"(11) the client, {args.client_size_mib} MiB of random bytes, our server", "section")
-        row("11-piping", "piping send -> get (ref column: curl -> curl)", "MB/s", ">= 1.0")
-        row("11-stdin", "cat | piping send -> get (ref: cat | curl -T -)", "MB/s", ">= 1.0")
-        row("11-pass", "piping --pass (ref column: piping)", "MB/s", ">= 0.6")
+        # (the client's lines: client_ab.py compares two trees of the client)
+        row("11-piping", "piping send -> get (ref column: curl -> curl)", "MB/s", ">= 1.0", cols=[])
+        row("11-stdin", "cat | piping send -> get (ref: cat | curl -T -)", "MB/s", ">= 1.0", cols=[])
+        row("11-pass", "piping --pass (ref column: piping)", "MB/s", ">= 0.6", cols=[])
         if shutil.which("gpg"):
-            row("11-gpg", "piping --pass (ref column: gpg -c|curl, curl|gpg -d)", "MB/s")
+            row("11-gpg", "piping --pass (ref column: gpg -c|curl, curl|gpg -d)", "MB/s", cols=[])
 
     sshd = start_sshd(ctx) if 12 in only else None
     if 12 in only:
         na = "" if sshd else ": n/a (no sshd)"
         row("12", f"(12) scp of {args.scp_mb} MB through a tunnel over our server{na}", "section")
         if sshd:
-            row("12-scp", "piping tunnel (ref column: curl + socat one-liners)", "MB/s", ">= 1.0")
+            row("12-scp", "piping tunnel (ref column: curl + socat one-liners)", "MB/s", ">= 1.0", cols=[])
+
+    if 13 in only:
+        streams_n, stream_mib = args.parallel_streams, args.parallel_size_mib
+        row("13", f"(13) {streams_n} streams of {stream_mib} MiB at once, 2 client processes", "section")
+        row("13-mbs", "aggregate throughput", "MB/s", "", cols=columns)
+        row("13-cpu", "server CPU per GiB", "s", "", "{:.2f}", cols=columns)
+        row("13-p99", "time to first byte p99", "ms", "", "{:.1f}", cols=columns)
 
     started = time.monotonic()
     for run in range(runs):
@@ -1320,7 +1430,8 @@ def main(argv: list[str] | None = None) -> int:
             if n not in only:
                 continue
             for mode in ("chunked", "length"):
-                stream_targets = targets + (["splice", "socat"] if n == 1 and 6 in only else [])
+                stream_targets = targets + (peers if n == 1 else [])
+                stream_targets += ["splice", "socat"] if n == 1 and 6 in only else []
                 stream_targets += ["splice-check"] if n == 1 and 6 in only and mode == "chunked" else []
                 stream_targets += ["ours-copy"] if args.with_copy else []
                 for target in interleaved(stream_targets, run):
@@ -1357,7 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
                     add("3-mbs", target, res["mb_s"])
                     add("3-cpu", target, res["cpu_per_gib"])
         if 4 in only:
-            for target in interleaved(targets, run):
+            for target in interleaved(targets + peers, run):
                 res = guarded(run_small, ctx, target, args.small_count, args.small_pairs, args.small_procs)
                 record("4-small", target, run, res)
                 if "tps" in res:
@@ -1372,15 +1483,17 @@ def main(argv: list[str] | None = None) -> int:
                 if record("5-waiting", target, run, res):
                     add("5-kib", target, res["kib_per_conn"])
         if 7 in only and not ctx.h2_reason:
-            for target in interleaved(targets, run):
+            for target in interleaved(targets + peers, run):
                 res = guarded(run_stream, ctx, target, size, "chunked", 1, "h2")
                 if record("7-h2", target, run, res):
                     add("7-h2-mbs", target, res["mb_s"])
                     add("7-h2-cpu", target, res["cpu_per_gib"])
-            for transport in interleaved(["h2c", "h1"], run):
-                res = guarded(run_stream, ctx, "ours", size, "chunked", 1, transport)
-                if record(f"7-{transport}", "ours", run, res):
-                    side = "ours" if transport == "h2c" else "ref"
+            # the h2c row: ours, our HTTP/1 plain in the reference's column, each peer's h2c in its own
+            h2c_runs = [("ours", "h2c"), ("ours", "h1"), *((peer, "h2c") for peer in peers)]
+            for target, transport in interleaved(h2c_runs, run):
+                res = guarded(run_stream, ctx, target, size, "chunked", 1, transport)
+                if record(f"7-{transport}", target, run, res):
+                    side = "ref" if transport == "h1" else target
                     add("7-h2c-mbs", side, res["mb_s"])
                     add("7-h2c-cpu", side, res["cpu_per_gib"])
             for target in interleaved(targets, run):
@@ -1394,13 +1507,20 @@ def main(argv: list[str] | None = None) -> int:
                     add("8-mbs", target, res["mb_s"])
                     add("8-cpu", target, res["cpu_per_gib"])
         if 9 in only:
-            for target in interleaved(targets, run):
+            for target in interleaved(targets + peers, run):
                 res = guarded(run_many, ctx, target, args.many_streams, args.many_size_mib * MiB)
                 if record("9-many", target, run, res):
                     add("9-mbs", target, res["mb_s"])
                     add("9-cpu", target, res["cpu_per_gib"])
                     add("9-p50", target, res["ttfb_p50_ms"])
                     add("9-p99", target, res["ttfb_p99_ms"])
+        if 13 in only:
+            for target in interleaved(targets + peers, run):
+                res = guarded(run_many, ctx, target, args.parallel_streams, args.parallel_size_mib * MiB)
+                if record("13-parallel", target, run, res):
+                    add("13-mbs", target, res["mb_s"])
+                    add("13-cpu", target, res["cpu_per_gib"])
+                    add("13-p99", target, res["ttfb_p99_ms"])
         if 10 in only and not ctx.h2_reason:
             for target in interleaved(targets, run):
                 res = guarded(run_h2small, ctx, target, args.h2_small_count, args.small_pairs, args.small_procs)
@@ -1466,7 +1586,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\npiping-server bench, {stamp:%Y-%m-%d %H:%M %Z}, {platform.node()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, stream {size_label}, reference piping-server@{REF_VERSION}"
     )
-    table = print_table(list(rows.values()), note)
+    table = print_table(list(rows.values()), note, columns)
     if any(not r.get("ok") for r in raw):
         print("\nsome runs failed (see the log above and the JSON results); their numbers are left out")
 

@@ -13,12 +13,13 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from ..helpers import WAIT_S, ServerProcess, connect, unique_path
+from ..helpers import WAIT_S, ServerProcess, Target, connect, recv_all, unique_path
 
 pytestmark = pytest.mark.ours
 
@@ -173,3 +174,81 @@ def test_chunked_relay_over_tls_sends_no_tiny_records(server: ServerProcess) -> 
     # body and framing: a few bytes over its 16 full records may spill into one more (at most 8 here).
     tiny = [length for length in app_data if length <= 17 + 8]
     assert len(tiny) <= 12, f"{len(tiny)} tiny TLS records of {len(app_data)}"
+
+
+
+# --- a sender whose connection ends with a TCP FIN and no close_notify ------------------------------------
+# Many TLS clients close that way. A waiting sender's body is held up to a bound and then its reads pause;
+# over plain TCP the rest, and the FIN behind it, wait in the kernel until a receiver comes. Over TLS the
+# event loop reads on past the pause into its own buffer of undecrypted records and takes the FIN for a
+# broken connection: unless the server decrypts and hands on what it held, the sender had left by then.
+# Each case runs over plain TCP too: the TLS outcome must be the same.
+
+#: More than a waiting sender's body held (64 KiB), less than the event loop's TLS reads ahead (256 KiB).
+HELD_BODY_BYTES = 64 * 1024 + 150_000
+
+
+def _send_then_fin(target: Target, head: bytes, body_parts: list[bytes]) -> socket.socket:
+    """Send ``head`` and ``body_parts``, then a TCP FIN (over TLS without close_notify); the socket, to drain."""
+    sock = connect(target, "http/1.1")
+    sock.sendall(head)
+    for part in body_parts:
+        sock.sendall(part)
+    # (SSLSocket.shutdown drops the TLS layer without a close_notify and sends a plain FIN)
+    sock.shutdown(socket.SHUT_WR)
+    return sock
+
+
+def _receive(target: Target, path: str, out: Path) -> tuple[int, str]:
+    """A receiver that comes once the sender has closed: curl's exit code and the response status."""
+    time.sleep(0.5)  # the FIN has been read by now (over TLS) or waits behind the paused reads (plain TCP)
+    done = subprocess.run(
+        target.curl("--max-time", "10", "-o", str(out), "-w", "%{http_code}", target.url(path)),
+        capture_output=True, timeout=30,
+    )
+    return done.returncode, done.stdout.decode()
+
+
+@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_sender_closing_without_close_notify_delivers_its_whole_body(
+    server: ServerProcess, tmp_path: Path, framing: str, transport: str
+) -> None:
+    target = server.target(transport)
+    data = os.urandom(HELD_BODY_BYTES)
+    path = unique_path("fin")
+    if framing == "content-length":
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        parts = [data]
+    else:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        step = 16384
+        parts = [b"%x\r\n" % len(data[i : i + step]) + data[i : i + step] + b"\r\n" for i in range(0, len(data), step)]
+        parts.append(b"0\r\n\r\n")  # the final chunk arrived: the body is whole
+    out = tmp_path / "got.bin"
+    with _send_then_fin(target, head, parts) as sender:
+        code, status = _receive(target, path, out)
+        recv_all(sender, timeout=1)  # (raw TLS records: read so that the close sends no RST)
+    assert (code, status) == (0, "200")
+    got = out.read_bytes()
+    assert len(got) == len(data)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
+def test_sender_cut_short_without_close_notify_is_a_cut_stream(
+    server: ServerProcess, tmp_path: Path, transport: str
+) -> None:
+    target = server.target(transport)
+    data = os.urandom(HELD_BODY_BYTES)
+    path = unique_path("cut")
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data) + 1000}\r\n\r\n".encode()
+    out = tmp_path / "got.bin"
+    with _send_then_fin(target, head, [data]) as sender:
+        code, status = _receive(target, path, out)
+        recv_all(sender, timeout=1)
+    got = out.read_bytes() if out.exists() else b""
+    # the receiver is told: the response began, then curl's "transfer closed with ... bytes remaining" (18)
+    # -- never a clean end with bytes missing
+    assert (code, status) == (18, "200"), f"curl exit {code}, status {status}, {len(got)} bytes"
+    assert got == data[: len(got)]

@@ -14,7 +14,7 @@ from ..client import PipingError, get_async, send_async
 from ..client._tunnel import TunnelPaths, run_tunnel_client, run_tunnel_server, tunnel_paths
 from ..client._url import SERVER_ENV
 from ._progress import CliReporter
-from ._runner import run
+from ._runner import DEBUG_ENV, run
 
 __all__ = ["cli", "main"]
 
@@ -108,8 +108,14 @@ def _help_without_command(ctx: click.Context) -> None:
     subcommand_metavar="COMMAND [ARGS]...",
 )
 @click.version_option(package_name="piping-server", prog_name="piping", message="%(prog)s %(version)s")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=DEBUG_ENV,
+    help=f"Print the traceback of an unexpected exception (a bug) too [env: {DEBUG_ENV}].",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, debug: bool) -> None:
     """Send and get files, folders and streams through a Piping Server; tunnel TCP over it.
 
     \b

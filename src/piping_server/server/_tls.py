@@ -21,7 +21,7 @@ import os
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from ..http1.protocol import Http1Protocol
 from ..http2.protocol import Http2Protocol
@@ -178,7 +178,7 @@ class _AlpnDispatch(asyncio.Protocol):
             return
         # "http/1.1", or a client without ALPN, gets HTTP/1.x
         h1 = Http1Protocol(self._relay, is_tls=True)
-        reader = _DecryptInto(h1)
+        reader = _DecryptInto(h1, ssl_object)
         transport.set_protocol(reader)
         h1.connection_made(_GatheredWrites(transport, reader))  # type: ignore[arg-type]  # (uvloop's transport)
 
@@ -196,34 +196,101 @@ class _DecryptInto(asyncio.BufferedProtocol):
     One buffer serves every connection: the loop decrypts one connection's read at a time, and
     ``buffer_updated`` copies it out before any protocol code runs (a buffer per connection would
     cost 256 KiB of memory for each, idle ones too).
+
+    A TCP FIN without close_notify (many clients close that way): the event loop's TLS (uvloop's and
+    asyncio's alike) takes it for a broken connection and closes at once, with no ``eof_received``,
+    dropping the records it read but had not decrypted yet. Those are there when HTTP/1 had paused its
+    reads (its receivers lag, or a waiting sender's body reached its bound): the loop reads on, up to
+    256 KiB, past the pause. Over plain TCP that rest and the FIN behind it would wait in the kernel
+    until the reads resume. So for HTTP/1 (``ssl_object`` given) this decrypts what is left, and hands
+    it on, then ``eof_received``, then ``connection_lost``, each when the protocol reads again: the
+    upload ends as its framing says (whole, or cut), as over plain TCP. What is held is bounded by the
+    loop's read-ahead (below its 256 KiB high-water mark plus one read of 256 KiB at most, what the loop
+    held undecrypted anyway while the connection was open); a close by the server itself drops it.
     """
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_protocol", "_ssl_object", "_paused", "_closed_here", "_eof_seen", "_lost", "_held")
 
-    def __init__(self, protocol: asyncio.Protocol) -> None:
+    def __init__(self, protocol: asyncio.Protocol, ssl_object: ssl.SSLObject | None = None) -> None:
         self._protocol = protocol
+        self._ssl_object = ssl_object  # (None: no replay after a FIN without close_notify)
+        self._paused = False  # the protocol paused its reads (told by _GatheredWrites)
+        self._closed_here = False  # the server closed or aborted the connection itself
+        self._eof_seen = False  # close_notify came: the loop called eof_received
+        self._lost = False  # the transport is gone, its ending not yet handed to the protocol
+        self._held: list[bytes] = []  # decrypted after the transport was gone, not yet handed on
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _DECRYPTED
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._hand_on(bytes(_DECRYPTED[:nbytes]))
+
+    def _hand_on(self, data: bytes) -> None:
         global _reading
         _reading = True
         try:
-            self._protocol.data_received(bytes(_DECRYPTED[:nbytes]))
+            self._protocol.data_received(data)
         finally:
             _reading = False
             if _gathering:
                 _flush_gathered()  # what this read made HTTP/1 write, as one write per connection
 
     def eof_received(self) -> bool | None:
+        self._eof_seen = True
         return self._protocol.eof_received()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._protocol.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._protocol.connection_lost(exc)
+        if exc is not None or self._ssl_object is None or self._closed_here or self._eof_seen:
+            self._protocol.connection_lost(exc)
+            return
+        # the peer's FIN without close_notify (see the class's comment)
+        self._held = self._decrypt_leftover(self._ssl_object)
+        self._lost = True
+        if not self._paused:
+            self._replay()
+
+    def _decrypt_leftover(self, ssl_object: ssl.SSLObject) -> list[bytes]:
+        """What the loop read but never decrypted; a record cut short by the FIN stays out, as TCP's rest would."""
+        pieces: list[bytes] = []
+        while True:
+            try:
+                nbytes = cast(int, ssl_object.read(READ_BYTES, _DECRYPTED))  # (an int when given a buffer)
+            except ssl.SSLError:  # SSLWantReadError: nothing whole left; or close_notify, or a bad record
+                return pieces
+            if not nbytes:
+                return pieces
+            pieces.append(bytes(_DECRYPTED[:nbytes]))
+
+    def reading_paused(self, paused: bool) -> None:
+        """The protocol paused or resumed its reads; after the transport is gone, resuming carries on the replay."""
+        self._paused = paused
+        if not paused and self._lost:
+            asyncio.get_running_loop().call_soon(self._replay)  # (not inside the protocol's own call)
+
+    def closed_here(self) -> None:
+        """The server closed or aborted the connection: what is held is dropped, the protocol told it is lost."""
+        self._closed_here = True
+        if self._lost:
+            asyncio.get_running_loop().call_soon(self._replay)
+
+    def _replay(self) -> None:
+        """Hand on what is held, then the FIN, then the loss, as far as the protocol reads."""
+        if not self._lost:
+            return  # (done already)
+        held = self._held
+        while held and not self._paused and not self._closed_here:
+            self._hand_on(held.pop(0))
+        if self._paused and not self._closed_here:
+            return  # the rest when the protocol reads again
+        self._lost = False
+        self._held = []
+        if not self._closed_here:
+            self._protocol.eof_received()  # (what it answers does not matter: the connection is gone)
+        self._protocol.connection_lost(None)
 
     def pause_writing(self) -> None:
         self._protocol.pause_writing()
@@ -268,7 +335,8 @@ class _GatheredWrites(asyncio.Transport):
             return
         if type(data) is not bytes and not (isinstance(data, memoryview) and isinstance(data.obj, bytes)):
             self.flush()
-            self._inner.write(data)
+            if not self._inner.is_closing():  # (closed by the peer meanwhile: nothing can go)
+                self._inner.write(data)
             return
         parts = self._parts
         parts.append(data)
@@ -296,11 +364,13 @@ class _GatheredWrites(asyncio.Transport):
 
     def close(self) -> None:
         self.flush()
+        self._reader.closed_here()
         self._inner.close()
 
     def abort(self) -> None:
         self._parts = []
         self._pending = 0
+        self._reader.closed_here()
         self._inner.abort()
 
     def write_eof(self) -> None:
@@ -314,9 +384,11 @@ class _GatheredWrites(asyncio.Transport):
         return self._inner.is_closing()
 
     def pause_reading(self) -> None:
+        self._reader.reading_paused(True)
         self._inner.pause_reading()
 
     def resume_reading(self) -> None:
+        self._reader.reading_paused(False)
         self._inner.resume_reading()
 
     def is_reading(self) -> bool:
