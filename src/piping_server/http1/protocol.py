@@ -30,7 +30,7 @@ from .._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
 from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ProtocolError, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
-from ..http2.protocol import H2_PREFACE
+from ..http2.protocol import H2_PREFACE, Http2Protocol
 from ..http2.protocol import take_over as h2c_take_over
 from ._body import BodyReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
@@ -470,6 +470,7 @@ class Http1Protocol(asyncio.Protocol):
         self.client = ""
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
+        self._successor: Http2Protocol | None = None  # h2c took the connection over
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -482,7 +483,7 @@ class Http1Protocol(asyncio.Protocol):
             peer = transport.get_extra_info("peername")
             self.client = str(peer[0]) if peer else ""
             if hooks.on_connect is not None:
-                self.refusal = hooks.on_connect(self.client)
+                self.refusal = hooks.on_connect(self.client, self)
             self._counted = self.refusal is None
 
     def data_received(self, data: bytes) -> None:
@@ -495,8 +496,9 @@ class Http1Protocol(asyncio.Protocol):
                     return
                 self._preface = None
                 self._closed = True  # the transport is the HTTP/2 protocol's from now on
-                h2c_take_over(self.transport, self.relay, data, is_tls=self.is_tls,  # type: ignore[arg-type]
-                              handoff=(self.client, self.refusal, self._counted))
+                self._successor = h2c_take_over(self.transport, self.relay, data,  # type: ignore[arg-type]
+                                                is_tls=self.is_tls, handoff=(self.client, self.refusal, self._counted))
+                self._successor.counted_as = self  # the hooks saw this object connect: they see it leave
                 self.transport = None
                 return
             self._preface = None
@@ -594,7 +596,7 @@ class Http1Protocol(asyncio.Protocol):
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
-            on_disconnect(self.client)
+            on_disconnect(self.client, self)
         exchanges = [self._active, *self._queue]
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
@@ -764,6 +766,25 @@ class Http1Protocol(asyncio.Protocol):
         """The client's address (asked of the transport only when someone wants it)."""
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return str(peer[0]) if peer else ""
+
+    # --- a connection limit's view (Hooks.on_connect) -----------------------------------------------------
+
+    def reclaimable(self) -> bool:
+        """No request is being read or answered (part of a head may have come): closing it loses nothing."""
+        if self._successor is not None:
+            return self._successor.reclaimable()
+        return not self._closed and self._active is None and self._incoming is None and not self._queue
+
+    def reclaim(self) -> None:
+        """Close to make room for a new connection; a client partway through a request head is told why."""
+        if self._successor is not None:
+            self._successor.reclaim()
+            return
+        if self._head_buffer:
+            message = b"[ERROR] Too many connections to this server; try again later.\n"
+            self.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(message), message))
+        self.close()
 
     # --- used by the splice relay ----------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ class Operator:
             hub.on_expired = self.metrics.rejected
             self.guard.on_failure = self.metrics.login_failed
             self.counter.on_refused = self.metrics.rejected
+            self.counter.on_reclaimed = self.metrics.reclaimed.inc
             relay.observers.append(self._observe)
         relay.observers.append(self._observe_joins)
         hooks = relay.hooks

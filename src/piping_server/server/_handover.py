@@ -351,6 +351,9 @@ class _Adopted(Http1Protocol):
             return
         super().data_received(data)
 
+    def reclaimable(self) -> bool:
+        return self._carried is None and super().reclaimable()  # the carried bytes are a request
+
     def _settle(self) -> None:
         carried, self._carried = self._carried, None
         if carried and not self._closed:
@@ -370,7 +373,7 @@ class InternalProtocol(Http1Protocol):
         self.refusal = None
         if self._counted and self.relay.hooks.on_disconnect is not None:
             self._counted = False
-            self.relay.hooks.on_disconnect(self.client)
+            self.relay.hooks.on_disconnect(self.client, self)
 
     def on_headers_complete(self) -> None:
         kept = []
