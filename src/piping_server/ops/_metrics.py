@@ -98,8 +98,8 @@ class Metrics:
         )
         self.login_failures = Counter(
             "piping_login_failures",
-            "Refused logins (basic auth and bearer tokens): bad_credentials, rate_limited (429, too many failures from the client's "
-            "address), busy (503, too many password checks waiting).",
+            "Refused logins (basic auth and bearer tokens): bad_credentials, rate_limited (429, too many failures "
+            "from the client's address), busy (503, too many password checks waiting).",
             ["reason"],
             registry=reg,
         )
