@@ -25,6 +25,7 @@ from ._logging import configure_logging, log_access, log_live_join
 from ._logins import LoginGuard, then
 from ._metrics import Metrics
 from ._reload import ConfigReloader, keep_restart_only
+from ._shares import below_workers, share_config
 
 log = logging.getLogger("piping_server")
 
@@ -47,7 +48,12 @@ class Operator:
         config_path: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        share: tuple[int, int] | None = None,
     ) -> None:
+        #: (this worker's index, the number of workers) under ``--workers``: the counting limits are split
+        self.share = share
+        self.given = config  # as configured, for the start-up warnings
+        config = self._shared(config)
         self.config = config
         self.config_path = config_path
         self.overrides = dict(overrides or {})
@@ -128,14 +134,20 @@ class Operator:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         for warning in ignored_settings(self.config):
             log.warning("%s", warning)
+        if self.share is not None and self.share[0] == 0:
+            low = below_workers(self.given, self.share[1])
+            if low:
+                log.warning("%s below the number of workers (%d): each worker allows at least 1, so the server "
+                            "allows up to %d", ", ".join(low), self.share[1], self.share[1])
         if self.active:
             auth = self.config.auth
             schemes = [name for name, on in (("basic", auth.basic_enabled), ("jwt", auth.jwt_enabled)) if on]
             log.info(
-                "operator settings: auth=%s allow_paths=%s access_log=%s limits=%s",
+                "operator settings: auth=%s allow_paths=%s access_log=%s limits%s=%s",
                 ",".join(schemes) or "off",
                 "on" if self.config.access.allow_paths is not None else "off",
                 "on" if self.config.log.access else "off",
+                " (this worker's share)" if self.share is not None else "",
                 describe(self.config.limits) or "none",
             )
 
@@ -162,9 +174,12 @@ class Operator:
             return False
         return self.reloader.reload(why)
 
+    def _shared(self, config: Config) -> Config:
+        return share_config(config, *self.share) if self.share is not None else config
+
     def apply(self, new: Config) -> None:
         """Put ``new`` in force for new requests; running transfers are untouched. May raise ValueError."""
-        config = keep_restart_only(self.config, new)
+        config = keep_restart_only(self.config, self._shared(new))
         gate = self._gate(config)  # raises before anything changes
         self.config = config
         self.gate = gate
