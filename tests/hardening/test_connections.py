@@ -18,7 +18,7 @@ import pytest
 from ..helpers import WAIT_S, recv_until, unique_path, wait_until
 from ..http2._client import H2Client
 from ..ops.util import Sender, metrics, parse_response, request, server_with
-from ._attack import probe
+from ._attack import probe, rss_mib
 
 pytestmark = pytest.mark.ours
 
@@ -166,3 +166,28 @@ def test_per_client_limit_closes_that_clients_idle_connections(tmp_path: Path) -
         finally:
             for sock in kept:
                 sock.close()
+
+
+def test_memory_a_burst_made_the_server_allocate_goes_back(tmp_path: Path) -> None:
+    """2,000 waiting senders holding 64 KiB each, then gone: the RSS comes back within 64 MiB of before."""
+    with server_with(tmp=tmp_path) as (server, _):
+        port = server.http_port
+        time.sleep(0.5)
+        before = rss_mib(server)
+        body = b"\xcd" * (64 * 1024)
+        burst: list[socket.socket] = []
+        try:
+            for _ in range(2000):
+                sock = _connect(port)
+                burst.append(sock)
+                sock.sendall(f"POST {unique_path('burst')} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+                             .encode() + body)
+            assert wait_until(lambda: rss_mib(server) > before + 64, timeout=20)  # the burst did cost memory
+        finally:
+            for sock in burst:
+                sock.close()
+        # (the heap is looked at every 2 s; a full collection may wait up to 20 s after one that found nothing)
+        assert wait_until(lambda: rss_mib(server) < before + 64, timeout=60, interval=0.5), (
+            f"RSS {rss_mib(server):.0f} MiB, {before:.0f} MiB before the burst"
+        )
+        assert probe(port, timeout=10)

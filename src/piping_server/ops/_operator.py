@@ -16,6 +16,7 @@ from typing import Any
 
 from .._forwarded import TrustedProxies
 from .._hooks import AccessRecord, Refusal, RequestView
+from .._malloc import release_when_quiet
 from ..core import Action, Hub, JoinLive, Reject, StartLive, TransferExpired, WaitExpired
 from ..flow import LIVE_MAX_LAG_BYTES, Relay
 from ._auth import Gate, JwksKeys
@@ -124,6 +125,7 @@ class Operator:
         if self.jwks is not None:
             await asyncio.to_thread(self.jwks.fetch)
         self._tasks.append(asyncio.create_task(self._refresh_jwks()))
+        self._tasks.append(asyncio.create_task(release_when_quiet()))  # what an attack's burst left: back to the kernel
         if self.metrics is not None and self.config.metrics.port is not None:
             host, port = self.config.metrics.host, self.config.metrics.port
             self._metrics_server = await self.metrics.start(host, port)
