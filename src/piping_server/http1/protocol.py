@@ -429,6 +429,9 @@ class Http1Exchange(Exchange):
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
+    #: whether the connection hooks see this connection (not a sibling worker's internal one: ``--workers``)
+    counted: bool = True
+
     def __init__(
         self,
         relay: Relay,
@@ -479,7 +482,7 @@ class Http1Protocol(asyncio.Protocol):
         self._transport_gathers = getattr(transport, "gathers_writes", False)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
         hooks = self.relay.hooks
-        if hooks.on_connect is not None or hooks.on_disconnect is not None:
+        if self.counted and (hooks.on_connect is not None or hooks.on_disconnect is not None):
             peer = transport.get_extra_info("peername")
             self.client = str(peer[0]) if peer else ""
             if hooks.on_connect is not None:
