@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import WAIT_S, recv_until, unique_path, wait_until
+from ..helpers import WAIT_S, connect, recv_until, start_server, unique_path, wait_until
 from ..http2._client import H2Client
 from ..ops.util import Sender, metrics, parse_response, request, server_with
 from ._attack import probe, rss_mib
@@ -191,3 +191,27 @@ def test_memory_a_burst_made_the_server_allocate_goes_back(tmp_path: Path) -> No
             f"RSS {rss_mib(server):.0f} MiB, {before:.0f} MiB before the burst"
         )
         assert probe(port, timeout=10)
+
+
+def test_idle_tls_connections_make_room_too(tls_files: tuple[str, str, str]) -> None:
+    server = start_server("--max-connections", "2", https=tls_files)
+    try:
+        h2_idle = H2Client(server.target("h2"))
+        h2_idle.pump(0.2)
+        h1_idle = connect(server.target("h1-tls"), "http/1.1")
+        h1_idle.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recv_until(h1_idle, b"\r\n\r\n", timeout=10).startswith(b"HTTP/1.1 200")
+        try:
+            newcomers = [_kept_alive(server.http_port) for _ in range(2)]  # each closes one of the idle TLS ones
+            assert h2_idle.pump_until(lambda: h2_idle.terminated is not None or h2_idle.closed, timeout=10)
+            assert h2_idle.terminated is not None and h2_idle.terminated.error_code == 0
+            recv_until(h1_idle, None, timeout=10)  # the rest of the first response, then the end
+            h1_idle.settimeout(10)
+            assert h1_idle.recv(1) == b""  # closed (a TLS close_notify, or the TCP end)
+            for sock in newcomers:
+                sock.close()
+        finally:
+            h2_idle.close()
+            h1_idle.close()
+    finally:
+        server.stop()
