@@ -785,8 +785,9 @@ class Http1Protocol(asyncio.Protocol):
             return
         if self._head_buffer:
             message = b"[ERROR] Too many connections to this server; try again later.\n"
-            self.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
-                       b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(message), message))
+            self.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                       b"Access-Control-Allow-Origin: *\r\nDate: %s\r\nRetry-After: 5\r\nContent-Length: %d\r\n"
+                       b"Connection: close\r\n\r\n%s" % (http_date(), len(message), message))
         self.close()
 
     # --- used by the splice relay ----------------------------------------------------------------------
