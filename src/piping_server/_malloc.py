@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import sys
@@ -80,7 +81,9 @@ class _Mallinfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+@functools.cache
 def _glibc() -> Any | None:
+    """The C library with ``mallinfo2`` and ``malloc_trim`` typed, when it is glibc (2.33 on); else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:

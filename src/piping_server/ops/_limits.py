@@ -266,11 +266,10 @@ class ConnectionCounter:
         limits = self.limits
         per_client = limits.max_connections_per_client
         exempt = self.trusted is not None and self.trusted.trusts(client)
-        mine = self._by_client.get(client) if per_client is not None and not exempt else None
-        if mine is not None and per_client is not None and len(mine) >= per_client and not self._make_room(
-            mine, len(mine) - per_client + 1
-        ):
-            return self._refuse("connections_per_client", 429, "[ERROR] Too many connections from your address.\n")
+        if per_client is not None and not exempt:
+            mine = self._by_client.get(client, {})
+            if len(mine) >= per_client and not self._make_room(mine, len(mine) - per_client + 1):
+                return self._refuse("connections_per_client", 429, "[ERROR] Too many connections from your address.\n")
         most = limits.max_connections
         if most is not None and len(self._open) >= most and not self._make_room(self._open, len(self._open) - most + 1):
             return self._refuse("connections", 503, "[ERROR] Too many connections to this server; try again later.\n")
@@ -279,7 +278,7 @@ class ConnectionCounter:
         return None
 
     def disconnect(self, client: str, conn: Connection) -> None:
-        """``client`` is the one given at connect (kept here too): a connection closed to make room is gone already."""
+        """Forget ``conn`` (its client as kept at connect); one closed to make room was forgotten then."""
         if conn in self._open:
             self._forget(conn)
 

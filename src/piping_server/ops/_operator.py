@@ -53,7 +53,7 @@ class Operator:
     ) -> None:
         #: (this worker's index, the number of workers) under ``--workers``: the counting limits are split
         self.share = share
-        self.given = config  # as configured, for the start-up warnings
+        self.configured = config  # before the split, for the start-up warning
         config = self._shared(config)
         self.config = config
         self.config_path = config_path
@@ -137,7 +137,7 @@ class Operator:
         for warning in ignored_settings(self.config):
             log.warning("%s", warning)
         if self.share is not None and self.share[0] == 0:
-            low = below_workers(self.given, self.share[1])
+            low = below_workers(self.configured, self.share[1])
             if low:
                 log.warning("%s below the number of workers (%d): each worker allows at least 1, so the server "
                             "allows up to %d", ", ".join(low), self.share[1], self.share[1])
