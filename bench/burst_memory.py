@@ -2,6 +2,7 @@
 
     python bench/burst_memory.py                    # 2,000 senders x 64 KiB, held 2 s, then 20 s of samples
     python bench/burst_memory.py --count 4000 --hold-s 15 -- --log-level debug
+    python bench/burst_memory.py --server .ref/node_modules/.bin/piping-server   # another server, same burst
 
 Each sender is a connection whose POST carries a 64 KiB body and waits for a receiver that never
 comes; then every connection closes at once. The samples show how much of the burst the server
@@ -50,12 +51,14 @@ def main() -> None:
     parser.add_argument("--body-kib", type=int, default=64, help="each sender's body")
     parser.add_argument("--hold-s", type=float, default=2.0, help="how long the burst is held")
     parser.add_argument("--after-s", type=int, default=20, help="seconds of samples after the burst")
+    parser.add_argument("--server", default=None, metavar="PATH",
+                        help="another server's executable (started with --host 127.0.0.1 --http-port PORT)")
     parser.add_argument("server_args", nargs="*", help="more flags for the server (after --)")
     args = parser.parse_args()
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="burst-memory-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(port),
-               *args.server_args]
+    program = [args.server] if args.server else [sys.executable, "-m", "piping_server"]
+    command = [*program, "--host", "127.0.0.1", "--http-port", str(port), *args.server_args]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     burst: list[socket.socket] = []
     try:
