@@ -122,11 +122,12 @@ def test_per_client_waiting_limit_sees_the_real_client(tmp_path: Path) -> None:
 
 
 def hold_connection(port: int) -> socket.socket:
-    """A kept-alive connection the server has admitted (served a first request on it)."""
+    """A busy connection the server has admitted: a sender waiting for its receiver (an idle one would be
+    closed to make room for the next, see docs/operating.md)."""
     for _ in range(50):
         sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
-        if recv_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 200"):
+        sock.sendall(f"POST {unique_path()} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        if b"Waiting for 1 receiver(s)" in recv_until(sock, b"receiver(s)..."):
             return sock
         sock.close()  # the start-up probe's connection was still counted: try again
     raise AssertionError("no connection admitted")

@@ -124,6 +124,16 @@ def test_jwt_hs256(tmp_path: Path) -> None:
     assert expired is not None and expired.message == "[ERROR] Invalid token: Signature has expired.\n"
 
 
+def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
+    g = gate(tmp_path, "[auth.jwt]\n", environ={"PIPING_JWT_SECRET": SECRET})
+    short = token({"exp": time.time() + 1.0})
+    assert g.check(view(auth=f"Bearer {short}")) is None
+    assert g.check(view(auth=f"Bearer {short}")) is None  # remembered: no second signature check
+    time.sleep(1.2)
+    refusal = g.check(view(auth=f"Bearer {short}"))
+    assert refusal is not None and refusal.message == "[ERROR] Invalid token: Signature has expired.\n"
+
+
 def test_jwt_alg_none_and_confusion_refused(tmp_path: Path) -> None:
     g = gate(tmp_path, "", environ={"PIPING_JWT_SECRET": SECRET})
     unsigned = jwt.encode({"exp": int(time.time()) + 60}, None, algorithm="none")  # type: ignore[arg-type]

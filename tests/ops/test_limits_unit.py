@@ -35,16 +35,72 @@ def test_max_n_leaves_bad_n_to_the_protocol() -> None:
     assert refused is not None and refused.message == "[ERROR] n should be at most 3, but n = 4.\n"
 
 
-def test_connection_counter() -> None:
+class Conn:
+    """A connection as the counter sees it: busy or not, and whether it was closed to make room."""
+
+    def __init__(self, busy: bool = False) -> None:
+        self.busy = busy
+        self.reclaimed = False
+
+    def reclaimable(self) -> bool:
+        return not self.busy
+
+    def reclaim(self) -> None:
+        self.reclaimed = True
+
+
+def test_connection_counter_refuses_when_every_connection_is_busy() -> None:
     reasons: list[str] = []
     limits = LimitsConfig(max_connections=3, max_connections_per_client=2)
     counter = ConnectionCounter(limits, on_refused=reasons.append)
-    assert counter.connect("a") is None and counter.connect("a") is None
-    refused = counter.connect("a")
+    a1, a2, b1 = Conn(busy=True), Conn(busy=True), Conn(busy=True)
+    assert counter.connect("a", a1) is None and counter.connect("a", a2) is None
+    refused = counter.connect("a", Conn())
     assert refused is not None and refused.status == 429
-    assert counter.connect("b") is None
-    refused = counter.connect("c")
+    assert counter.connect("b", b1) is None
+    refused = counter.connect("c", Conn())
     assert refused is not None and refused.status == 503
-    counter.disconnect("a")
-    assert counter.connect("c") is None
+    counter.disconnect("a", a1)
+    assert counter.connect("c", Conn()) is None
     assert reasons == ["connections_per_client", "connections"] and counter.total == 3
+    assert not any(c.reclaimed for c in (a1, a2, b1))
+
+
+def test_connection_counter_closes_the_oldest_idle_connection_to_make_room() -> None:
+    reclaimed: list[None] = []
+    counter = ConnectionCounter(LimitsConfig(max_connections=3), on_reclaimed=lambda: reclaimed.append(None))
+    busy, idle_old, idle_new = Conn(busy=True), Conn(), Conn()
+    for conn in (busy, idle_old, idle_new):
+        assert counter.connect("x", conn) is None
+    newcomer = Conn()
+    assert counter.connect("y", newcomer) is None
+    assert idle_old.reclaimed and not idle_new.reclaimed and not busy.reclaimed
+    assert counter.total == 3 and len(reclaimed) == 1
+    counter.disconnect("x", idle_old)  # its close comes later: counted once only
+    assert counter.total == 3 and counter.count_of("x") == 2
+
+
+def test_per_client_limit_closes_only_that_clients_idle_connections() -> None:
+    counter = ConnectionCounter(LimitsConfig(max_connections_per_client=2))
+    other_idle = Conn()
+    assert counter.connect("other", other_idle) is None
+    mine_busy, mine_idle = Conn(busy=True), Conn()
+    assert counter.connect("me", mine_busy) is None and counter.connect("me", mine_idle) is None
+    assert counter.connect("me", Conn()) is None
+    assert mine_idle.reclaimed and not other_idle.reclaimed and not mine_busy.reclaimed
+    mine_all_busy = ConnectionCounter(LimitsConfig(max_connections_per_client=1))
+    assert mine_all_busy.connect("me", Conn(busy=True)) is None
+    refused = mine_all_busy.connect("me", Conn())
+    assert refused is not None and refused.status == 429
+
+
+def test_scan_is_bounded_and_moves_busy_connections_back() -> None:
+    counter = ConnectionCounter(LimitsConfig(max_connections=200))
+    busy = [Conn(busy=True) for _ in range(199)]
+    for conn in busy:
+        counter.connect("x", conn)
+    idle = Conn()
+    counter.connect("x", idle)  # the newest: beyond the first scan's reach
+    assert counter.connect("y", Conn()) is not None  # the first 64 looked at are busy
+    results = [counter.connect("y", Conn()) for _ in range(3)]
+    assert idle.reclaimed and results.count(None) == 1

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from piping_server.ops._auth import hash_password
@@ -120,3 +121,33 @@ def test_a_client_gone_while_its_password_is_checked(tmp_path: Path) -> None:
         receiver.read_to_close()
         assert receiver.body() == (b"ok\n", True)
         assert "Traceback" not in server.log()
+
+
+JWT_SECRET = "login-limits-secret-of-32-bytes-or-more"
+
+
+def test_bad_tokens_spend_the_same_failure_budget(tmp_path: Path) -> None:
+    config = "[auth.basic]\nmax_failures = 3\nfailure_refill = 60\n\n[auth.jwt]\naudience = 'piping'\n"
+    env = {"PIPING_JWT_SECRET": JWT_SECRET}
+    with server_with(config=config, tmp=tmp_path, env=env, metrics_port=True) as (server, mport):
+        port = server.http_port
+        now = int(time.time())
+        good = jwt.encode({"aud": "piping", "exp": now + 600}, JWT_SECRET, algorithm="HS256")
+        # verified once, before the guessing: then remembered, like a password
+        assert request(port, "GET", unique_path() + "?n=0", headers={"Authorization": f"Bearer {good}"})[0] == 400
+        forged = [jwt.encode({"aud": "piping", "exp": now + 600, "i": i}, "not-the-secret-but-long-enough-bytes!!",
+                             algorithm="HS256") for i in range(5)]
+        answers = [request(port, "GET", unique_path(), headers={"Authorization": f"Bearer {token}"})
+                   for token in forged]
+        assert [status for status, _, _ in answers] == [401, 401, 401, 429, 429]
+        status, headers, body = answers[-1]
+        wait = int(headers["retry-after"][0])
+        assert body == b"[ERROR] Too many failed logins from your address: try again in %d second(s).\n" % wait
+        samples = metrics(mport)
+        assert samples['piping_login_failures_total{reason="bad_credentials"}'] == 3
+        assert samples['piping_login_failures_total{reason="rate_limited"}'] == 2
+        assert samples['piping_rejections_total{reason="rate_limited"}'] == 2
+        # the token verified before still works from the limited address; a new good one waits its turn
+        assert request(port, "GET", unique_path() + "?n=0", headers={"Authorization": f"Bearer {good}"})[0] == 400
+        fresh = jwt.encode({"aud": "piping", "exp": now + 601}, JWT_SECRET, algorithm="HS256")
+        assert request(port, "GET", unique_path(), headers={"Authorization": f"Bearer {fresh}"})[0] == 429

@@ -25,7 +25,7 @@ from http import HTTPStatus
 import httptools
 
 from ..core import PeerLost, ProtocolError, ReceiverFinished
-from ..http2.protocol import H2_PREFACE
+from ..http2.protocol import H2_PREFACE, Http2Protocol
 from ..http2.protocol import take_over as h2c_take_over
 from ..relay._exchange import Exchange
 from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
@@ -429,6 +429,9 @@ class Http1Exchange(Exchange):
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
+    #: whether the connection hooks see this connection (not a sibling worker's internal one: ``--workers``)
+    counted: bool = True
+
     def __init__(
         self,
         relay: Relay,
@@ -470,6 +473,7 @@ class Http1Protocol(asyncio.Protocol):
         self.client = ""
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
+        self._successor: Http2Protocol | None = None  # h2c took the connection over
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -478,11 +482,11 @@ class Http1Protocol(asyncio.Protocol):
         self._transport_gathers = getattr(transport, "gathers_writes", False)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
         hooks = self.relay.hooks
-        if hooks.on_connect is not None or hooks.on_disconnect is not None:
+        if self.counted and (hooks.on_connect is not None or hooks.on_disconnect is not None):
             peer = transport.get_extra_info("peername")
             self.client = str(peer[0]) if peer else ""
             if hooks.on_connect is not None:
-                self.refusal = hooks.on_connect(self.client)
+                self.refusal = hooks.on_connect(self.client, self)
             self._counted = self.refusal is None
 
     def data_received(self, data: bytes) -> None:
@@ -495,8 +499,9 @@ class Http1Protocol(asyncio.Protocol):
                     return
                 self._preface = None
                 self._closed = True  # the transport is the HTTP/2 protocol's from now on
-                h2c_take_over(self.transport, self.relay, data, is_tls=self.is_tls,  # type: ignore[arg-type]
-                              handoff=(self.client, self.refusal, self._counted))
+                self._successor = h2c_take_over(self.transport, self.relay, data,  # type: ignore[arg-type]
+                                                is_tls=self.is_tls, handoff=(self.client, self.refusal, self._counted))
+                self._successor.counted_as = self  # the hooks saw this object connect: they see it leave
                 self.transport = None
                 return
             self._preface = None
@@ -594,7 +599,7 @@ class Http1Protocol(asyncio.Protocol):
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
-            on_disconnect(self.client)
+            on_disconnect(self.client, self)
         exchanges = [self._active, *self._queue]
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
@@ -764,6 +769,26 @@ class Http1Protocol(asyncio.Protocol):
         """The client's address (asked of the transport only when someone wants it)."""
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return str(peer[0]) if peer else ""
+
+    # --- a connection limit's view (Hooks.on_connect) -----------------------------------------------------
+
+    def reclaimable(self) -> bool:
+        """No request is being read or answered (part of a head may have come): closing it loses nothing."""
+        if self._successor is not None:
+            return self._successor.reclaimable()
+        return not self._closed and self._active is None and self._incoming is None and not self._queue
+
+    def reclaim(self) -> None:
+        """Close to make room for a new connection; a client partway through a request head is told why."""
+        if self._successor is not None:
+            self._successor.reclaim()
+            return
+        if self._head_buffer:
+            message = b"[ERROR] Too many connections to this server; try again later.\n"
+            self.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                       b"Access-Control-Allow-Origin: *\r\nDate: %s\r\nRetry-After: 5\r\nContent-Length: %d\r\n"
+                       b"Connection: close\r\n\r\n%s" % (http_date(), len(message), message))
+        self.close()
 
     # --- used by the splice relay ----------------------------------------------------------------------
 

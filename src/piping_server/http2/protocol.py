@@ -48,7 +48,7 @@ from ..core import PeerLost, ReceiverFinished
 from ..relay._exchange import Exchange
 from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
 from ..relay._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
-from ..relay._hooks import Refusal
+from ..relay._hooks import Connection, Refusal
 from ..server._owner_relay import Forward
 from ._inbound import InboundFrames
 
@@ -507,6 +507,8 @@ class Http2Protocol(asyncio.Protocol):
         self.refusal: Refusal | None = None
         self._counted = False  # on_disconnect is owed
         self._connected = False  # on_connect already asked (by the HTTP/1 protocol, for h2c)
+        #: the object the connection hooks know this connection by (h2c: the HTTP/1 protocol it began as)
+        self.counted_as: Connection = self
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
@@ -556,7 +558,7 @@ class Http2Protocol(asyncio.Protocol):
             self.client = str(peer[0]) if peer else ""
             on_connect = self.relay.hooks.on_connect
             if on_connect is not None:
-                self.refusal = on_connect(self.client)
+                self.refusal = on_connect(self.client, self)
             self._counted = self.refusal is None
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - INITIAL_WINDOW)
@@ -612,7 +614,7 @@ class Http2Protocol(asyncio.Protocol):
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
-            on_disconnect(self.client)
+            on_disconnect(self.client, self.counted_as)
         relay = self.relay
         for stream in draining:
             if relay.hub.knows(stream):
@@ -806,6 +808,17 @@ class Http2Protocol(asyncio.Protocol):
         self._h2.close_connection()
         self._write_out()
         self._close()
+
+    # --- a connection limit's view (Hooks.on_connect) --------------------------------------------------------
+
+    def reclaimable(self) -> bool:
+        """No stream is open: closing the connection loses nothing."""
+        return not self._streams and not self.lost and not self._closing
+
+    def reclaim(self) -> None:
+        """Close to make room for a new connection: GOAWAY (no stream was processed past it), then close."""
+        self._close_idle = True
+        self._goaway()
 
     def when_drained(self, stream: Http2Stream, callback: Callable[[], None]) -> None:
         """Call back once everything written so far has left for the kernel (or the connection is gone)."""

@@ -13,7 +13,9 @@ Password hashes (``piping-server --hash-password``)::
 Verifying a hash costs tens of milliseconds of CPU, so a verified credential is remembered (keyed by
 a keyed digest, never in clear) for the life of the configuration, and with a ``LoginGuard`` (the
 server's) the hash is checked off the event loop and failures are rate-limited per client address
-(see _logins.py): ``check`` then answers a future for a credential it has not verified yet.
+(see _logins.py): ``check`` then answers a future for a credential it has not verified yet. A refused
+bearer token spends the same budget (its signature check is work a client could make the server do
+for nothing); a verified token is remembered until it expires, as a verified password is.
 """
 
 from __future__ import annotations
@@ -249,6 +251,9 @@ class Gate:
         self.enabled = bool(self.users) or self.jwt is not None
         self._cache: OrderedDict[bytes, str] = OrderedDict()
         self._cache_key = secrets.token_bytes(32)
+        #: verified tokens (keyed digest -> claims, when they expire): a good token keeps working from an address
+        #: whose failure budget someone else spent, as a remembered password does
+        self._tokens: OrderedDict[bytes, tuple[dict[str, Any], float | None]] = OrderedDict()
         #: the reason of the last refusal, for the metrics ("unauthorized", "forbidden")
         self.last_reason = ""
 
@@ -290,8 +295,11 @@ class Gate:
                 scopes = user.paths
             elif scheme == b"bearer" and self.jwt is not None:
                 bearer = True
-                claims_or_error = self._bearer(credentials.strip())
+                claims_or_error = self._checked_token(credentials.strip(), view.client)
+                if isinstance(claims_or_error, Refusal):
+                    return claims_or_error
                 if isinstance(claims_or_error, str):
+                    self._failed(view.client)
                     return self._unauthorized(f"[ERROR] Invalid token: {claims_or_error}.\n", token_error=True)
                 scopes = self._token_scopes(claims_or_error)
             else:
@@ -330,14 +338,10 @@ class Gate:
         if name is not None and name in self.users:
             self._cache.move_to_end(digest)
             return self.users[name]
+        limited = self._rate_limited(client)
+        if limited is not None:
+            return limited
         guard = self.guard
-        if guard is not None:
-            wait = guard.retry_after(client)
-            if wait is not None:
-                guard.failed(client, "rate_limited")
-                self.last_reason = "rate_limited"
-                message = f"[ERROR] Too many failed logins from your address: try again in {wait} second(s).\n"
-                return Refusal(status=429, message=message, headers=[(b"retry-after", b"%d" % wait)])
         try:
             decoded = base64.b64decode(credentials, validate=True)
         except (binascii.Error, ValueError):
@@ -377,6 +381,17 @@ class Gate:
             self._cache.popitem(last=False)
         return user
 
+    def _rate_limited(self, client: str) -> Refusal | None:
+        """429 when ``client`` has spent its failure budget (checked before any hash or signature is)."""
+        guard = self.guard
+        wait = guard.retry_after(client) if guard is not None else None
+        if guard is None or wait is None:
+            return None
+        guard.failed(client, "rate_limited")
+        self.last_reason = "rate_limited"
+        message = f"[ERROR] Too many failed logins from your address: try again in {wait} second(s).\n"
+        return Refusal(status=429, message=message, headers=[(b"retry-after", b"%d" % wait)])
+
     def _failed(self, client: str) -> None:
         if self.guard is not None:
             self.guard.failed(client)
@@ -385,6 +400,29 @@ class Gate:
         return self._unauthorized("[ERROR] Wrong user name or password.\n")
 
     # --- bearer -----------------------------------------------------------------------------------------
+
+    def _checked_token(self, token: bytes, client: str) -> dict[str, Any] | str | Refusal:
+        """The claims of a token verified before and not expired since, else the client's budget, then ``_bearer``."""
+        digest = hmac.new(self._cache_key, b"bearer " + token, hashlib.sha256).digest()
+        known = self._tokens.get(digest)
+        if known is not None:
+            claims, expires = known
+            if expires is None or time.time() < expires:
+                self._tokens.move_to_end(digest)
+                return claims
+            del self._tokens[digest]
+        limited = self._rate_limited(client)
+        if limited is not None:
+            return limited
+        claims_or_error = self._bearer(token)
+        if isinstance(claims_or_error, dict):
+            exp = claims_or_error.get("exp")
+            leeway = self.jwt.leeway if self.jwt is not None else 0
+            expires = float(exp) + leeway if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+            self._tokens[digest] = (claims_or_error, expires)
+            if len(self._tokens) > CREDENTIAL_CACHE_SIZE:
+                self._tokens.popitem(last=False)
+        return claims_or_error
 
     def _bearer(self, token_bytes: bytes) -> dict[str, Any] | str:
         """The token's claims, or a short reason why it is refused (never the token itself)."""

@@ -33,7 +33,7 @@ from ..core import (
     parse_n,
     query_param,
 )
-from ..relay._hooks import Refusal, RequestView
+from ..relay._hooks import Connection, Refusal, RequestView
 from ..relay._proxies import TrustedProxies
 from ._config import LimitsConfig
 
@@ -229,35 +229,84 @@ class WatchedHub(Hub):
 # --- connection counting (Hooks.on_connect / on_disconnect) --------------------------------------------------
 
 
+#: Connections looked at for one to close, per connection let in past a limit: the busy ones seen go to the
+#: back of the line, so a server full of running transfers costs each new connection this much at most.
+RECLAIM_SCAN = 64
+
+
 @dataclass(slots=True)
 class ConnectionCounter:
-    """Open connections, overall and per client address; refuses past the configured limits."""
+    """Open connections, overall and per client address; past a limit, makes room or refuses.
+
+    A connection with no request in progress (HTTP/2: no open stream) holds a slot and nothing else: when a
+    limit is reached, the oldest such connection is closed to make room (nginx reuses idle keep-alive
+    connections the same way), so idle connections cannot lock real clients out. Only when every connection
+    is busy is the new one refused. Per client, only that client's own connections are closed for it.
+    """
 
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    total: int = 0
-    by_client: Counter[str] = field(default_factory=Counter)
     #: called with the reason of each refusal (for the metrics)
     on_refused: Callable[[str], None] | None = None
+    #: called for each connection closed to make room (for the metrics)
+    on_reclaimed: Callable[[], None] | None = None
     #: proxies (--forwarded-allow-ips) whose connections carry many clients: exempt from the per-client count
     trusted: TrustedProxies | None = None
+    #: every counted connection and its client, oldest first (as far as the scans have seen them busy)
+    _open: dict[Connection, str] = field(default_factory=dict)
+    _by_client: dict[str, dict[Connection, None]] = field(default_factory=dict)
 
-    def connect(self, client: str) -> Refusal | None:
+    @property
+    def total(self) -> int:
+        return len(self._open)
+
+    def count_of(self, client: str) -> int:
+        return len(self._by_client.get(client, ()))
+
+    def connect(self, client: str, conn: Connection) -> Refusal | None:
         limits = self.limits
-        if limits.max_connections is not None and self.total >= limits.max_connections:
-            return self._refuse("connections", 503, "[ERROR] Too many connections to this server; try again later.\n")
         per_client = limits.max_connections_per_client
         exempt = self.trusted is not None and self.trusted.trusts(client)
-        if per_client is not None and not exempt and self.by_client[client] >= per_client:
-            return self._refuse("connections_per_client", 429, "[ERROR] Too many connections from your address.\n")
-        self.total += 1
-        self.by_client[client] += 1
+        if per_client is not None and not exempt:
+            mine = self._by_client.get(client, {})
+            if len(mine) >= per_client and not self._make_room(mine, len(mine) - per_client + 1):
+                return self._refuse("connections_per_client", 429, "[ERROR] Too many connections from your address.\n")
+        most = limits.max_connections
+        if most is not None and len(self._open) >= most and not self._make_room(self._open, len(self._open) - most + 1):
+            return self._refuse("connections", 503, "[ERROR] Too many connections to this server; try again later.\n")
+        self._open[conn] = client
+        self._by_client.setdefault(client, {})[conn] = None
         return None
 
-    def disconnect(self, client: str) -> None:
-        self.total -= 1
-        self.by_client[client] -= 1
-        if self.by_client[client] <= 0:
-            del self.by_client[client]
+    def disconnect(self, client: str, conn: Connection) -> None:
+        """Forget ``conn`` (its client as kept at connect); one closed to make room was forgotten then."""
+        if conn in self._open:
+            self._forget(conn)
+
+    def _make_room(self, pool: dict[Connection, Any], needed: int) -> bool:
+        """Close ``needed`` connections of ``pool`` that have no request in progress, oldest first; False if too few."""
+        chosen: list[Connection] = []
+        busy: list[Connection] = []
+        for conn in pool:
+            if len(chosen) >= needed or len(chosen) + len(busy) >= RECLAIM_SCAN:
+                break
+            (chosen if conn.reclaimable() else busy).append(conn)
+        for conn in busy:  # to the back of the line: the next scan looks at others first
+            pool[conn] = pool.pop(conn)
+        if len(chosen) < needed:
+            return False
+        for conn in chosen:
+            self._forget(conn)
+            conn.reclaim()
+            if self.on_reclaimed is not None:
+                self.on_reclaimed()
+        return True
+
+    def _forget(self, conn: Connection) -> None:
+        client = self._open.pop(conn)
+        mine = self._by_client[client]
+        del mine[conn]
+        if not mine:
+            del self._by_client[client]
 
     def _refuse(self, reason: str, status: int, message: str) -> Refusal:
         if self.on_refused is not None:

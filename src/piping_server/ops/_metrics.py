@@ -91,10 +91,15 @@ class Metrics:
         self.rejections = Counter(
             "piping_rejections", "Requests refused, by reason.", ["reason"], registry=reg
         )
+        self.reclaimed = Counter(
+            "piping_connections_reclaimed",
+            "Connections with no request in progress closed to make room for new ones (--max-connections).",
+            registry=reg,
+        )
         self.login_failures = Counter(
             "piping_login_failures",
-            "Refused basic-auth logins: bad_credentials, rate_limited (429, too many failures from the client's "
-            "address), busy (503, too many password checks waiting).",
+            "Refused logins (basic auth and bearer tokens): bad_credentials, rate_limited (429, too many failures "
+            "from the client's address), busy (503, too many password checks waiting).",
             ["reason"],
             registry=reg,
         )

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._runtime.malloc import release_when_quiet
 from ..core import Action, Hub, JoinLive, Reject, StartLive, TransferExpired, WaitExpired
 from ..relay._flow import LIVE_MAX_LAG_BYTES, Relay
 from ..relay._hooks import AccessRecord, Refusal, RequestView
@@ -25,6 +26,7 @@ from ._logging import configure_logging, log_access, log_live_join
 from ._logins import LoginGuard, then
 from ._metrics import Metrics
 from ._reload import ConfigReloader, keep_restart_only
+from ._shares import below_workers, share_config
 
 log = logging.getLogger("piping_server")
 
@@ -47,7 +49,12 @@ class Operator:
         config_path: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        share: tuple[int, int] | None = None,
     ) -> None:
+        #: (this worker's index, the number of workers) under ``--workers``: the counting limits are split
+        self.share = share
+        self.configured = config  # before the split, for the start-up warning
+        config = self._shared(config)
         self.config = config
         self.config_path = config_path
         self.overrides = dict(overrides or {})
@@ -85,6 +92,7 @@ class Operator:
             hub.on_expired = self.metrics.rejected
             self.guard.on_failure = self.metrics.login_failed
             self.counter.on_refused = self.metrics.rejected
+            self.counter.on_reclaimed = self.metrics.reclaimed.inc
             relay.observers.append(self._observe)
         relay.observers.append(self._observe_joins)
         hooks = relay.hooks
@@ -117,6 +125,7 @@ class Operator:
         if self.jwks is not None:
             await asyncio.to_thread(self.jwks.fetch)
         self._tasks.append(asyncio.create_task(self._refresh_jwks()))
+        self._tasks.append(asyncio.create_task(release_when_quiet()))  # what an attack's burst left: back to the kernel
         if self.metrics is not None and self.config.metrics.port is not None:
             host, port = self.config.metrics.host, self.config.metrics.port
             self._metrics_server = await self.metrics.start(host, port)
@@ -127,14 +136,20 @@ class Operator:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         for warning in ignored_settings(self.config):
             log.warning("%s", warning)
+        if self.share is not None and self.share[0] == 0:
+            low = below_workers(self.configured, self.share[1])
+            if low:
+                log.warning("%s below the number of workers (%d): each worker allows at least 1, so the server "
+                            "allows up to %d", ", ".join(low), self.share[1], self.share[1])
         if self.active:
             auth = self.config.auth
             schemes = [name for name, on in (("basic", auth.basic_enabled), ("jwt", auth.jwt_enabled)) if on]
             log.info(
-                "operator settings: auth=%s allow_paths=%s access_log=%s limits=%s",
+                "operator settings: auth=%s allow_paths=%s access_log=%s limits%s=%s",
                 ",".join(schemes) or "off",
                 "on" if self.config.access.allow_paths is not None else "off",
                 "on" if self.config.log.access else "off",
+                " (this worker's share)" if self.share is not None else "",
                 describe(self.config.limits) or "none",
             )
 
@@ -161,9 +176,12 @@ class Operator:
             return False
         return self.reloader.reload(why)
 
+    def _shared(self, config: Config) -> Config:
+        return share_config(config, *self.share) if self.share is not None else config
+
     def apply(self, new: Config) -> None:
         """Put ``new`` in force for new requests; running transfers are untouched. May raise ValueError."""
-        config = keep_restart_only(self.config, new)
+        config = keep_restart_only(self.config, self._shared(new))
         gate = self._gate(config)  # raises before anything changes
         self.config = config
         self.gate = gate

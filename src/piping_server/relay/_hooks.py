@@ -59,11 +59,12 @@ class Hooks:
     admit: Callable[[RequestView], Refusal | asyncio.Future[Refusal | None] | None] | None = None
     #: called once per request when it is over, whatever the outcome
     on_access: Callable[[AccessRecord], None] | None = None
-    #: called when a connection opens, with the client's address ("" when unknown); a Refusal answers
-    #: every request on that connection (then it closes), and ``on_disconnect`` is not called for it
-    on_connect: Callable[[str], Refusal | None] | None = None
+    #: called when a connection opens, with the client's address ("" when unknown) and the connection (which
+    #: a connection limit may close to make room); a Refusal answers every request on that connection (then
+    #: it closes), and ``on_disconnect`` is not called for it
+    on_connect: Callable[[str, Connection], Refusal | None] | None = None
     #: called when a connection that ``on_connect`` let in (or any, without ``on_connect``) closes
-    on_disconnect: Callable[[str], None] | None = None
+    on_disconnect: Callable[[str, Connection], None] | None = None
     #: the most bytes a request line plus headers may take (answered 431); None: the transport's default
     max_head_bytes: int | None = None
     #: when set, the whole value of the preflight's ``Access-Control-Allow-Headers`` (auth adds Authorization)
@@ -80,6 +81,18 @@ class Hooks:
     #: seconds a connection with no request in progress (HTTP/2: no open stream) may stay open; None: no
     #: limit (--keepalive-timeout). A running or waiting transfer is never cut by either timeout.
     keepalive_timeout_s: float | None = 75.0
+
+
+class Connection(Protocol):
+    """What a transport's connection offers a connection limit: whether it may be closed to make room, and how."""
+
+    def reclaimable(self) -> bool:
+        """No request is in progress on it (HTTP/2: no open stream): closing it loses nothing."""
+        ...
+
+    def reclaim(self) -> None:
+        """Close it gracefully (HTTP/1: close; HTTP/2: GOAWAY, then close). ``on_disconnect`` still follows."""
+        ...
 
 
 class Progress(Protocol):

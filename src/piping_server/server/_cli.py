@@ -56,9 +56,14 @@ _COUNT = click.IntRange(min=1)
 @click.option("--live-max-lag", type=_COUNT, default=None, metavar="BYTES",
               help="Cut a receiver of a live transfer (?live) that falls this far behind.  [default: 8388608]")
 @click.option("--max-live-receivers", type=_COUNT, default=None, help="Most receivers one live path may have.")
-@click.option("--max-connections", type=_COUNT, default=None, help="Most client connections open at once.")
-@click.option("--max-connections-per-client", type=_COUNT, default=None, help="... from one client address.")
-@click.option("--max-waiting", type=_COUNT, default=None, help="Most senders and receivers waiting at once.")
+@click.option("--max-connections", type=_COUNT, default=None,
+              help="Most client connections open at once, server-wide (with --workers, each worker takes its "
+              "share). At the limit, the oldest connection with no request in progress is closed to make room; "
+              "only when every one is busy is a new one refused (503).")
+@click.option("--max-connections-per-client", type=_COUNT, default=None,
+              help="... from one client address (at it, that client's own idle connections make room; else 429).")
+@click.option("--max-waiting", type=_COUNT, default=None,
+              help="Most senders and receivers waiting at once, server-wide (with --workers, split among them).")
 @click.option("--max-waiting-per-client", type=_COUNT, default=None, help="... from one client address.")
 @click.option("--max-header-bytes", type=click.IntRange(256, 1 << 20), default=None,
               help="Most bytes of a request line plus headers (431 past it).  [default: 65536]")

@@ -351,6 +351,9 @@ class _Adopted(Http1Protocol):
             return
         super().data_received(data)
 
+    def reclaimable(self) -> bool:
+        return self._carried is None and super().reclaimable()  # the carried bytes are a request
+
     def _settle(self) -> None:
         carried, self._carried = self._carried, None
         if carried and not self._closed:
@@ -362,15 +365,11 @@ class InternalProtocol(Http1Protocol):
 
     The client's address comes in ``x-piping-internal-client``, how it reached the edge ("h2",
     "h1+tls"...) in ``x-piping-internal-transport`` (trusted here only: this socket is in the
-    supervisor's private directory). The connection was counted where the client connected.
+    supervisor's private directory). The connection was counted where the client connected: not here
+    (counting it could refuse it, or close an idle client connection to make room for it).
     """
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.refusal = None
-        if self._counted and self.relay.hooks.on_disconnect is not None:
-            self._counted = False
-            self.relay.hooks.on_disconnect(self.client)
+    counted = False
 
     def on_headers_complete(self) -> None:
         kept = []

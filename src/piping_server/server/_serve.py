@@ -52,7 +52,8 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
     """
     loop = asyncio.get_running_loop()
     config = options.config or Config()
-    operator = Operator(config, config_path=options.config_path, overrides=options.overrides)
+    share = (worker.place.index, worker.place.count) if worker is not None else None
+    operator = Operator(config, config_path=options.config_path, overrides=options.overrides, share=share)
     relay = Relay(hub=operator.hub)
     operator.install(relay)
     # the certificate is checked before anything listens: a bad one is the only line printed
