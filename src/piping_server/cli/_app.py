@@ -67,11 +67,11 @@ def _crypto(confirm: bool) -> Callable[[F], F]:
     """``--pass``/``-e``: a sender (``confirm``: asked twice) encrypts, a receiver decrypts."""
     if confirm:
         pass_help = f"Encrypt end to end with this passphrase (OpenPGP, as gpg -c) [env: {PASS_ENV}]."
-        ask_help = ("Ask for a passphrase on the terminal (twice) and encrypt end to end "
-                    f"(no terminal: --pass or {PASS_ENV}).")
+        ask_help = ("Ask for a passphrase on the terminal (twice) and encrypt end to end. "
+                    f"Without a terminal: --pass or {PASS_ENV}.")
     else:
         pass_help = f"Decrypt with this passphrase what was sent encrypted (OpenPGP, as gpg -d) [env: {PASS_ENV}]."
-        ask_help = f"Ask for the passphrase on the terminal and decrypt (no terminal: --pass or {PASS_ENV})."
+        ask_help = f"Ask for the passphrase on the terminal and decrypt. Without a terminal: --pass or {PASS_ENV}."
 
     def deco(f: F) -> F:
         f = click.option("--pass", "passphrase", metavar="PASSPHRASE", envvar=PASS_ENV, help=pass_help)(f)
