@@ -131,7 +131,7 @@ NOT_RUN = {
     ),
     "ssh -p 2222 localhost": "needs an sshd on port 22; test_tunnel.py runs real ssh over both tunnel modes",
     # README's "Run it": tests/deploy runs each (no Docker daemon there: buildah builds the Containerfile)
-    "docker build -t piping-server .            # or: podman build -t piping-server .": (
+    "docker build -t piping-server .            # or: podman build --format docker -t piping-server .": (
         "tests/deploy/test_container.py builds the Containerfile with buildah"
     ),
     "docker run --rm -p 8080:8080 --stop-timeout 35 piping-server --workers auto": (

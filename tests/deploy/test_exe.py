@@ -67,8 +67,9 @@ def test_runs_without_python(tree: Path) -> None:
 def test_serves_the_page_and_piping_send_get(tree: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # two workers: forked by the frozen program (each path's requests meet in the worker owning it)
     server = subprocess.Popen(chroot(tree, "/usr/local/bin/piping-server", "--host", "127.0.0.1",
-                                     "--http-port", str(port)),
+                                     "--http-port", str(port), "--workers", "2"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port, server, timeout=WAIT_S * 2)
