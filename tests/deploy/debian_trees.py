@@ -50,7 +50,7 @@ def debian_tarball(packages: tuple[str, ...]) -> Path:
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = tarball.with_suffix(".partial.tar")
+    partial = tarball.with_suffix(f".partial-{os.getpid()}.tar")  # two runs at once each write their own
     command = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", "--quiet",
         # what no test reads: documentation, manual pages, translations

@@ -28,24 +28,29 @@ from .debian_trees import BUILDAH_TIMEOUT_S, debian_image, require_tools
 pytestmark = [pytest.mark.ours, pytest.mark.build]
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "localhost/piping-server-test-image:latest"
+#: one tag per checkout: two worktrees testing at once must not run each other's image
+IMAGE = f"localhost/piping-server-test-image:{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
 #: The whole build (npm ci, pip install from PyPI) is bounded by this (seconds).
 BUILD_TIMEOUT_S = 900
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     require_tools("buildah", "mmdebstrap", "unshare", "nsenter", "chroot", "curl")
     python_base = debian_image(("python3", "python3-venv"), "python")
     node_base = debian_image(("nodejs", "npm"), "node")
     command = [
-        "buildah", "build", "--isolation", "chroot", "--format", "docker", "--layers", "--quiet",
+        # no --layers: a cache of intermediate images would grow with every change of the sources
+        "buildah", "build", "--isolation", "chroot", "--format", "docker", "--quiet",
         "--build-arg", f"PYTHON_IMAGE={python_base}", "--build-arg", f"NODE_IMAGE={node_base}",
         "--tag", IMAGE, "--file", str(ROOT / "Containerfile"), str(ROOT),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     assert result.returncode == 0, f"buildah build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return IMAGE
+    try:
+        yield IMAGE
+    finally:
+        subprocess.run(["buildah", "rmi", IMAGE], capture_output=True, timeout=60)  # the bases stay cached
 
 
 def image_config(name: str) -> dict[str, Any]:
