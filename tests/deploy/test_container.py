@@ -166,3 +166,76 @@ def test_serves_heals_and_stops_gracefully_as_pid1(image: str, rootfs: Path, tmp
         if unshare.poll() is None:
             unshare.kill()  # --kill-child takes the server with it
             unshare.wait(timeout=10)
+
+
+def operating_doc_example() -> tuple[list[str], list[tuple[str, str]], str]:
+    """docs/operating.md's compose example: the command, the volumes (host, container) and the TOML file."""
+    text = (ROOT / "docs" / "operating.md").read_text(encoding="utf-8").split("## In a container", 1)[1]
+    compose = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    toml = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    command: list[str] = []
+    volumes: list[tuple[str, str]] = []
+    for line in compose.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "command":
+            command = json.loads(value.split("#")[0])
+        elif line.strip().startswith("- ./"):
+            host, target, _mode = line.strip()[2:].split(":")
+            volumes.append((host, target))
+    return command, volumes, toml
+
+
+def test_operating_doc_compose_example(image: str, rootfs: Path, tmp_path: Path) -> None:
+    """The example's command and config, mounted as it says, serve HTTPS; an unreadable key is one clear line."""
+    trustme = pytest.importorskip("trustme")
+    config = image_config(image)
+    command, volumes, toml = operating_doc_example()
+    assert command and len(volumes) == 2, (command, volumes)
+    # the host side of the two volumes: the TOML file and a folder with the certificate and its key
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    for host, target in volumes:
+        mounted = rootfs / target.lstrip("/")
+        mounted.parent.mkdir(parents=True, exist_ok=True)
+        if host.endswith(".toml"):
+            mounted.write_text(toml)
+        else:
+            mounted.mkdir(exist_ok=True)
+            issued.private_key_pem.write_to_path(str(mounted / "key.pem"))
+            for blob in issued.cert_chain_pems:
+                blob.write_to_path(str(mounted / "cert.pem"), append=True)
+    key = next(p for p in rootfs.glob("etc/piping-server/**/key.pem"))
+
+    # as the doc says: the key readable by the image's group
+    os.chown(key, 0, 10001)
+    key.chmod(0o640)
+    http_port, https_port = free_port(), free_port()
+    ports = ["--http-port", str(http_port), "--https-port", str(https_port)]  # flags beat the file's ports
+    log = tmp_path / "server.log"
+    unshare = start_container(rootfs, config, [*command, *ports], log)
+    try:
+        wait_for_port(https_port, unshare, timeout=WAIT_S * 2)
+        version = subprocess.run(["curl", "-sS", "--cacert", str(ca_path), f"https://127.0.0.1:{https_port}/version"],
+                                 capture_output=True, text=True, timeout=30)
+        assert version.returncode == 0 and version.stdout.strip(), version.stderr
+        os.kill(container_pid1(unshare), signal.SIGTERM)
+        assert unshare.wait(timeout=WAIT_S) == 0, log.read_text()
+    finally:
+        if unshare.poll() is None:
+            unshare.kill()
+            unshare.wait(timeout=10)
+
+    # the key left readable by its owner only (root): the server stops at once, naming the file
+    key.chmod(0o600)
+    refused = start_container(rootfs, config, [*command, *ports], log)
+    try:
+        assert refused.wait(timeout=WAIT_S * 2) != 0
+    finally:
+        if refused.poll() is None:
+            refused.kill()
+            refused.wait(timeout=10)
+    output = log.read_text()
+    assert "key.pem" in output and "Traceback" not in output, output
+    assert len(output.strip().splitlines()) == 1, output
