@@ -109,6 +109,13 @@ def wait_until(condition: Any, what: str, timeout: float = WAIT_S) -> None:
         time.sleep(0.05)
 
 
+def test_dockerfile_is_the_containerfile() -> None:
+    """Copies, not symlinks: BuildKit has failed on a symlinked Dockerfile (moby/buildkit#2119)."""
+    for copy, original in (("Dockerfile", "Containerfile"), (".dockerignore", ".containerignore")):
+        assert not (ROOT / copy).is_symlink()
+        assert (ROOT / copy).read_bytes() == (ROOT / original).read_bytes(), f"{copy} differs from {original}"
+
+
 def test_image_settings(image: str) -> None:
     """Flags after the image name, a non-root user, port 8080, a health check, SIGTERM to stop."""
     config = image_config(image)
