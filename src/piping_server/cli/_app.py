@@ -81,7 +81,7 @@ def _crypto(confirm: bool) -> Callable[[F], F]:
     return deco
 
 
-NO_TERMINAL = (f"-e asks for the passphrase on a terminal and there is none: give it with --pass PASSPHRASE "
+NO_TERMINAL = ("-e asks for the passphrase on a terminal and there is none: give it with --pass PASSPHRASE "
                f"or the {PASS_ENV} environment variable")
 
 
