@@ -130,6 +130,18 @@ NOT_RUN = {
         "the server's command line, with the operator's config file: tests/ops runs it"
     ),
     "ssh -p 2222 localhost": "needs an sshd on port 22; test_tunnel.py runs real ssh over both tunnel modes",
+    # README's "Run it": tests/deploy runs each (no Docker daemon there: buildah builds the Containerfile)
+    "docker build -t piping-server .            # or: podman build --format docker -t piping-server .": (
+        "tests/deploy/test_container.py builds the Containerfile with buildah"
+    ),
+    "docker run --rm -p 8080:8080 --stop-timeout 35 piping-server --workers auto": (
+        "tests/deploy/test_container.py runs the image with flags after it, as PID 1"
+    ),
+    "./scripts/build-exe                        # writes dist/exe/piping-server and dist/exe/piping": (
+        "tests/deploy/test_exe.py runs it"
+    ),
+    "./dist/exe/piping-server --http-port 8080": "tests/deploy/test_exe.py runs the executable on a free port",
+    "pipx install .": "tests/deploy/test_packaging.py runs it into a pipx home of its own",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -66,10 +67,11 @@ def _crypto(confirm: bool) -> Callable[[F], F]:
     """``--pass``/``-e``: a sender (``confirm``: asked twice) encrypts, a receiver decrypts."""
     if confirm:
         pass_help = f"Encrypt end to end with this passphrase (OpenPGP, as gpg -c) [env: {PASS_ENV}]."
-        ask_help = "Ask for a passphrase on the terminal (twice) and encrypt end to end."
+        ask_help = ("Ask for a passphrase on the terminal (twice) and encrypt end to end. "
+                    f"Without a terminal: --pass or {PASS_ENV}.")
     else:
         pass_help = f"Decrypt with this passphrase what was sent encrypted (OpenPGP, as gpg -d) [env: {PASS_ENV}]."
-        ask_help = "Ask for the passphrase on the terminal and decrypt."
+        ask_help = f"Ask for the passphrase on the terminal and decrypt. Without a terminal: --pass or {PASS_ENV}."
 
     def deco(f: F) -> F:
         f = click.option("--pass", "passphrase", metavar="PASSPHRASE", envvar=PASS_ENV, help=pass_help)(f)
@@ -79,14 +81,23 @@ def _crypto(confirm: bool) -> Callable[[F], F]:
     return deco
 
 
+NO_TERMINAL = ("-e asks for the passphrase on a terminal and there is none: give it with --pass PASSPHRASE "
+               f"or the {PASS_ENV} environment variable")
+
+
 def _passphrase(passphrase: str | None, encrypt: bool, confirm: bool) -> str | None:
     if passphrase or not encrypt:
         return passphrase or None
     try:
-        # getpass reads the terminal, not stdin: stdin may be the data being sent.
-        first = getpass.getpass("Passphrase: ")
-        if confirm and getpass.getpass("Passphrase (again): ") != first:
-            raise click.UsageError("the passphrases differ")
+        # getpass reads the terminal, not stdin: stdin may be the data being sent. Without a terminal
+        # it would warn (GetPassWarning) and read stdin instead, so that warning is an error here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            first = getpass.getpass("Passphrase: ")
+            if confirm and getpass.getpass("Passphrase (again): ") != first:
+                raise click.UsageError("the passphrases differ")
+    except getpass.GetPassWarning:
+        raise click.UsageError(NO_TERMINAL) from None
     except (EOFError, KeyboardInterrupt):
         raise click.UsageError("no passphrase given") from None
     if not first:
