@@ -26,6 +26,7 @@ import httptools
 
 from .._exchange import Exchange
 from .._forward import Forward
+from .._hangup import Watch, unwatch, watch
 from .._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
 from .._hooks import AccessRecord, Refusal, RequestView
 from ..core import PeerLost, ProtocolError, ReceiverFinished
@@ -171,6 +172,7 @@ class Http1Exchange(Exchange):
         self._buffered += len(data)
         if self._buffered > WAITING_BODY_LIMIT:
             self.conn.pause_reading(_PAUSE_WAITING)
+            self.conn.watch_hangup()
 
     def _discard(self, data: Chunk) -> None:
         self._discarded += len(data)
@@ -470,6 +472,7 @@ class Http1Protocol(asyncio.Protocol):
         self.client = ""
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
+        self._hangup: Watch | None = None  # a paused waiting sender's socket, watched for a FIN or RST
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -591,6 +594,8 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._corked = []
+        unwatch(self._hangup)
+        self._hangup = None
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -746,8 +751,21 @@ class Http1Protocol(asyncio.Protocol):
     def resume_reading(self, reason: int) -> None:
         was = self._paused
         self._paused &= ~reason
+        if self._hangup is not None and not self._paused & _PAUSE_WAITING:
+            unwatch(self._hangup)  # read again: a FIN or RST reaches the transport itself
+            self._hangup = None
         if was and not self._paused and self.transport is not None and not self._closed:
             self.transport.resume_reading()
+
+    def watch_hangup(self) -> None:
+        """A waiting sender's reading is paused: a FIN or RST behind its unread bytes must still free its path."""
+        if self._hangup is None and self.transport is not None and not self._closed:
+            self._hangup = watch(self.transport, self._hung_up)
+
+    def _hung_up(self) -> None:
+        # a waiting sender whose connection ends has left, even after its whole body (docs/design.md)
+        self._hangup = None
+        self.abort()
 
     def close(self) -> None:
         self.uncork()
