@@ -83,14 +83,22 @@ def _unread_at_server(sock: socket.socket) -> int:
 
 def _fill_without_unsent(sock: socket.socket) -> None:
     """Send until the server stops reading, with every byte taken by the server's kernel: a FIN sent now
-    reaches the server at once and waits behind bytes it has not read."""
-    sent = _push(sock, 128 * 1024)  # more than the server reads while a sender waits
-    for _ in range(64):  # bounded: 1 MiB more at most
+    reaches the server at once and waits behind bytes it has not read. (Over TLS the server's TLS layer
+    reads ahead of its HTTP layer, up to its own buffer's bound, before it stops.)"""
+    sent = 0
+    for _ in range(32):  # bounded: 2 MiB at most
+        sent += _push(sock, 64 * 1024)
         assert wait_until(lambda: _unsent(sock) == 0, timeout=5), f"the server's kernel stopped taking at {sent}"
-        if wait_until(lambda: _unread_at_server(sock) > 0, timeout=0.3):
+        if _stopped_reading(sock):
             return
-        sent += _push(sock, 16 * 1024)
     raise AssertionError("the server kept reading a waiting sender's body")
+
+
+def _stopped_reading(sock: socket.socket) -> bool:
+    """Whether the server has stopped reading this socket: bytes wait unread there, and stay."""
+    queued = _unread_at_server(sock)
+    time.sleep(0.3)
+    return queued > 0 and _unread_at_server(sock) == queued
 
 
 def _push(sock: socket.socket, size: int, *, seconds: float = 3.0) -> int:
@@ -119,6 +127,7 @@ def _ghost(target: Target, path: str, ending: str) -> None:
         _fill_without_unsent(sock)
     else:
         assert _push(sock, 2 * MIB) > MIB
+        assert wait_until(lambda: _stopped_reading(sock), timeout=5), "the server kept reading the waiting sender"
     if ending == "rst":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     elif ending == "fin-unsent":
