@@ -8,21 +8,26 @@ Linux reports a peer's hang-up apart from readable data: ``EPOLLRDHUP`` for a FI
 those events only (never ``EPOLLIN``: queued data does not wake it), and that set's descriptor is
 itself registered with the event loop's ``add_reader`` while anything is watched.
 
-Why epoll rather than polling ``TCP_INFO`` (whose state also turns to CLOSE_WAIT or CLOSE): epoll
-costs nothing until a peer leaves and tells at once, while a poll costs one system call per watched
-socket per tick and tells only at the next tick. Measured on the project's machine (loopback, 1,000
-sockets): watching and unwatching one socket (two ``epoll_ctl``) costs about as much as a single
-``getsockopt(TCP_INFO)``, and a poll would repeat that every tick for as long as a sender waits.
+Why epoll rather than polling ``TCP_INFO`` (whose state also turns to CLOSE_WAIT or CLOSE): both
+see exactly what the server's kernel knows, but epoll costs nothing until a peer leaves and tells at
+once, while a poll costs a system call per watched socket per tick and tells only at the next tick.
+Measured on the project's machine (1,000 loopback sockets, best of five): watching and unwatching a
+socket (two ``epoll_ctl``) 0.8 us, 1.9 us with the keepalive below set and cleared; one
+``getsockopt(TCP_INFO)`` 0.4 us, so a once-a-second poll costs more than the watch after five
+seconds of waiting; an idle ``epoll_wait`` on 1,000 watched sockets 0.2 us.
 
 A FIN can also be held up on the *client's* side: a client that sent more than our receive window
 takes, then closed, keeps its FIN behind its own unsent data (FIN-WAIT-1, probing our zero window)
-until its kernel gives up, then forgets the connection without a word. Nothing reaches us in either
-phase; only a segment from us can find out. So a watched socket also gets TCP keepalive with short
-timings: a live client's kernel answers the probes, a forgotten connection answers with a reset
-(EPOLLERR here). The probes stop when the socket is unwatched.
+until its kernel gives up (measured: about 5.5 minutes with Linux's defaults), then forgets the
+connection without a word. Nothing reaches us in either phase; only a segment from us can find out.
+Data would (a closed socket answers data with a reset), but a waiting sender has no byte due. So a
+watched socket also gets TCP keepalive with short timings: a live client's kernel answers the
+probes, a forgotten connection answers with a reset (EPOLLERR here). The probes stop when the
+socket is unwatched.
 
 Only connections whose reading is paused while they hold a waiting sender are watched; a transfer's
-hot path never touches this module.
+hot path never touches this module. (HTTP/2 needs none: flow control holds a waiting stream to its
+64 KiB window, which the server reads whole, and it never pauses a connection's reading.)
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["KEEPALIVE_COUNT", "KEEPALIVE_IDLE_S", "KEEPALIVE_INTERVAL_S", "Watch", "unwatch", "watch"]
+__all__ = ["AVAILABLE", "KEEPALIVE_COUNT", "KEEPALIVE_IDLE_S", "KEEPALIVE_INTERVAL_S", "Watch", "unwatch", "watch"]
 
 #: Seconds without a segment from the peer before the first keepalive probe of a watched socket: how
 #: long after a client's kernel forgot a connection (see above) its reset reaches us, at most.
@@ -46,6 +51,7 @@ KEEPALIVE_COUNT = 30
 
 _EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0)
 _HANGUP_EVENTS = _EPOLLRDHUP | getattr(select, "EPOLLHUP", 0) | getattr(select, "EPOLLERR", 0)
+#: Linux (epoll with EPOLLRDHUP); elsewhere nothing is watched and a ghost lasts as before.
 AVAILABLE = hasattr(select, "epoll") and bool(_EPOLLRDHUP)
 
 
