@@ -116,13 +116,13 @@ def _push(sock: socket.socket, size: int, *, seconds: float = 3.0) -> int:
     return sent
 
 
-def _ghost(target: Target, path: str, ending: str) -> None:
+def _ghost(target: Target, path: str, ending: str, *, query: str = "") -> None:
     """A sender on ``path`` that sends more than the server reads while it waits, then ends as ``ending``."""
     sock = connect(target, "http/1.1")
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {64 * MIB}\r\n\r\n"
+    head = f"POST {path}{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {64 * MIB}\r\n\r\n"
     sock.sendall(head.encode())
     # read the server's answer first: a socket closed with unread bytes would send a reset, not a FIN
-    assert b"Waiting for 1 receiver" in recv_until(sock, b"receiver(s)...\n", timeout=WAIT_S)
+    assert recv_until(sock, b".\n", timeout=WAIT_S).startswith(b"HTTP/1.1 200")
     if ending == "fin":
         _fill_without_unsent(sock)
     else:
@@ -136,16 +136,17 @@ def _ghost(target: Target, path: str, ending: str) -> None:
     sock.close()  # (over TLS too without a close_notify: the TCP ending is what is tested)
 
 
-def _send_fresh(port: int, path: str, body: bytes, *, within: float) -> socket.socket:
+def _send_fresh(port: int, path: str, body: bytes, *, within: float, query: str = "") -> socket.socket:
     """A new sender on ``path`` (plain HTTP/1.1), retried until the path is free; its open socket."""
     deadline = time.monotonic() + within
     answer = b""
     while time.monotonic() < deadline:
         sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = (f"POST {path}{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
         sock.sendall(head.encode() + body)
-        answer = recv_until(sock, b".\n", timeout=WAIT_S)  # the waiting line, or the refusal's
-        if b"Waiting for 1 receiver" in answer:
+        answer = recv_until(sock, b".\n", timeout=WAIT_S)  # the first progress line, or the refusal's
+        if answer.startswith(b"HTTP/1.1 200"):
             return sock
         sock.close()
         time.sleep(0.1)
@@ -158,13 +159,26 @@ def _receive(port: int, path: str) -> bytes:
         response = recv_all(sock)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
-    return body
+    return _dechunk(body) if b"transfer-encoding: chunked" in head.lower() else body
 
 
-def _assert_freed(server: ServerProcess, path: str, fds_before: int, *, within: float) -> None:
+def _dechunk(body: bytes) -> bytes:
+    """A chunked body's data (a live receiver gets no Content-Length); it must end with the last chunk."""
+    data = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return data
+        data += body[:size]
+        assert body[size : size + 2] == b"\r\n", "bad chunk framing"
+        body = body[size + 2 :]
+
+
+def _assert_freed(server: ServerProcess, path: str, fds_before: int, *, within: float, query: str = "") -> None:
     """The path takes a new sender within ``within`` s, whose bytes alone reach a receiver; no descriptor left."""
     fresh = os.urandom(1000)
-    sender = _send_fresh(server.http_port, path, fresh, within=within)
+    sender = _send_fresh(server.http_port, path, fresh, within=within, query=query)
     with sender:
         assert _receive(server.http_port, path) == fresh
         recv_all(sender)
@@ -182,6 +196,17 @@ def test_ghost_sender_frees_its_path(ghost_server: ServerProcess, transport: str
     _ghost(target, path, ending)
     within = UNSENT_FREE_WITHIN_S if ending == "fin-unsent" else FREE_WITHIN_S
     _assert_freed(ghost_server, path, fds_before, within=within)
+
+
+@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
+@pytest.mark.parametrize("ending", ["fin", "rst"])
+def test_ghost_live_sender_frees_its_path(ghost_server: ServerProcess, transport: str, ending: str) -> None:
+    """A live sender nobody listens to is paused the same way (docs/protocol.md 11): its FIN or RST too."""
+    target = ghost_server.target(transport)
+    path = unique_path("ghost-live")
+    fds_before = fd_count(ghost_server)
+    _ghost(target, path, ending, query="?live")
+    _assert_freed(ghost_server, path, fds_before, within=FREE_WITHIN_S, query="?live")
 
 
 @pytest.mark.parametrize("transport", ["h2c", "h2"])

@@ -172,7 +172,7 @@ class Http1Exchange(Exchange):
         self._buffered += len(data)
         if self._buffered > WAITING_BODY_LIMIT:
             self.conn.pause_reading(_PAUSE_WAITING)
-            self.conn.watch_hangup()
+            self.conn.watch_hangup(_PAUSE_WAITING)
 
     def _discard(self, data: Chunk) -> None:
         self._discarded += len(data)
@@ -334,6 +334,9 @@ class Http1Exchange(Exchange):
 
     def pause_upload(self) -> None:
         self.conn.pause_reading(_PAUSE_BACKPRESSURE)
+        pipe = self.pipe
+        if pipe is not None and pipe.is_live and not pipe.receivers:
+            self.conn.watch_hangup(_PAUSE_BACKPRESSURE)  # a live sender nobody hears: nothing may resume it
 
     def resume_upload(self) -> None:
         self.conn.resume_reading(_PAUSE_BACKPRESSURE)
@@ -473,6 +476,7 @@ class Http1Protocol(asyncio.Protocol):
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
         self._hangup: Watch | None = None  # a paused waiting sender's socket, watched for a FIN or RST
+        self._hangup_reason = 0  # the pause the watch is for
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -751,19 +755,22 @@ class Http1Protocol(asyncio.Protocol):
     def resume_reading(self, reason: int) -> None:
         was = self._paused
         self._paused &= ~reason
-        if self._hangup is not None and not self._paused & _PAUSE_WAITING:
+        if self._hangup is not None and not self._paused & self._hangup_reason:
             unwatch(self._hangup)  # read again: a FIN or RST reaches the transport itself
             self._hangup = None
         if was and not self._paused and self.transport is not None and not self._closed:
             self.transport.resume_reading()
 
-    def watch_hangup(self) -> None:
-        """A waiting sender's reading is paused: a FIN or RST behind its unread bytes must still free its path."""
+    def watch_hangup(self, reason: int) -> None:
+        """Reading is paused for ``reason`` and nothing may ever resume it (a waiting sender, a live sender
+        nobody hears): a FIN or RST behind the unread bytes must still end the connection and free the path."""
         if self._hangup is None and self.transport is not None and not self._closed:
             self._hangup = watch(self.transport, self._hung_up)
+            self._hangup_reason = reason
 
     def _hung_up(self) -> None:
-        # a waiting sender whose connection ends has left, even after its whole body (docs/design.md)
+        # a waiting sender whose connection ends has left, even after its whole body (docs/design.md); a live
+        # sender that nobody hears leaves the same way
         self._hangup = None
         self.abort()
 
