@@ -126,7 +126,7 @@ def _ghost(target: Target, path: str, ending: str, *, query: str = "") -> None:
     if ending == "fin":
         _fill_without_unsent(sock)
     else:
-        assert _push(sock, 2 * MIB) > MIB
+        assert _push(sock, 8 * MIB) > MIB  # more than the server's buffers, TLS layer included, take
         assert wait_until(lambda: _stopped_reading(sock), timeout=5), "the server kept reading the waiting sender"
     if ending == "rst":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
