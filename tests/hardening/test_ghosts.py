@@ -209,6 +209,20 @@ def test_ghost_live_sender_frees_its_path(ghost_server: ServerProcess, transport
     _assert_freed(ghost_server, path, fds_before, within=FREE_WITHIN_S, query="?live")
 
 
+@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
+def test_ghost_with_a_pipelined_request_frees_its_path(ghost_server: ServerProcess, transport: str) -> None:
+    """A waiting sender with its whole (small) body and a request pipelined behind it: reading pauses for
+    the queued request, so the FIN waits behind it unread, with only a few bytes sent."""
+    path = unique_path("ghost-pipelined")
+    fds_before = fd_count(ghost_server)
+    sock = connect(ghost_server.target(transport), "http/1.1")
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                 f"GET /other HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert b"Waiting for 1 receiver" in recv_until(sock, b"receiver(s)...\n", timeout=WAIT_S)
+    sock.close()
+    _assert_freed(ghost_server, path, fds_before, within=FREE_WITHIN_S)
+
+
 @pytest.mark.parametrize("transport", ["h2c", "h2"])
 @pytest.mark.parametrize("ending", ["fin", "rst"])
 def test_h2_waiting_sender_cannot_become_a_ghost(ghost_server: ServerProcess, transport: str, ending: str) -> None:

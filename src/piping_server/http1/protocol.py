@@ -232,6 +232,7 @@ class Http1Exchange(Exchange):
         return UploadInfo.from_headers(self.headers, int(length) if length is not None and length.isdigit() else None)
 
     def start_upload(self, pipe: Pipe) -> None:
+        self.conn.unwatch_hangup()  # no longer waiting: a running sender may half-close (docs/design.md)
         pipe.begin()
         buffered = self._buffer or []
         self._buffer = None  # from now on the body streams
@@ -598,8 +599,7 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._corked = []
-        unwatch(self._hangup)
-        self._hangup = None
+        self.unwatch_hangup()
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -687,6 +687,9 @@ class Http1Protocol(asyncio.Protocol):
         else:
             self._queue.append(exchange)
             self.pause_reading(_PAUSE_QUEUED)
+            active = self._active
+            if active._role == "sender" and active.pipe is None and not active.response_ended:
+                self.watch_hangup(_PAUSE_QUEUED)  # a waiting sender's FIN now waits behind the queued request
 
     def on_message_complete(self) -> None:
         if self._body is not None:
@@ -756,8 +759,7 @@ class Http1Protocol(asyncio.Protocol):
         was = self._paused
         self._paused &= ~reason
         if self._hangup is not None and not self._paused & self._hangup_reason:
-            unwatch(self._hangup)  # read again: a FIN or RST reaches the transport itself
-            self._hangup = None
+            self.unwatch_hangup()  # read again: a FIN or RST reaches the transport itself
         if was and not self._paused and self.transport is not None and not self._closed:
             self.transport.resume_reading()
 
@@ -767,6 +769,11 @@ class Http1Protocol(asyncio.Protocol):
         if self._hangup is None and self.transport is not None and not self._closed:
             self._hangup = watch(self.transport, self._hung_up)
             self._hangup_reason = reason
+
+    def unwatch_hangup(self) -> None:
+        if self._hangup is not None:
+            unwatch(self._hangup)
+            self._hangup = None
 
     def _hung_up(self) -> None:
         # a waiting sender whose connection ends has left, even after its whole body (docs/design.md); a live
