@@ -76,7 +76,8 @@ def _unread_at_server(sock: socket.socket) -> int:
     with open("/proc/net/tcp") as table:
         for line in table.readlines()[1:]:
             fields = line.split()
-            if fields[1].endswith(":" + server) and fields[2].endswith(":" + client):
+            # (established only: a closed connection of the same two ports may still be listed, in TIME_WAIT)
+            if fields[1].endswith(":" + server) and fields[2].endswith(":" + client) and fields[3] == "01":
                 return int(fields[4].split(":")[1], 16)
     return 0
 
@@ -265,8 +266,10 @@ def test_paused_live_sender_is_kept(ghost_server: ServerProcess) -> None:
         thread = threading.Thread(target=send, daemon=True)
         thread.start()
         time.sleep(8)  # four keepalive rounds (2 s), and then some
-        assert _unread_at_server(sock) > 0, "the server's reading of the waiting sender is not paused"
-        assert _receive(ghost_server.http_port, path) == body
+        assert not errors, errors
+        assert _unread_at_server(sock) > 0, f"{transport}: the server's reading of the waiting sender is not paused"
+        received = _receive(ghost_server.http_port, path)
+        assert received == body, f"{transport}: the receiver got {len(received)} bytes of {len(body)}"
         thread.join(WAIT_S)
         assert not errors, errors
         assert b"Sent successfully" in recv_until(sock, b"successfully!\n", timeout=WAIT_S)
