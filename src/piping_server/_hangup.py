@@ -87,7 +87,7 @@ class _Watcher:
             self.loop.add_reader(epoll.fileno(), self._ready)
         try:
             epoll.register(fd, _HANGUP_EVENTS)
-        except FileExistsError:  # a stale entry: the socket it was for lives on in a duplicate
+        except FileExistsError:  # (this very socket, left in the set by a missed unwatch)
             epoll.modify(fd, _HANGUP_EVENTS)
         except OSError:
             self._close_if_idle()
