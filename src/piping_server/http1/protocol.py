@@ -34,6 +34,7 @@ from ..relay._hooks import AccessRecord, Refusal, RequestView
 from ..server._owner_relay import Forward
 from ._body import BodyReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
+from ._hangup import Watch, unwatch, watch
 from ._rules import check_head
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
@@ -171,6 +172,7 @@ class Http1Exchange(Exchange):
         self._buffered += len(data)
         if self._buffered > WAITING_BODY_LIMIT:
             self.conn.pause_reading(_PAUSE_WAITING)
+            self.conn.watch_hangup(_PAUSE_WAITING)
 
     def _discard(self, data: Chunk) -> None:
         self._discarded += len(data)
@@ -230,6 +232,7 @@ class Http1Exchange(Exchange):
         return UploadInfo.from_headers(self.headers, int(length) if length is not None and length.isdigit() else None)
 
     def start_upload(self, pipe: Pipe) -> None:
+        self.conn.unwatch_hangup()  # no longer waiting: a running sender may half-close (docs/design.md)
         pipe.begin()
         buffered = self._buffer or []
         self._buffer = None  # from now on the body streams
@@ -332,6 +335,9 @@ class Http1Exchange(Exchange):
 
     def pause_upload(self) -> None:
         self.conn.pause_reading(_PAUSE_BACKPRESSURE)
+        pipe = self.pipe
+        if pipe is not None and pipe.is_live and not pipe.receivers:
+            self.conn.watch_hangup(_PAUSE_BACKPRESSURE)  # a live sender nobody hears: nothing may resume it
 
     def resume_upload(self) -> None:
         self.conn.resume_reading(_PAUSE_BACKPRESSURE)
@@ -474,6 +480,8 @@ class Http1Protocol(asyncio.Protocol):
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
         self._successor: Http2Protocol | None = None  # h2c took the connection over
+        self._hangup: Watch | None = None  # a paused waiting sender's socket, watched for a FIN or RST
+        self._hangup_reason = 0  # the pause the watch is for
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -596,6 +604,7 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._corked = []
+        self.unwatch_hangup()
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -683,6 +692,9 @@ class Http1Protocol(asyncio.Protocol):
         else:
             self._queue.append(exchange)
             self.pause_reading(_PAUSE_QUEUED)
+            active = self._active
+            if active._role == "sender" and active.pipe is None and not active.response_ended:
+                self.watch_hangup(_PAUSE_QUEUED)  # a waiting sender's FIN now waits behind the queued request
 
     def on_message_complete(self) -> None:
         if self._body is not None:
@@ -751,8 +763,28 @@ class Http1Protocol(asyncio.Protocol):
     def resume_reading(self, reason: int) -> None:
         was = self._paused
         self._paused &= ~reason
+        if self._hangup is not None and not self._paused & self._hangup_reason:
+            self.unwatch_hangup()  # read again: a FIN or RST reaches the transport itself
         if was and not self._paused and self.transport is not None and not self._closed:
             self.transport.resume_reading()
+
+    def watch_hangup(self, reason: int) -> None:
+        """Reading is paused for ``reason`` and nothing may ever resume it (a waiting sender, a live sender
+        nobody hears): a FIN or RST behind the unread bytes must still end the connection and free the path."""
+        if self._hangup is None and self.transport is not None and not self._closed:
+            self._hangup = watch(self.transport, self._hung_up)
+            self._hangup_reason = reason
+
+    def unwatch_hangup(self) -> None:
+        if self._hangup is not None:
+            unwatch(self._hangup)
+            self._hangup = None
+
+    def _hung_up(self) -> None:
+        # a waiting sender whose connection ends has left, even after its whole body (docs/design.md); a live
+        # sender that nobody hears leaves the same way
+        self._hangup = None
+        self.abort()
 
     def close(self) -> None:
         self.uncork()
