@@ -48,7 +48,8 @@ _PROXY = """
 Several instances behind one proxy: the proxy must send every request for one path to the same
 instance (a hash of the path), stream bodies both ways without buffering, and allow transfers
 that last days. The project's deploy/ folder has tested files for nginx (grpc_pass: nginx's
-HTTP/1.1 proxy stops sending an upload once the response has begun), HAProxy and Caddy (HTTP/3).
+HTTP/1.1 proxy stops sending an upload once the response has begun), HAProxy and Caddy (HTTP/2;
+Caddy 2.6's HTTP/3 drops the body of a browser's streaming upload, so it is left off).
 
 Start each instance with --forwarded-allow-ips set to the proxy's address (127.0.0.1, the
 default, fits a proxy on the same machine) so that logs and per-client limits see the client
