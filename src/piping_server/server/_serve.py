@@ -95,6 +95,9 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
     except ListenError as exc:
         await operator.close()
         raise StartupError(str(exc)) from exc
+    except OSError as exc:  # a worker's internal sockets (the hand-over's, its figures')
+        await operator.close()
+        raise StartupError(f"cannot listen on {options.host or '*'}:{options.http_port}: {exc.strerror}") from exc
     tls = None
     https_listener: socket.socket | None = None
     if certificates is not None:
