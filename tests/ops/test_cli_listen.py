@@ -220,7 +220,9 @@ def curl_transfer(curl_to: list[str], base: str, tmp: Path) -> None:
 def test_unix_socket_transfer(workers: str, tmp_path: Path) -> None:
     """--uds: a transfer with curl --unix-socket (with --workers too); the socket file goes at exit."""
     sock_path = tmp_path / "piping.sock"
-    with running([*SERVER, "--uds", str(sock_path), "--workers", workers], tmp_path) as proc:
+    env = clean_env(PIPING_SERVER_HTTP_PORT="9")  # names the TCP port --uds replaces: said so, not used
+    with running([*SERVER, "--uds", str(sock_path), "--workers", workers], tmp_path, env=env) as proc:
+        assert "--http-port ignored: --uds serves HTTP instead" in log_of(proc)
         assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
         assert f"curl --unix-socket {sock_path} http://localhost/help" in log_of(proc)
         for _ in range(3):  # with workers, each transfer's path has its owner: several, to cross workers

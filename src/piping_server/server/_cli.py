@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -157,6 +158,8 @@ def command(
         _config_error(exc)
     configure_logging(level=config.log.level, fmt=config.log.format)
     server = config.server
+    if uds is not None or fd is not None:
+        _say_tcp_flags_ignored(click.get_current_context(), "--uds" if uds is not None else "--fd")
     if server.enable_https and (server.https_port is None or not server.crt_path or not server.key_path):
         click.echo("piping-server: error: --enable-https needs --https-port, --crt-path and --key-path", err=True)
         sys.exit(2)
@@ -198,6 +201,14 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
             value = ctx.params[name]
             overrides[key] = list(value) if isinstance(value, tuple) else value
     return overrides
+
+
+def _say_tcp_flags_ignored(ctx: click.Context, listener: str) -> None:
+    """--host and --http-port name the TCP listener that --uds or --fd replaces: said, never dropped silently."""
+    given = [f"--{name.replace('_', '-')}" for name in ("host", "http_port")
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    if given:
+        logging.getLogger("piping_server").warning("%s ignored: %s serves HTTP instead", ", ".join(given), listener)
 
 
 def _config_error(exc: ConfigError) -> NoReturn:

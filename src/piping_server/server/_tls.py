@@ -372,7 +372,8 @@ async def start_https(
 ) -> asyncio.Server:
     """Listen for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) and start watching the certificate.
 
-    ``sock``: a listening socket to serve on instead (a worker of ``--workers`` inherits it).
+    ``sock``: a listening socket to serve on instead of binding ``host``:``port`` (``_listeners.py`` makes
+    it; a worker of ``--workers`` inherits it).
 
     Raises:
         OSError: the port cannot be bound.
