@@ -1,4 +1,7 @@
-"""The ``piping-server`` command: the reference's flags, with the same meanings."""
+"""The ``piping-server`` command: the reference's flags with the same meanings, each also from a variable.
+
+``--http-port`` also comes from ``PIPING_SERVER_HTTP_PORT`` (then ``PORT``), and so on (``_explain.py``).
+"""
 
 from __future__ import annotations
 
