@@ -1,9 +1,10 @@
 """Real nginx and HAProxy on 127.0.0.1, configured from the files in deploy/ as shipped.
 
-Each file is read as it is and only its example values are swapped by plain string substitution
-(ports, certificate paths, the list of instances, where logs and pid files go). Every example
-value must be found exactly once, so a change to a deploy file that the tests would no longer
-cover fails loudly instead of being skipped silently.
+Each file runs as printed for the trial it documents (its certificate beside it, everything else
+relative to the folder it runs in); only the ports and the list of instances are swapped, by plain
+string substitution, so that tests run side by side on free ports. Every swapped value must be
+found exactly once, so a change to a deploy file that the tests would no longer cover fails loudly
+instead of being skipped silently.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ HAPROXY = shutil.which("haproxy", path=SEARCH_PATH)
 EXAMPLE_PORTS = (8081, 8082, 8083)
 
 
-def substitute(text: str, swaps: list[tuple[str, str]]) -> str:
+def substitute(text: str, swaps: list[tuple[str, str]], *, times: dict[str, int] | None = None) -> str:
     for old, new in swaps:
         count = text.count(old)
-        assert count == 1, f"the deploy file should hold {old!r} exactly once, found {count}"
+        expected = (times or {}).get(old, 1)
+        assert count == expected, f"the deploy file should hold {old!r} {expected} time(s), found {count}"
         text = text.replace(old, new)
     return text
 
@@ -52,31 +54,30 @@ class Proxy:
         stop_process(self.proc)
 
 
-def nginx_config(tmp: Path, port: int, upstreams: list[int], cert: str, key: str) -> str:
+def nginx_config(port: int, upstreams: list[int]) -> str:
     text = (DEPLOY / "nginx.conf").read_text()
     servers = "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in EXAMPLE_PORTS)
     return substitute(text, [
         ("worker_processes auto;", "worker_processes 1;"),  # a 2-core test machine
-        ("/var/log/nginx/piping-error.log", str(tmp / "error.log")),
-        ("/run/nginx-piping.pid", str(tmp / "nginx.pid")),
-        ("/var/log/nginx/piping-access.log", str(tmp / "access.log")),
-        ("/var/lib/nginx/body", str(tmp / "body")),
         (servers, "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in upstreams)),
-        ("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
-        ("/etc/ssl/piping/fullchain.pem", cert),
-        ("/etc/ssl/piping/privkey.pem", key),
-    ])
+        ("listen 127.0.0.1:8443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
+    ], times={servers: 2})  # upstream piping and upstream piping_head
 
 
-def haproxy_config(tmp: Path, port: int, upstreams: list[int], cert: str, key: str) -> str:
+def haproxy_config(port: int, upstreams: list[int]) -> str:
     text = (DEPLOY / "haproxy.cfg").read_text()
-    pem = tmp / "haproxy.pem"  # HAProxy wants the chain and the key in one file
-    pem.write_text(Path(cert).read_text() + Path(key).read_text())
     servers = "".join(f"    server piping{i} 127.0.0.1:{p}\n" for i, p in enumerate(EXAMPLE_PORTS, 1))
     return substitute(text, [
         (servers, "".join(f"    server piping{i} 127.0.0.1:{p}\n" for i, p in enumerate(upstreams, 1))),
-        ("bind :443 ssl crt /etc/haproxy/certs/piping.pem", f"bind 127.0.0.1:{port} ssl crt {pem}"),
+        ("bind 127.0.0.1:8443 ssl", f"bind 127.0.0.1:{port} ssl"),
     ])
+
+
+def place_certificate(folder: Path, cert: str, key: str) -> None:
+    """The certificate where the trial puts it: fullchain.pem and privkey.pem, and both in piping.pem (HAProxy)."""
+    (folder / "fullchain.pem").write_text(Path(cert).read_text())
+    (folder / "privkey.pem").write_text(Path(key).read_text())
+    (folder / "piping.pem").write_text(Path(cert).read_text() + Path(key).read_text())
 
 
 def start_proxy(name: str, tmp: Path, upstreams: list[int], tls: tuple[str, str, str]) -> Proxy:
@@ -84,16 +85,17 @@ def start_proxy(name: str, tmp: Path, upstreams: list[int], tls: tuple[str, str,
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = tmp / f"{name}.out"
-    if name == "nginx":
+    place_certificate(tmp, tls[0], tls[1])
+    if name == "nginx":  # the trial's command lines (see the file's head), on a folder of the test's
         assert NGINX is not None
         config = tmp / "nginx.conf"
-        config.write_text(nginx_config(tmp, port, upstreams, tls[0], tls[1]))
-        args = [NGINX, "-p", str(tmp), "-c", str(config), "-g", "daemon off;"]
+        config.write_text(nginx_config(port, upstreams))
+        args = [NGINX, "-p", str(tmp), "-e", "stderr", "-c", str(config), "-g", "daemon off;"]
     else:
         assert HAPROXY is not None
         config = tmp / "haproxy.cfg"
-        config.write_text(haproxy_config(tmp, port, upstreams, tls[0], tls[1]))
-        args = [HAPROXY, "-db", "-f", str(config)]
+        config.write_text(haproxy_config(port, upstreams))
+        args = [HAPROXY, "-db", "-f", config.name]
     with log_path.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
     try:
@@ -101,6 +103,5 @@ def start_proxy(name: str, tmp: Path, upstreams: list[int], tls: tuple[str, str,
     except Exception:
         proc.kill()
         proc.wait(timeout=10)
-        error = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
-        raise RuntimeError(f"{name} did not start: {log_path.read_text(errors='replace')}{error}") from None
+        raise RuntimeError(f"{name} did not start: {log_path.read_text(errors='replace')}") from None
     return Proxy(name=name, port=port, proc=proc, log_path=log_path)

@@ -197,8 +197,10 @@ def test_every_flag_has_a_config_key() -> None:
     from piping_server.ops._config import FLAG_KEYS
     from piping_server.server._cli import command
 
-    # --workers shapes the processes (a supervisor forks the workers), not a setting a reload could change
-    meta = {"config_path", "check_config", "hash_password", "version", "help", "workers_flag"}
+    # --workers shapes the processes (a supervisor forks the workers), and --backlog, --uds and --fd the
+    # listeners made once at start: none is a setting a reload could change
+    meta = {"config_path", "check_config", "hash_password", "version", "help", "explain", "workers_flag",
+            "backlog", "uds", "fd"}
     flags = {p.name for p in command.params} - meta
     assert flags == set(FLAG_KEYS), flags ^ set(FLAG_KEYS)
 

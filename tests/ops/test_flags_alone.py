@@ -26,6 +26,8 @@ def _access_log(server: ServerProcess, _: int) -> None:
 
 
 def _json_logs(server: ServerProcess, _: int) -> None:
+    # the port accepts a moment before the start-up lines are written: wait for them
+    assert wait_log(server, "Press Ctrl-C to stop")
     lines = [line for line in server.log().splitlines() if line.strip()]
     assert lines and all(json.loads(line)["logger"].startswith("piping_server") for line in lines)
 

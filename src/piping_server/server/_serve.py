@@ -17,6 +17,7 @@ from ..ops._config import Config
 from ..ops._operator import Operator, on_signal
 from ..relay._flow import Relay
 from ._handover import Handover, Worker
+from ._listeners import DEFAULT_BACKLOG, ListenError, announce, http_listener, remove_unix_socket, tcp_listener
 from ._tls import CertificateError, CertificateStore, start_https
 
 log = logging.getLogger("piping_server")
@@ -32,6 +33,12 @@ class ServerOptions:
     https_port: int | None = None
     crt_path: str | None = None
     key_path: str | None = None
+    #: the accept queue's length of every listener (``--backlog``)
+    backlog: int = DEFAULT_BACKLOG
+    #: serve HTTP on this Unix socket instead of ``host``:``http_port`` (``--uds``)
+    uds: str | None = None
+    #: serve HTTP on this inherited listening socket instead (``--fd``, systemd socket activation)
+    fd: int | None = None
     #: the operator's settings (auth, limits, logs, metrics...); None: the plain protocol
     config: Config | None = None
     #: the file ``config`` came from, watched for changes and reloaded on SIGHUP
@@ -69,6 +76,7 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
         raise StartupError(f"cannot listen on {where} (metrics): {exc.strerror}") from exc
     servers: list[asyncio.Server] = []
     handover = Handover(worker.place, relay) if worker is not None else None
+    listener: socket.socket | None = None
     try:
         if worker is not None and handover is not None:
             relay.hooks.forward = handover.forward
@@ -77,25 +85,35 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
             if worker_metrics is not None:
                 servers.append(worker_metrics)  # kept: uvloop closes a server nobody refers to
             hand_over = handover.hand_over
-            servers.append(
-                await loop.create_server(lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket)
-            )
+            servers.append(await loop.create_server(
+                lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket, backlog=options.backlog
+            ))
         else:
+            listener = http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd)
             servers.append(
-                await loop.create_server(
-                    lambda: Http1Protocol(relay), options.host, options.http_port, reuse_address=True, backlog=1024
-                )
+                await loop.create_server(lambda: Http1Protocol(relay), sock=listener, backlog=options.backlog)
             )
-    except OSError as exc:
+    except ListenError as exc:
+        await operator.close()
+        raise StartupError(str(exc)) from exc
+    except OSError as exc:  # a worker's internal sockets (the hand-over's, its figures')
         await operator.close()
         raise StartupError(f"cannot listen on {options.host or '*'}:{options.http_port}: {exc.strerror}") from exc
-    for server in servers if worker is None else ():  # the supervisor says where its workers listen
-        for sock in server.sockets:
-            host, port = sock.getsockname()[:2]
-            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
     tls = None
+    https_listener: socket.socket | None = None
     if certificates is not None:
-        tls = await _start_https(options, relay, servers, certificates, worker.https_socket if worker else None)
+        if worker is None:
+            assert options.https_port is not None
+            try:
+                https_listener = tcp_listener(options.host, options.https_port, options.backlog)
+            except ListenError as exc:
+                await operator.close()
+                raise StartupError(str(exc)) from exc
+        tls = await _start_https(
+            options, relay, servers, certificates, worker.https_socket if worker else https_listener
+        )
+    if listener is not None:  # the supervisor says where its workers listen
+        announce(listener, https_listener, "1 process (--workers 1)")
     stop = asyncio.Event()
     force = asyncio.Event()
     signalled = on_signal(stop, force)
@@ -113,6 +131,8 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
         # stop accepting first; then (on a signal, not on a cancellation) let running transfers finish
         for server in servers:
             server.close()
+        if listener is not None:
+            remove_unix_socket(options.uds if options.fd is None else None)
         if handover is not None:
             handover.close()
         if tls is not None:
@@ -136,17 +156,15 @@ async def _start_https(
     relay: Relay,
     servers: list[asyncio.Server],
     store: CertificateStore,
-    inherited: socket.socket | None = None,
+    sock: socket.socket | None,
 ) -> CertificateStore:
     """The HTTPS listener beside the HTTP one (h2 and HTTP/1.1 by ALPN), its certificate watched for changes."""
     assert options.https_port is not None
     try:
-        server = await start_https(relay, options.host, options.https_port, store, sock=inherited)
+        server = await start_https(relay, options.host, options.https_port, store, sock=sock, backlog=options.backlog)
     except OSError as exc:
         raise StartupError(f"cannot listen on {options.host or '*'}:{options.https_port}: {exc.strerror}") from exc
     servers.append(server)
-    for sock in server.sockets if inherited is None else ():
-        log.info("listening on https://%s:%d", *sock.getsockname()[:2])
     return store
 
 

@@ -434,11 +434,18 @@ def _flush_gathered() -> None:
 
 
 async def start_https(
-    relay: Relay, host: str | None, port: int, store: CertificateStore, *, sock: socket.socket | None = None
+    relay: Relay,
+    host: str | None,
+    port: int,
+    store: CertificateStore,
+    *,
+    sock: socket.socket | None = None,
+    backlog: int = 1024,
 ) -> asyncio.Server:
     """Listen for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) and start watching the certificate.
 
-    ``sock``: a listening socket to serve on instead (a worker of ``--workers`` inherits it).
+    ``sock``: a listening socket to serve on instead of binding ``host``:``port`` (``_listeners.py`` makes
+    it; a worker of ``--workers`` inherits it).
 
     Raises:
         OSError: the port cannot be bound.
@@ -451,7 +458,7 @@ async def start_https(
         ssl=store.context,
         ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
         reuse_address=True,
-        backlog=1024,
+        backlog=backlog,  # also with ``sock``: asyncio listens again on it, with 100 unless told
     )
     store.start_watching()
     return server

@@ -28,7 +28,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from ..ops._config import Config
 from ..ops._metrics import MAX_REQUEST_HEAD_BYTES, answer_scrape
 from ._handover import Worker, WorkerPlace
+from ._listeners import ListenError, announce, http_listener, remove_unix_socket, tcp_listener
 from ._serve import ServerOptions, StartupError, _load_certificate, run
 
 log = logging.getLogger("piping_server.workers")
@@ -74,44 +75,38 @@ def run_workers(options: ServerOptions, count: int) -> None:
     """
     if options.enable_https:
         _load_certificate(options)  # a bad certificate is one line, before anything starts
-    http = _listen(options.host, options.http_port)
-    https = _listen(options.host, options.https_port) if options.enable_https and options.https_port else None
     config = options.config or Config()
-    metrics = _listen(config.metrics.host, config.metrics.port) if config.metrics.port is not None else None
-    _announce(http, "http")
-    if https is not None:
-        _announce(https, "https")
+    listeners: list[socket.socket] = []
+    try:
+        http = _listen(listeners, lambda: http_listener(
+            options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd
+        ))
+        https = None
+        if options.enable_https and options.https_port is not None:
+            https_port = options.https_port
+            https = _listen(listeners, lambda: tcp_listener(options.host, https_port, options.backlog))
+        metrics = None
+        if config.metrics.port is not None:
+            metrics_port = config.metrics.port
+            metrics = _listen(listeners, lambda: tcp_listener(config.metrics.host, metrics_port, options.backlog))
+    except ListenError as exc:
+        for sock in listeners:
+            sock.close()
+        remove_unix_socket(options.uds if listeners and options.fd is None else None)
+        raise StartupError(str(exc)) from exc
     directory = tempfile.mkdtemp(prefix="piping-workers-")  # 0700: only this user reaches the workers' sockets
     try:
         supervisor = Supervisor(_worker_options(options), count, directory, http, https, metrics)
         asyncio.run(supervisor.run())
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        remove_unix_socket(options.uds if options.fd is None else None)
 
 
-def _listen(host: str | None, port: int | None) -> socket.socket:
-    """One listening socket, as ``loop.create_server`` would bind it (no host: every interface, v6 and v4)."""
-    assert port is not None
-    try:
-        if not host:
-            if socket.has_dualstack_ipv6():
-                sock = socket.create_server(("::", port), family=socket.AF_INET6, backlog=1024, dualstack_ipv6=True)
-            else:
-                sock = socket.create_server(("0.0.0.0", port), backlog=1024)
-        else:
-            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-            sock = socket.create_server(address, family=family, backlog=1024)
-        sock.setblocking(False)
-        return sock
-    except OSError as exc:
-        # (create_server appends the address to strerror: the errno's own text is the one line we print)
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StartupError(f"cannot listen on {host or '*'}:{port}: {reason}") from exc
-
-
-def _announce(sock: socket.socket, scheme: str) -> None:
-    host, port = sock.getsockname()[:2]
-    log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
+def _listen(made: list[socket.socket], make: Callable[[], socket.socket]) -> socket.socket:
+    sock = make()
+    made.append(sock)
+    return sock
 
 
 def _worker_options(options: ServerOptions) -> ServerOptions:
@@ -162,6 +157,8 @@ class Supervisor:
                      *self.metrics.getsockname()[:2])
         for index in range(self.count):
             self._spawn(index)
+        pids = ", ".join(str(pid) for pid in self.pids)
+        announce(self.http, self.https, f"{self.count} worker processes (pids {pids})")
         await self._done.wait()
         if server is not None:
             server.close()
@@ -176,8 +173,12 @@ class Supervisor:
         if pid == 0:
             self._be_worker(index)  # never returns
         self.pids[pid] = index
+        restart = index in self._started_s  # the first starts are summed up in one line (announce)
         self._started_s[index] = time.monotonic()
-        log.info("worker %d started (pid %d)", index, pid)
+        if restart:
+            log.info("worker %d started (pid %d)", index, pid)
+        else:
+            log.debug("worker %d started (pid %d)", index, pid)
 
     def _be_worker(self, index: int) -> None:
         code = 1
