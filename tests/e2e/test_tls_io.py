@@ -8,18 +8,21 @@ The writes: a chunk's size line and its CRLF must not go as TLS records of their
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from ..helpers import WAIT_S, ServerProcess, Target, connect, recv_all, unique_path
+from ..ops.util import dechunk
 
 pytestmark = pytest.mark.ours
 
@@ -178,14 +181,21 @@ def test_chunked_relay_over_tls_sends_no_tiny_records(server: ServerProcess) -> 
 
 
 # --- a sender whose connection ends with a TCP FIN and no close_notify ------------------------------------
-# Many TLS clients close that way. A waiting sender's body is held up to a bound and then its reads pause;
-# over plain TCP the rest, and the FIN behind it, wait in the kernel until a receiver comes. Over TLS the
-# event loop reads on past the pause into its own buffer of undecrypted records and takes the FIN for a
-# broken connection: unless the server decrypts and hands on what it held, the sender had left by then.
-# Each case runs over plain TCP too: the TLS outcome must be the same.
+# Many TLS clients close that way. Over TLS the event loop reads on past a paused upload into its own buffer
+# of undecrypted records and takes the FIN for a broken connection: unless the server decrypts and hands on
+# what it held, bytes the sender delivered before its FIN are lost. The outcome must be plain TCP's:
+# * a running transfer's receiver gets every byte the sender sent before its FIN, then a clean end when the
+#   framing says the body was whole, a cut stream when it was not;
+# * a *waiting* sender that closes has left (docs/design.md, "Lifecycle decisions"): its path is free, and a
+#   receiver that comes later never gets a part of its body.
+# (The running case loses bytes only when the FIN is read while the upload is paused with records held: the
+# tests here make that likely, not certain; they passed in 2 of 2 runs against the _tls.py before the fix.)
 
 #: More than a waiting sender's body held (64 KiB), less than the event loop's TLS reads ahead (256 KiB).
 HELD_BODY_BYTES = 64 * 1024 + 150_000
+#: A running upload much larger than what the receiver's pace lets through at once: the server pauses
+#: reading it many times, and the FIN comes while it is paused.
+RUNNING_BODY_BYTES = 8 * 1024 * 1024
 
 
 def _send_then_fin(target: Target, head: bytes, body_parts: list[bytes]) -> socket.socket:
@@ -199,19 +209,93 @@ def _send_then_fin(target: Target, head: bytes, body_parts: list[bytes]) -> sock
     return sock
 
 
-def _receive(target: Target, path: str, out: Path) -> tuple[int, str]:
-    """A receiver that comes once the sender has closed: curl's exit code and the response status."""
-    time.sleep(0.5)  # the FIN has been read by now (over TLS) or waits behind the paused reads (plain TCP)
-    done = subprocess.run(
-        target.curl("--max-time", "10", "-o", str(out), "-w", "%{http_code}", target.url(path)),
-        capture_output=True, timeout=30,
-    )
-    return done.returncode, done.stdout.decode()
+def _chunked(data: bytes, *, whole: bool, step: int = 16384) -> list[bytes]:
+    parts = [b"%x\r\n" % len(data[i : i + step]) + data[i : i + step] + b"\r\n" for i in range(0, len(data), step)]
+    return parts + [b"0\r\n\r\n"] if whole else parts
+
+
+def _slow_receiver(server: ServerProcess, path: str) -> socket.socket:
+    """A plain HTTP/1.1 receiver with a small receive buffer, its request sent, nothing read yet."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.settimeout(WAIT_S)
+    sock.connect(("127.0.0.1", server.http_port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def _read_slowly(sock: socket.socket, *, piece: int = 64 * 1024, pause_s: float = 0.005) -> bytes:
+    """Everything until the server closes, read at a few MB/s (bounded by WAIT_S per read and 60 s in all)."""
+    got = bytearray()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        data = sock.recv(piece)
+        if not data:
+            break
+        got += data
+        time.sleep(pause_s)
+    return bytes(got)
 
 
 @pytest.mark.parametrize("transport", ["h1", "h1-tls"])
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_sender_closing_without_close_notify_delivers_its_whole_body(
+def test_running_sender_closing_without_close_notify_delivers_its_whole_body(
+    server: ServerProcess, framing: str, transport: str
+) -> None:
+    target = server.target(transport)
+    data = os.urandom(RUNNING_BODY_BYTES)
+    path = unique_path("fin")
+    if framing == "content-length":
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        parts = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    else:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        parts = _chunked(data, whole=True)
+    with _slow_receiver(server, path) as receiver:
+        time.sleep(0.3)  # the receiver waits first: the upload streams to it at once
+        sent: list[socket.socket] = []
+        sending = threading.Thread(target=lambda: sent.append(_send_then_fin(target, head, parts)), daemon=True)
+        sending.start()
+        raw = _read_slowly(receiver)
+        sending.join(WAIT_S)
+    for sock in sent:
+        sock.close()
+    status, _, body = raw.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), status[:200]
+    if b"chunked" in status.lower():
+        body, ended = dechunk(body)
+        assert ended, f"no final chunk after {len(body)} of {len(data)} bytes"
+    assert len(body) == len(data)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
+def test_running_sender_cut_short_without_close_notify_is_a_cut_stream(server: ServerProcess, transport: str) -> None:
+    target = server.target(transport)
+    data = os.urandom(RUNNING_BODY_BYTES)
+    path = unique_path("cut")
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    with _slow_receiver(server, path) as receiver:
+        time.sleep(0.3)
+        sent: list[socket.socket] = []
+        parts = _chunked(data, whole=False)  # no final chunk: the body is cut short
+        sending = threading.Thread(target=lambda: sent.append(_send_then_fin(target, head, parts)), daemon=True)
+        sending.start()
+        raw = _read_slowly(receiver)
+        sending.join(WAIT_S)
+    for sock in sent:
+        sock.close()
+    status, _, body = raw.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), status[:200]
+    body, ended = dechunk(body)
+    # never a clean end with bytes missing: the stream is cut, and what came is what was sent
+    assert not ended
+    assert body == data[: len(body)]
+
+
+@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_waiting_sender_closing_without_close_notify_has_left(
     server: ServerProcess, tmp_path: Path, framing: str, transport: str
 ) -> None:
     target = server.target(transport)
@@ -222,33 +306,17 @@ def test_sender_closing_without_close_notify_delivers_its_whole_body(
         parts = [data]
     else:
         head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-        step = 16384
-        parts = [b"%x\r\n" % len(data[i : i + step]) + data[i : i + step] + b"\r\n" for i in range(0, len(data), step)]
-        parts.append(b"0\r\n\r\n")  # the final chunk arrived: the body is whole
-    out = tmp_path / "got.bin"
+        parts = _chunked(data, whole=True)
     with _send_then_fin(target, head, parts) as sender:
-        code, status = _receive(target, path, out)
-        recv_all(sender, timeout=1)  # (raw TLS records: read so that the close sends no RST)
-    assert (code, status) == (0, "200")
-    got = out.read_bytes()
-    assert len(got) == len(data)
-    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
-
-
-@pytest.mark.parametrize("transport", ["h1", "h1-tls"])
-def test_sender_cut_short_without_close_notify_is_a_cut_stream(
-    server: ServerProcess, tmp_path: Path, transport: str
-) -> None:
-    target = server.target(transport)
-    data = os.urandom(HELD_BODY_BYTES)
-    path = unique_path("cut")
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data) + 1000}\r\n\r\n".encode()
+        time.sleep(1.0)  # the server notices the FIN (over plain TCP behind the paused reads: http1/_hangup.py)
+        with contextlib.suppress(OSError):  # (its unread bytes make the server's close a reset)
+            recv_all(sender, timeout=1)
+    # the path is free: a new sender is accepted, and its receiver gets its bytes, none of the first sender's
     out = tmp_path / "got.bin"
-    with _send_then_fin(target, head, [data]) as sender:
-        code, status = _receive(target, path, out)
-        recv_all(sender, timeout=1)
-    got = out.read_bytes() if out.exists() else b""
-    # the receiver is told: the response began, then curl's "transfer closed with ... bytes remaining" (18)
-    # -- never a clean end with bytes missing
-    assert (code, status) == (18, "200"), f"curl exit {code}, status {status}, {len(got)} bytes"
-    assert got == data[: len(got)]
+    receiving = subprocess.Popen(target.curl("--max-time", "20", "-o", str(out), target.url(path)))
+    second = b"the second sender\n"
+    done = subprocess.run(target.curl("--max-time", "20", "--data-binary", "@-", target.url(path)),
+                          input=second, capture_output=True, timeout=30)
+    assert done.returncode == 0 and b"Another sender" not in done.stdout, done.stdout
+    assert receiving.wait(timeout=30) == 0
+    assert out.read_bytes() == second
