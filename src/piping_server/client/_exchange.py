@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, TypeVar
@@ -135,6 +136,15 @@ def _data_meta(name: str | None, content_type: str, size: int | None, archive: b
     }
 
 
+def _name_from_path(secret: str, extension: str | None) -> str:
+    """Piping UI's name for data sent without one (a text): the secret path, with the sender's extension
+    if it has none (src/piping-ui-utils/decideFileName.ts)."""
+    name = secret.rsplit("/", 1)[-1]
+    if extension and not re.fullmatch(r".+\..+", name):
+        name = f"{name}.{extension}"
+    return name
+
+
 async def send_exchange_async(
     target: str,
     source: SendSource = None,
@@ -219,6 +229,8 @@ async def get_exchange_async(
     meta = extension.get("data_meta") if isinstance(extension.get("data_meta"), dict) else {}
     assert isinstance(meta, dict)
     sender_name = meta.get("file_name") if isinstance(meta.get("file_name"), str) else None
+    extension_hint = meta.get("file_extension") if isinstance(meta.get("file_extension"), str) else None
+    sender_name = sender_name or _name_from_path(secret, extension_hint)
     size = meta.get("size") if isinstance(meta.get("size"), int) else None
     archive = extension.get(_ARCHIVE_MEMBER) == "tar"
     return await _receive(
