@@ -24,6 +24,8 @@ const PipingKeyExchange = (() => {
   const VERIFIED_TRIES = 30;
   // A key-exchange message is a few hundred bytes: a peer's larger "message" is refused.
   const MAX_PARCEL_BYTES = 64 * 1024;
+  // Piping UI's chunks are about 1 MB: a far larger one is not gathered in the page.
+  const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
 
   const encoder = new TextEncoder();
   let signingKeys = null; // one signing key pair per page, as Piping UI makes one per app
@@ -99,7 +101,7 @@ const PipingKeyExchange = (() => {
       size += value.length;
       if (size > limit) {
         await reader.cancel();
-        throw new ExchangeError("The other side's key-exchange message is too large: is it a key exchange?");
+        throw new ExchangeError(`The other side sent more than ${limit} bytes where a key exchange sends less.`);
       }
       parts.push(value);
     }
@@ -274,7 +276,7 @@ const PipingKeyExchange = (() => {
             await response.arrayBuffer();
             return null;
           }
-          return new Uint8Array(await response.arrayBuffer());
+          return await boundedBytes(response, MAX_CHUNK_BYTES);
         }
         await response.text();
       } catch (error) {
