@@ -192,3 +192,24 @@ def test_a_man_in_the_middle_shows_different_codes_and_reads_nothing(server: str
         assert codes["sender"] != codes["receiver"]
 
     asyncio.run(asyncio.wait_for(scenario(), TIMEOUT))
+
+
+def test_both_refusing_ends_both(server: str, path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both users see the codes differ and say no: the receiver never asks for the sender's answer,
+    and the sender stops waiting to deliver its "not verified" (bounded) instead of hanging."""
+    import piping_server.client._exchange as exchange_module
+
+    monkeypatch.setattr(exchange_module, "_REFUSAL_WAIT_S", 2.0)
+
+    async def no(code: str) -> bool:
+        return False
+
+    async def scenario() -> None:
+        send = asyncio.ensure_future(send_exchange_async(path, b"secret data", server=server, confirm=no))
+        with pytest.raises(ExchangeError, match="nothing was received"):
+            await get_exchange_async(path, tmp_path / "out.bin", server=server, confirm=no)
+        with pytest.raises(ExchangeError, match="nothing was sent$"):
+            await send
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert list(tmp_path.iterdir()) == []

@@ -45,6 +45,8 @@ __all__ = ["ExchangeError", "get_exchange_async", "send_exchange_async", "split_
 #: Piping UI retries the verified message every 2 s (src/piping-ui-auth/index.ts); bounded here.
 _VERIFIED_RETRY_S = 2.0
 _VERIFIED_TRIES = 30
+#: how long a sender that refused the code waits for the receiver to take the "not verified" message
+_REFUSAL_WAIT_S = 15.0
 #: our own member of the verified extension: the data is a tar of a folder (Piping UI ignores it)
 _ARCHIVE_MEMBER = "piping_python_archive"
 
@@ -177,11 +179,17 @@ async def send_exchange_async(
     sealed = await asyncio.to_thread(encrypt_bytes, verified_parcel(verified, meta, extra), passphrase)
     reporter.status("[INFO] Waiting for the receiver to take the confirmation...")
     url = f"{base}/{verified_path(ex.main_path)}"
-    await _retrying(lambda: send_async(url, sealed, verify_tls=verify_tls))
     if not verified:
         with contextlib.suppress(BaseException):
             await payload.body.aclose()  # type: ignore[attr-defined]
-        raise ExchangeError("the verification code was not confirmed: nothing was sent (the receiver was told)")
+        # Tell the receiver, as Piping UI's Cancel does; one that refused too never asks: do not wait long.
+        try:
+            await asyncio.wait_for(send_async(url, sealed, verify_tls=verify_tls), _REFUSAL_WAIT_S)
+            told = " (the receiver was told)"
+        except (PipingError, TimeoutError):
+            told = ""
+        raise ExchangeError(f"the verification code was not confirmed: nothing was sent{told}")
+    await _retrying(lambda: send_async(url, sealed, verify_tls=verify_tls))
     counter = [0]
     body: AsyncIterator[bytes] = _counted(payload.body, None if payload.archive else reporter, counter)
     reporter.begin(payload.size, payload.name or "sending")
