@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env, piping_cmd, run_piping, start_piping
+from conftest import env, needs, piping_cmd, run_piping, start_piping
 from piping_server.client._exchange import get_exchange_async, send_exchange_async, split_exchange_target
 from piping_server.client._keyexchange import (
     ExchangeError,
@@ -213,3 +213,59 @@ def test_both_refusing_ends_both(server: str, path: str, tmp_path: Path, monkeyp
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("parcel", "said"),
+    [
+        (b"hello, I am curl", b"is not JSON"),
+        (b'{"format": "piping_ui_auth", "version": 3}', b"version 3"),
+        (b'{"format": "piping_ui_auth", "version": 4, "payload": "{}", "signature": "AA==",'
+         b' "public_signing_jwk": {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}}', b"not a valid public key"),
+        (b"[" * 70_000, b"larger than"),
+    ],
+)
+def test_a_bad_peer_message_is_one_line(server: str, path: str, parcel: bytes, said: bytes) -> None:
+    """Whatever a peer posts on the exchange path, the client ends with one line and exit code 6."""
+
+    async def post() -> None:
+        await send_async(f"{server}{path}", parcel)
+
+    getter = start_piping("get", "-x", "-y", "-q", "-s", server, path)
+    asyncio.run(asyncio.wait_for(post(), TIMEOUT))
+    _, err = getter.communicate(timeout=TIMEOUT)
+    assert getter.returncode == 6, err
+    assert said in err and b"Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+def test_the_terminal_question(server: str, path: str, tmp_path: Path) -> None:
+    """Without --yes the sender asks on its terminal: "n" sends nothing, "y" sends."""
+    script = needs("script")
+    source = tmp_path / "a.txt"
+    source.write_text("asked first")
+
+    def sender_answering(answer: bytes, sub: str) -> subprocess.Popen[bytes]:
+        command = " ".join(piping_cmd("send", "-x", "-q", "-s", server, path + sub, str(source)))
+        proc = subprocess.Popen([script, "-qec", command, "/dev/null"], env=env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdin is not None and proc.stdout is not None
+        seen = b""
+        while b"[y/N]" not in seen:  # bounded: the getter below runs, and the read ends at EOF
+            data = os.read(proc.stdout.fileno(), 4096)
+            if not data:
+                break
+            seen += data
+        proc.stdin.write(answer + b"\n")
+        proc.stdin.flush()
+        return proc
+
+    for answer, sub, ok in [(b"n", "-no", False), (b"y", "-yes", True)]:
+        out = tmp_path / f"out{sub}"
+        out.mkdir()
+        getter = start_piping("get", "-x", "-y", "-q", "-s", server, path + sub, "-o", f"{out}/")
+        sender = sender_answering(answer, sub)
+        _, err = getter.communicate(timeout=TIMEOUT)
+        sender.communicate(timeout=TIMEOUT)
+        assert (getter.returncode == 0) is ok, err
+        assert [p.name for p in out.iterdir()] == (["a.txt"] if ok else [])
+        assert (sender.returncode == 0) is ok

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -33,22 +34,26 @@ def exchange_options(f: F) -> F:
     return f
 
 
-def _open_tty() -> IO[str]:
+def _open_tty() -> int:
     # The terminal, not stdin: stdin may be the data being sent (as getpass does).
-    return open(TTY, "r+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the caller
+    return os.open(TTY, os.O_RDWR | os.O_NOCTTY)
 
 
-def _ask(tty: IO[str], code: str) -> bool:
-    tty.write(f"Does the other side show the verification code {code}? [y/N] ")
-    tty.flush()
-    answer = tty.readline()
-    return answer.strip().lower() in ("y", "yes")
+def _ask(tty: int, code: str) -> bool:
+    os.write(tty, f"Does the other side show the verification code {code}? [y/N] ".encode())
+    answer = b""
+    while not answer.endswith(b"\n") and len(answer) < 1024:
+        data = os.read(tty, 1024)
+        if not data:
+            break
+        answer += data
+    return answer.decode("utf-8", "replace").strip().lower() in ("y", "yes")
 
 
 def code_confirmer(yes: bool, doing: str) -> tuple[Callable[[str], None], Callable[[str], Awaitable[bool]] | None]:
     """(show the code, ask about it): ``ask`` is None with ``--yes``. Without a terminal and without
     ``--yes`` this is a usage error now, before anything is exchanged."""
-    tty: IO[str] | None = None
+    tty: int | None = None
     if not yes:
         try:
             tty = _open_tty()
@@ -89,6 +94,6 @@ def code_confirmer(yes: bool, doing: str) -> tuple[Callable[[str], None], Callab
             return await answered
         finally:
             if answered.done():
-                terminal.close()
+                os.close(terminal)
 
     return show, ask

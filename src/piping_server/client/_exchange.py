@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
@@ -72,23 +72,6 @@ def split_exchange_target(target: str, server: str | None) -> tuple[str, str]:
     return base, secret
 
 
-async def _first_failure_cancels(*coros: Coroutine[Any, Any, Any]) -> list[Any]:
-    """Run together; the first failure cancels the rest and is raised as itself (no ExceptionGroup)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in done:
-            if t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
-
-
 async def _get_small(url: str, verify_tls: bool) -> bytes:
     """A whole small body (a parcel): more than MAX_PARCEL_BYTES is refused, not gathered."""
     conn = HttpConnection(url, verify=verify_tls)
@@ -109,11 +92,32 @@ async def _get_small(url: str, verify_tls: bool) -> bytes:
 async def _exchange(role: Role, base: str, secret: str, verify_tls: bool) -> Exchanged:
     party = Party()
     mine, theirs = exchange_paths(role, secret)
-    _, peer = await _first_failure_cancels(
-        send_async(f"{base}/{mine}", party.parcel(), content_type="application/json", verify_tls=verify_tls),
-        _get_small(f"{base}/{theirs}", verify_tls),
+    posted = asyncio.ensure_future(
+        send_async(f"{base}/{mine}", party.parcel(), content_type="application/json", verify_tls=verify_tls)
     )
-    return party.derive(peer)
+    fetched = asyncio.ensure_future(_get_small(f"{base}/{theirs}", verify_tls))
+    try:
+        done, _ = await asyncio.wait({posted, fetched}, return_when=asyncio.FIRST_COMPLETED)
+        if posted in done:
+            posted.result()  # our message was refused (e.g. another sender is on the path)
+        # The peer's message is checked as soon as it is here: a bad one ends the exchange at once,
+        # without waiting for the peer to take ours.
+        exchanged = party.derive(await fetched)
+        await posted
+        return exchanged
+    finally:
+        for task in (posted, fetched):
+            await _stop(task)
+
+
+async def _stop(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait for its end. Python 3.11's wait_for (in HttpConnection.connect) can lose a
+    cancellation that comes as the connection completes: cancel again until the task is over."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.exception()  # retrieved: an ended task's error is not news here
 
 
 async def _retrying(make: Callable[[], Awaitable[T]]) -> T:
