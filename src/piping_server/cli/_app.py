@@ -12,8 +12,10 @@ import click
 
 from .._runtime.click_main import run_click
 from ..client import PipingError, get_async, send_async
+from ..client._exchange import get_exchange_async, send_exchange_async
 from ..client._tunnel import TunnelPaths, run_tunnel_client, run_tunnel_server, tunnel_paths
 from ..client._url import SERVER_ENV
+from ._confirm import code_confirmer, exchange_options
 from ._progress import CliReporter
 from ._runner import DEBUG_ENV, run
 
@@ -28,6 +30,9 @@ Examples:
   piping send mypath ./folder notes.txt            several: one streamed tar
   tar c dir | piping send mypath                   stdin
   piping send --pass secret mypath report.pdf      end-to-end encrypted (gpg -d compatible)
+  piping send --exchange mypath report.pdf         end-to-end encrypted without a passphrase:
+                                                   a key exchange with a verification code
+                                                   (Piping UI's way; receiver: get --exchange)
 \b
 A bare path (mypath) needs --server or ${SERVER_ENV}. Receivers: `piping get`, curl, a browser."""
 
@@ -38,7 +43,9 @@ Examples:
                                                    a folder is unpacked into downloads/
   piping get mypath -o a/b/c.txt --create-dirs     a/ and a/b/ are created if missing
   piping get mypath | tar x                        raw stream to stdout
-  piping get --pass secret mypath -o report.pdf    decrypt (also what `gpg -c | curl -T -` sent)"""
+  piping get --pass secret mypath -o report.pdf    decrypt (also what `gpg -c | curl -T -` sent)
+  piping get --exchange mypath -o downloads/       key exchange with the sender (send --exchange,
+                                                   Piping UI with E2E on): compare the code"""
 
 _EPILOG_TUNNEL = """\b
 Server host (where the service runs):   piping tunnel server --port 22 PATH1 PATH2
@@ -105,6 +112,14 @@ def _passphrase(passphrase: str | None, encrypt: bool, confirm: bool) -> str | N
     return first
 
 
+def _check_exchange_alone(passphrase: str | None, encrypt: bool, *, n: int | None, live: bool) -> None:
+    """--exchange derives its own key and paths: a passphrase, --n or a live transfer make no sense with it."""
+    if passphrase or encrypt:
+        raise click.UsageError("--exchange derives the key itself: drop --pass/--encrypt (and $PIPING_PASS)")
+    if n is not None or live:
+        raise click.UsageError("--exchange is one sender and one receiver: drop --n, --live and --from-start")
+
+
 def _help_without_command(ctx: click.Context) -> None:
     """A group run alone prints its help as any help is printed (stdout, exit 0), not as an error."""
     if ctx.invoked_subcommand is None:
@@ -143,6 +158,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--live", is_flag=True, help="A live stream: receivers join and leave at any time (not with --n).")
 @click.option("--name", metavar="NAME", help="File name announced to receivers (default: the file's own).")
 @click.option("--content-type", metavar="TYPE", help="Content-Type of a single file or stdin.")
+@exchange_options
 @_crypto(confirm=True)
 @_common
 def send(
@@ -152,6 +168,8 @@ def send(
     live: bool,
     name: str | None,
     content_type: str | None,
+    exchange: bool,
+    yes: bool,
     passphrase: str | None,
     encrypt: bool,
     server: str | None,
@@ -164,6 +182,8 @@ def send(
     streamed tar that `piping get -o DEST` unpacks. The command ends when every receiver
     got everything, and fails if one went away before.
     """
+    if exchange:
+        _check_exchange_alone(passphrase, encrypt, n=n, live=live)
     secret = _passphrase(passphrase, encrypt, confirm=True)
     reporter = CliReporter(quiet)
     source: Any
@@ -175,6 +195,22 @@ def send(
         raise click.UsageError("'-' (stdin) cannot be mixed with files")
     else:
         source = files[0] if len(files) == 1 else list(files)
+    if exchange:
+        show, ask = code_confirmer(yes, "sending")
+        run(
+            send_exchange_async(
+                url,
+                source,
+                server=server,
+                filename=name,
+                content_type=content_type,
+                on_code=show,
+                confirm=ask,
+                reporter=reporter,
+                verify_tls=not insecure,
+            )
+        )
+        return
     run(
         send_async(
             url,
@@ -204,6 +240,7 @@ def send(
 @click.option("--n", "-n", "n", type=click.IntRange(min=1), help="Number of receivers, as the sender gave.")
 @click.option("--from-start", is_flag=True, help="Wait for a live sender (send --live) and get its stream from byte 0.")
 @click.option("--no-extract", is_flag=True, help="Save a received folder as its .tar instead of unpacking it.")
+@exchange_options
 @_crypto(confirm=False)
 @_common
 def get(
@@ -213,6 +250,8 @@ def get(
     from_start: bool,
     create_dirs: bool,
     no_extract: bool,
+    exchange: bool,
+    yes: bool,
     passphrase: str | None,
     encrypt: bool,
     server: str | None,
@@ -227,9 +266,29 @@ def get(
     exist (--create-dirs creates it). The file or folder appears only once all of it arrived
     (and, encrypted, was verified): a cut stream or a wrong passphrase leaves nothing behind.
     """
+    if exchange:
+        _check_exchange_alone(passphrase, encrypt, n=n, live=from_start)
     secret = _passphrase(passphrase, encrypt, confirm=False)
     reporter = CliReporter(quiet)
     dest: Any = sys.stdout.buffer if output in (None, "-") else output
+    if exchange:
+        show, ask = code_confirmer(yes, "receiving")
+        result = run(
+            get_exchange_async(
+                url,
+                dest,
+                server=server,
+                extract=not no_extract,
+                create_dirs=create_dirs,
+                on_code=show,
+                confirm=ask,
+                reporter=reporter,
+                verify_tls=not insecure,
+            )
+        )
+        if result.paths and not quiet:
+            click.echo(f"piping: saved {', '.join(str(p) for p in result.paths)}", err=True)
+        return
     result = run(
         get_async(
             url,

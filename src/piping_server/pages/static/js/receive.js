@@ -1,7 +1,9 @@
 /*
  * receive.js: the "receive" mode. GETs /<path> with fetch() and reads the body as it arrives:
  * progress against Content-Length, the sender's file name (Content-Disposition, or the name inside
- * an encrypted message), and a SHA-256 computed chunk by chunk.
+ * an encrypted message), and a SHA-256 computed chunk by chunk. With "key exchange" (keyexchange.js,
+ * Piping UI's way) it exchanges keys with the sender, shows the verification code, waits for the
+ * sender's confirmation and takes the encrypted chunks under the derived path instead.
  *
  * Where the data goes, as the browser allows:
  * - "disk": the File System Access API (showSaveFilePicker, Chromium over HTTPS): each chunk is
@@ -27,7 +29,8 @@
   function start() {
     const $ = Piping.byId;
     const ui = {
-      path: $("recv-path"), pass: $("recv-pass"), sinkDisk: $("recv-sink-disk"), sinkMemory: $("recv-sink-memory"),
+      path: $("recv-path"), pass: $("recv-pass"), exchange: $("recv-exchange"), code: $("recv-code"),
+      codeValue: $("recv-code-value"), sinkDisk: $("recv-sink-disk"), sinkMemory: $("recv-sink-memory"),
       sinkHint: $("recv-sink-hint"), start: $("recv-start"), saveDisk: $("recv-save-disk"), cancel: $("recv-cancel"),
       progress: $("recv-progress"), progressText: $("recv-progress-text"), facts: $("recv-facts"),
       name: $("recv-name"), type: $("recv-type"), size: $("recv-size"), sha256: $("recv-sha256"),
@@ -61,8 +64,11 @@
     function setBusy(busy) {
       ui.start.disabled = busy;
       ui.cancel.hidden = !busy;
-      for (const input of [ui.path, ui.pass, ui.sinkDisk, ui.sinkMemory]) input.disabled = busy;
-      if (!busy) ui.sinkDisk.disabled = !canWriteToDisk;
+      for (const input of [ui.path, ui.pass, ui.exchange, ui.sinkDisk, ui.sinkMemory]) input.disabled = busy;
+      if (!busy) {
+        ui.sinkDisk.disabled = !canWriteToDisk;
+        ui.pass.disabled = ui.exchange.checked;
+      }
     }
 
     function reset() {
@@ -76,6 +82,7 @@
       ui.sha256.textContent = "";
       ui.progress.hidden = true;
       ui.progressText.textContent = "";
+      ui.code.hidden = true;
       document.body.dataset.receiveState = "";
       document.body.dataset.receiveEncrypted = "";
     }
@@ -98,6 +105,34 @@
       });
     }
 
+    ui.exchange.addEventListener("change", () => {
+      ui.pass.disabled = ui.exchange.checked;
+    });
+
+    /**
+     * Key exchange with the sender: the code is shown, and once the sender confirmed it, the decrypted
+     * chunks. Resolves to what the plain GET gives: { stream, length, type, name }.
+     */
+    async function openByExchange(path, signal) {
+      status("Waiting for the sender's key (key exchange)...", "");
+      const exchanged = await PipingKeyExchange.exchange("receiver", path, signal);
+      ui.codeValue.textContent = exchanged.code;
+      ui.code.hidden = false;
+      status("Compare the verification code with the sender's: the sender sends once it confirmed it.", "");
+      const { verified, dataMeta } = await PipingKeyExchange.receiveVerified(exchanged, signal);
+      if (!verified) throw new PipingKeyExchange.ExchangeError("The sender did not confirm the verification code: nothing was sent.");
+      const encrypted = PipingKeyExchange.receiveChunks(exchanged.mainPath, signal);
+      const decrypted = await PipingPgp.decrypt(encrypted, PipingKeyExchange.passphraseOf(exchanged.key));
+      // Without a name (a text), Piping UI names the data after the path, with the sender's extension.
+      let name = typeof dataMeta.file_name === "string" ? dataMeta.file_name : "";
+      if (name === "") {
+        name = path.split("/").pop();
+        if (typeof dataMeta.file_extension === "string" && !/^.+\..+$/.test(name)) name += `.${dataMeta.file_extension}`;
+      }
+      const size = Number.isInteger(dataMeta.size) ? dataMeta.size : 0;
+      return { stream: decrypted.data, length: size, type: typeof dataMeta.mime_type === "string" ? dataMeta.mime_type : "", name };
+    }
+
     async function receive() {
       if (transfer !== null) return;
       const path = Piping.normalizePath(ui.path.value);
@@ -113,15 +148,12 @@
       status("Waiting for the sender...", "");
       document.body.dataset.receiveState = "waiting";
       let writable = null;
+      const exchange = ui.exchange.checked;
       try {
-        const response = await fetch(Piping.pathUrl(path).href, { signal: controller.signal, cache: "no-store" });
-        if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
-        const length = Number(response.headers.get("Content-Length") || 0);
-        const type = response.headers.get("Content-Type") || "";
-        let name = Piping.dispositionFilename(response.headers.get("Content-Disposition"));
+        const opened = exchange ? await openByExchange(path, controller.signal) : await openPlain(path, controller.signal);
+        const { length, type } = opened;
+        let { name, stream } = opened;
         const fallbackName = path.split("?")[0].split("/").pop() || "received";
-
-        let stream = response.body;
         let received = 0;
         // Progress counts what comes over the wire (the encrypted size, with a passphrase).
         stream = stream.pipeThrough(new TransformStream({
@@ -131,9 +163,11 @@
             out.enqueue(chunk);
           },
         }));
-        const passphrase = ui.pass.value;
+        const passphrase = exchange ? "" : ui.pass.value;
         let encryptedButNoPassphrase = false;
-        if (passphrase !== "") {
+        if (exchange) {
+          // decrypted already (the name and type came in the sender's confirmation)
+        } else if (passphrase !== "") {
           status("Decrypting...", "");
           const decrypted = await PipingPgp.decrypt(stream, passphrase);
           stream = decrypted.data;
@@ -147,7 +181,7 @@
         name = Piping.safeFilename(name, fallbackName);
         ui.facts.hidden = false;
         ui.name.textContent = name;
-        ui.type.textContent = passphrase !== "" ? "(decrypted)"
+        ui.type.textContent = exchange ? `${type || "(none given)"}, decrypted` : passphrase !== "" ? "(decrypted)"
           : encryptedButNoPassphrase ? "OpenPGP, encrypted" : type || "(none given)";
         ui.size.textContent = length > 0 ? Piping.formatBytes(length) : "(not announced)";
         showProgress(0, length);
@@ -197,7 +231,7 @@
         } else {
           parts.push(new Blob(pending));
           // No type given: octet-stream, or Chromium sniffs the bytes and adds ".txt" to the name.
-          const blob = new Blob(parts, { type: passphrase !== "" || type === "" ? "application/octet-stream" : type });
+          const blob = new Blob(parts, { type: passphrase !== "" || exchange || type === "" ? "application/octet-stream" : type });
           parts = [];
           savedUrl = URL.createObjectURL(blob);
           ui.save.href = savedUrl;
@@ -229,7 +263,8 @@
       } catch (error) {
         if (writable !== null) await writable.abort().catch(() => {});
         const text = controller.signal.aborted ? "Cancelled."
-          : error instanceof PipingPgp.PassphraseError ? error.message : `Receiving failed: ${error.message || error}`;
+          : error instanceof PipingPgp.PassphraseError || error instanceof PipingKeyExchange.ExchangeError ? error.message
+            : `Receiving failed: ${error.message || error}`;
         status(text, "error");
         ui.saveDisk.hidden = true;
         document.body.dataset.receiveState = "failed";
@@ -237,6 +272,18 @@
         transfer = null;
         setBusy(false);
       }
+    }
+
+    /** The plain GET of `path`: { stream, length, type, name } from the response. */
+    async function openPlain(path, signal) {
+      const response = await fetch(Piping.pathUrl(path).href, { signal, cache: "no-store" });
+      if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+      return {
+        stream: response.body,
+        length: Number(response.headers.get("Content-Length") || 0),
+        type: response.headers.get("Content-Type") || "",
+        name: Piping.dispositionFilename(response.headers.get("Content-Disposition")),
+      };
     }
 
     ui.start.addEventListener("click", receive);

@@ -5,6 +5,8 @@
  * them at the end only. Shows the command a receiver runs.
  * With a passphrase the data goes encrypted (pgp.js): a file then streams with fetch() where the
  * connection can stream uploads (HTTP/2), and is encrypted into a Blob first where it cannot.
+ * With "key exchange" instead (keyexchange.js, Piping UI's way) the two sides exchange keys, the user
+ * compares the verification code, and the data goes encrypted in chunks under the derived path.
  */
 (() => {
   "use strict";
@@ -19,7 +21,8 @@
       modeFile: $("mode-file"), modeText: $("mode-text"),
       filePane: $("file-pane"), file: $("file"), fileInfo: $("file-info"),
       textPane: $("text-pane"), text: $("text"),
-      send: $("send"), cancel: $("cancel"), pass: $("send-pass"),
+      send: $("send"), cancel: $("cancel"), pass: $("send-pass"), exchange: $("send-exchange"),
+      code: $("send-code"), codeValue: $("send-code-value"), codeOk: $("send-code-ok"), codeNo: $("send-code-no"),
       progress: $("progress"), progressText: $("progress-text"), status: $("status"),
       curl: $("curl"), copy: $("copy"), receiveLink: $("receive-link"),
     };
@@ -29,6 +32,13 @@
 
     function showReceive() {
       const path = Piping.normalizePath(ui.path.value) || "mypath";
+      ui.pass.disabled = ui.exchange.checked || request !== null;
+      if (ui.exchange.checked) {
+        const url = Piping.pathUrl(path);
+        ui.curl.textContent = "piping get --exchange " + Piping.shellQuote(Piping.config.baseUrl + url.pathname);
+        ui.receiveLink.href = "#receive?path=" + encodeURIComponent(path);
+        return;
+      }
       // With a passphrase, what comes is OpenPGP: the command decrypts it (gpg asks for the passphrase).
       ui.curl.textContent = Piping.curlCommand(path) + (ui.pass.value !== "" ? " | gpg -d" : "");
       ui.receiveLink.href = Piping.pathUrl(path).href;
@@ -37,6 +47,7 @@
     if (ui.path.value === "") ui.path.value = Piping.randomPath();
     ui.path.addEventListener("input", showReceive);
     ui.pass.addEventListener("input", showReceive);
+    ui.exchange.addEventListener("change", showReceive);
     ui.newPath.addEventListener("click", () => {
       ui.path.value = Piping.randomPath();
       showReceive();
@@ -102,7 +113,8 @@
     function setBusy(busy) {
       ui.send.disabled = busy;
       ui.cancel.hidden = !busy;
-      for (const input of [ui.path, ui.newPath, ui.modeFile, ui.modeText, ui.pass]) input.disabled = busy;
+      for (const input of [ui.path, ui.newPath, ui.modeFile, ui.modeText, ui.pass, ui.exchange]) input.disabled = busy;
+      if (!busy) ui.pass.disabled = ui.exchange.checked;
     }
 
     function showProgress(loaded, total) {
@@ -219,6 +231,73 @@
       return `Waiting for ${who}...\n` + text;
     }
 
+    /** Wait for the user's answer to the verification code: true for "same". */
+    function askCode(signal) {
+      return new Promise((resolve, reject) => {
+        ui.codeOk.onclick = () => resolve(true);
+        ui.codeNo.onclick = () => resolve(false);
+        signal.addEventListener("abort", () => reject(new DOMException("cancelled", "AbortError")), { once: true });
+      });
+    }
+
+    /** What the data is, as Piping UI's sender describes it in its "verified" message (data_meta). */
+    function dataMeta(input) {
+      if (input.text) return { mime_type: "text/plain", size: input.size, file_extension: "txt" };
+      const file = input.body;
+      const dot = file.name.lastIndexOf(".");
+      return {
+        mime_type: file.type || undefined,
+        size: file.size,
+        file_name: file.name,
+        file_extension: dot > 0 ? file.name.slice(dot + 1) : undefined,
+      };
+    }
+
+    /** Key exchange with the receiver, the user's yes or no to the code, then the encrypted chunks. */
+    async function sendByExchange(path, input) {
+      const controller = new AbortController();
+      request = { abort: () => controller.abort() };
+      setBusy(true);
+      setStatus("Waiting for the receiver's key (key exchange)...", "");
+      document.body.dataset.sendExchange = "waiting";
+      try {
+        const exchanged = await PipingKeyExchange.exchange("sender", path, controller.signal);
+        ui.codeValue.textContent = exchanged.code;
+        ui.code.hidden = false;
+        document.body.dataset.sendExchange = "code";
+        setStatus("Compare the verification code with the receiver's.", "");
+        const same = await askCode(controller.signal);
+        ui.code.hidden = true;
+        setStatus(same ? "Waiting for the receiver to take the confirmation..." : "Telling the receiver...", "");
+        await PipingKeyExchange.sendVerified(exchanged, same, dataMeta(input), controller.signal);
+        if (!same) {
+          finish("Not sent: the verification codes differ (the receiver was told).", "error");
+          return;
+        }
+        let read = 0;
+        const plain = input.body.stream().pipeThrough(new TransformStream({
+          transform(chunk, out) {
+            read += chunk.length;
+            showProgress(read, input.size);
+            out.enqueue(chunk);
+          },
+        }));
+        const name = input.text ? "" : input.body.name;
+        const encrypted = await PipingPgp.encrypt(plain, PipingKeyExchange.passphraseOf(exchanged.key), name);
+        setStatus("Sending, end-to-end encrypted by key exchange...", "");
+        await PipingKeyExchange.sendChunks(exchanged.mainPath, encrypted, controller.signal);
+        showProgress(input.size, input.size);
+        finish(`Sent, end-to-end encrypted (verification code ${exchanged.code}).`, "ok");
+      } catch (error) {
+        ui.code.hidden = true;
+        const text = controller.signal.aborted ? "Cancelled."
+          : error instanceof PipingKeyExchange.ExchangeError ? error.message : `Key exchange failed: ${error.message || error}`;
+        finish(text, "error");
+      } finally {
+        document.body.dataset.sendExchange = "";
+      }
+    }
+
     async function send() {
       if (request !== null) return;
       const path = Piping.normalizePath(ui.path.value);
@@ -231,6 +310,10 @@
       if (input.error) {
         setStatus(input.error, "error");
         input.focus.focus();
+        return;
+      }
+      if (ui.exchange.checked) {
+        sendByExchange(path, input);
         return;
       }
       const url = Piping.pathUrl(path).href;
