@@ -7,10 +7,12 @@ has its whole response written. Parser callbacks never await; the relay is calle
 httptools parses request heads; an upload's body is framed by ``_body.py`` (zero-copy slices),
 and a one-to-one plain upload may move kernel to kernel (``_splice.py``).
 
-Reading is paused for four independent reasons, kept as bits so that one never resumes what
+Reading is paused for five independent reasons, kept as bits so that one never resumes what
 another paused: a waiting sender's buffered body passed ``WAITING_BODY_LIMIT``; a receiver of the
 upload is slow (backpressure); a pipelined request is queued behind the current one; the splice
-relay reads the socket itself.
+relay reads the socket itself; the connection's own output is backed up (its client does not read).
+In the last two cases, bytes already read stop at the next request head and wait (``_stash``): a
+client that pipelines requests without reading the answers makes the server hold one read's worth.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ _PAUSE_WAITING = 1
 _PAUSE_BACKPRESSURE = 2
 _PAUSE_QUEUED = 4
 _PAUSE_SPLICE = 8  # the splice relay reads the socket itself
+_PAUSE_OUTPUT = 16  # the write buffer is above its high-water mark: no new request until it drains
+#: No further request head is parsed while one of these holds (what was read waits in ``_stash``).
+_HOLD_HEADS = _PAUSE_QUEUED | _PAUSE_OUTPUT
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -454,6 +459,8 @@ class Http1Protocol(asyncio.Protocol):
         self._incoming: Http1Exchange | None = None  # the one whose request is being read
         self._queue: deque[Http1Exchange] = deque()
         self._paused = 0
+        self._transport_paused = False  # reading stays paused until ``_stash`` is parsed, not just _paused == 0
+        self._stash = b""  # bytes read but not parsed: they begin a request that must wait (see _HOLD_HEADS)
         self._closed = False
         self._writing_paused = False
         self._corked: list[bytes] = []  # small writes held until the end of this loop turn (see CORK_MAX_BYTES)
@@ -500,8 +507,18 @@ class Http1Protocol(asyncio.Protocol):
                 self.transport = None
                 return
             self._preface = None
+        if self._stash:
+            data = self._stash + data
+            self._stash = b""
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         try:
             while data and not self._closed:
+                if self._body is None and self._paused & _HOLD_HEADS:
+                    # the next request waits for the one before it, or for the client to read its answers
+                    self._stash = data
+                    return
                 data = self._read_body(data) if self._body is not None else self._read_head(data)
         except _HeadTooLarge:
             self.fail_request(431, "[ERROR] Request header fields too large.\n")
@@ -615,12 +632,14 @@ class Http1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self.pause_reading(_PAUSE_OUTPUT)
         active = self._active
         if active is not None and active.pipe is not None and active._role == "receiver" and not active._finishing:
             active.pipe.receiver_paused(active)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._resume_output()
         active = self._active
         if active is None or active._role != "receiver":
             return
@@ -632,6 +651,12 @@ class Http1Protocol(asyncio.Protocol):
             active._receiver_flushed()
         elif active.pipe is not None:
             active.pipe.receiver_resumed(active)
+
+    def _resume_output(self) -> None:
+        """The client took its answers: a request that waited for that goes on."""
+        if self._active is None and self._queue:
+            self._serve_next()
+        self.resume_reading(_PAUSE_OUTPUT)
 
     def notify_when_empty(self) -> None:
         """Have resume_writing called once the write buffer is empty (limits 0/0 pause at once, resume at 0)."""
@@ -672,7 +697,7 @@ class Http1Protocol(asyncio.Protocol):
         self._incoming = exchange
         # Bodies are framed here, not by httptools (see _body.py); None: httptools ends the message.
         self._body = reader_for(self._headers)
-        if self._active is None:
+        if self._active is None and not self._writing_paused:
             self._active = exchange
             exchange.dispatch()
         else:
@@ -739,15 +764,32 @@ class Http1Protocol(asyncio.Protocol):
         asyncio.get_running_loop().call_later(DRAIN_POLL_S, self.when_drained, callback)
 
     def pause_reading(self, reason: int) -> None:
-        if not self._paused and self.transport is not None and not self._closed:
+        if not self._transport_paused and self.transport is not None and not self._closed:
             self.transport.pause_reading()
+            self._transport_paused = True
         self._paused |= reason
 
     def resume_reading(self, reason: int) -> None:
         was = self._paused
         self._paused &= ~reason
-        if was and not self._paused and self.transport is not None and not self._closed:
+        if not was or self._paused or self.transport is None or self._closed:
+            return
+        if self._stash:
+            # what was read first, on a turn of its own (this may run inside the previous request's callbacks)
+            asyncio.get_running_loop().call_soon(self._parse_stash)
+        elif self._transport_paused:
+            self._transport_paused = False
             self.transport.resume_reading()
+
+    def _parse_stash(self) -> None:
+        if self._paused or self._closed or not self._stash:
+            return  # paused again meanwhile: the next resume comes back here
+        data, self._stash = self._stash, b""
+        self._parse(data)
+        transport = self.transport
+        if not self._paused and not self._stash and self._transport_paused and not self._closed and transport:
+            self._transport_paused = False
+            transport.resume_reading()
 
     def close(self) -> None:
         self.uncork()
@@ -802,13 +844,18 @@ class Http1Protocol(asyncio.Protocol):
         if close:
             self.close()
             return
+        if self._writing_paused:
+            return  # the client is not reading its answers: the next request waits (see _resume_output)
         if self._queue:
-            self._active = self._queue.popleft()
-            if not self._queue:
-                self.resume_reading(_PAUSE_QUEUED)
-            self._active.dispatch()
+            self._serve_next()
         else:
             self.resume_reading(_PAUSE_QUEUED)
+
+    def _serve_next(self) -> None:
+        self._active = self._queue.popleft()
+        if not self._queue:
+            self.resume_reading(_PAUSE_QUEUED)
+        self._active.dispatch()
 
     def _report_malformed(self, status: int) -> None:
         """A request too broken to become an exchange still reaches the access log and the metrics."""
