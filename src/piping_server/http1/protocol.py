@@ -235,6 +235,8 @@ class Http1Exchange(Exchange):
         return UploadInfo.from_headers(self.headers, int(length) if length is not None and length.isdigit() else None)
 
     def start_upload(self, pipe: Pipe) -> None:
+        # The head and lines held for this turn announce the data: they leave before any receiver gets it
+        self.conn.push_out()
         pipe.begin()
         buffered = self._buffer or []
         self._buffer = None  # from now on the body streams
@@ -753,6 +755,13 @@ class Http1Protocol(asyncio.Protocol):
             self._corked = []
             if not self._closed and self.transport is not None:
                 self.transport.writelines(parts)
+
+    def push_out(self) -> None:
+        """Hand what is held for this turn to the kernel now: here, and in a transport that gathers (TLS)."""
+        self.uncork()
+        flush = getattr(self.transport, "flush", None) if self._transport_gathers and not self._closed else None
+        if flush is not None:
+            flush()
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call back once everything written so far has left for the kernel (or the connection is gone)."""
