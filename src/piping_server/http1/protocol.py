@@ -479,6 +479,10 @@ class Http1Protocol(asyncio.Protocol):
         self.client = ""
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
+        # --header-timeout / --keepalive-timeout: when the connection last had no request being served
+        # (None: one is), and the one timer that checks it (re-armed by itself, never per request)
+        self._idle_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -493,6 +497,7 @@ class Http1Protocol(asyncio.Protocol):
             if hooks.on_connect is not None:
                 self.refusal = hooks.on_connect(self.client)
             self._counted = self.refusal is None
+        self._became_idle()
 
     def data_received(self, data: bytes) -> None:
         if self._preface is not None:
@@ -610,6 +615,9 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._corked = []
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -701,6 +709,7 @@ class Http1Protocol(asyncio.Protocol):
         self._body = reader_for(self._headers)
         if self._active is None and not self._writing_paused:
             self._active = exchange
+            self._idle_since = None
             exchange.dispatch()
         else:
             self._queue.append(exchange)
@@ -853,6 +862,7 @@ class Http1Protocol(asyncio.Protocol):
         if close:
             self.close()
             return
+        self._became_idle()
         if self._writing_paused:
             return  # the client is not reading its answers: the next request waits (see _resume_output)
         if self._queue:
@@ -862,9 +872,56 @@ class Http1Protocol(asyncio.Protocol):
 
     def _serve_next(self) -> None:
         self._active = self._queue.popleft()
+        self._idle_since = None
         if not self._queue:
             self.resume_reading(_PAUSE_QUEUED)
         self._active.dispatch()
+
+    # --- header and keep-alive timeouts ------------------------------------------------------------------
+
+    def _became_idle(self) -> None:
+        """No request is being served from now on (accepted, or a response ended): the timeouts run."""
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        if self._idle_timer is None:
+            deadline = self._idle_deadline()
+            if deadline is not None:
+                self._idle_timer = loop.call_at(deadline, self._check_idle)
+        # (a timer already set fires earlier than this deadline, and re-arms itself for it)
+
+    def _request_begun(self) -> bool:
+        """Bytes of the next request have come (a partial head, or heads waiting for their turn)."""
+        return bool(self._head_buffer or self._stash or self._preface)
+
+    def _idle_deadline(self) -> float | None:
+        since = self._idle_since
+        if since is None:
+            return None
+        hooks = self.relay.hooks
+        # the header timeout runs to a complete head; the keep-alive one only while nothing of a request came
+        limits = [hooks.header_timeout_s]
+        if not self._request_begun():
+            limits.append(hooks.keepalive_timeout_s)
+        set_limits = [limit for limit in limits if limit is not None]
+        return since + min(set_limits) if set_limits else None
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._closed or self.transport is None:
+            return
+        deadline = self._idle_deadline()
+        if deadline is None:
+            return  # a request is being served: the next _became_idle arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._idle_timer = loop.call_at(deadline, self._check_idle)
+            return
+        if self.pending_size():
+            self.abort()  # its client does not read what it was sent: a close would wait for it forever
+        elif self._request_begun():
+            self.fail_request(408, "[ERROR] Request header timeout.\n")  # the request came too slowly
+        else:
+            self.close()  # an idle kept-alive (or never used) connection
 
     def _report_malformed(self, status: int) -> None:
         """A request too broken to become an exchange still reaches the access log and the metrics."""
