@@ -57,6 +57,12 @@ DRAIN_POLL_S = 0.005
 #: per line. Body data is never held: it may be a view of a buffer that the next read reuses.
 CORK_MAX_BYTES = 16 * 1024
 
+#: Closing with request bytes unread (a bad chunk mid-upload, a refused body past DISCARD_LIMIT): the
+#: server shuts down writing, then reads and drops what still comes for at most this long and this much
+#: before it closes (RFC 9112 9.6), so that the client reads its answer instead of a reset.
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
+
 SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
 
 _PAUSE_WAITING = 1
@@ -483,6 +489,10 @@ class Http1Protocol(asyncio.Protocol):
         # (None: one is), and the one timer that checks it (re-armed by itself, never per request)
         self._idle_since: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        # a lingering close (see LINGER_S): writing is over, what comes is read and dropped
+        self._lingering = False
+        self._lingered = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -500,6 +510,11 @@ class Http1Protocol(asyncio.Protocol):
         self._became_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingered += len(data)
+            if self._lingered > LINGER_MAX_BYTES:
+                self._end_linger()
+            return
         if self._preface is not None:
             # h2c with prior knowledge shares this port: the connection's first bytes tell (RFC 9113 3.4)
             data = self._preface + data
@@ -597,6 +612,8 @@ class Http1Protocol(asyncio.Protocol):
             incoming.on_body_complete()
 
     def eof_received(self) -> bool | None:
+        if self._lingering:
+            return None  # the client has sent everything: the lingering close is over
         self.uncork()  # the transport may close now: what this turn wrote goes out first
         active = self._active
         if (
@@ -615,9 +632,10 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._corked = []
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        for timer in (self._idle_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._linger_timer = None
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -726,7 +744,7 @@ class Http1Protocol(asyncio.Protocol):
     # --- used by the exchanges -------------------------------------------------------------------------
 
     def write(self, data: Chunk) -> None:
-        if self._closed or self.transport is None:
+        if self._closed or self._lingering or self.transport is None:
             return
         if type(data) is bytes and len(data) < CORK_MAX_BYTES and not self._transport_gathers:
             self._cork(data)
@@ -737,7 +755,7 @@ class Http1Protocol(asyncio.Protocol):
             self.transport.write(data)
 
     def write_many(self, parts: Sequence[Chunk]) -> None:
-        if self._closed or self.transport is None:
+        if self._closed or self._lingering or self.transport is None:
             return
         if (
             not self._transport_gathers
@@ -762,7 +780,7 @@ class Http1Protocol(asyncio.Protocol):
         parts = self._corked
         if parts:
             self._corked = []
-            if not self._closed and self.transport is not None:
+            if not self._closed and not self._lingering and self.transport is not None:
                 self.transport.writelines(parts)
 
     def push_out(self) -> None:
@@ -782,6 +800,8 @@ class Http1Protocol(asyncio.Protocol):
         asyncio.get_running_loop().call_later(DRAIN_POLL_S, self.when_drained, callback)
 
     def pause_reading(self, reason: int) -> None:
+        if self._lingering:
+            return  # what still comes is drained
         if not self._transport_paused and self.transport is not None and not self._closed:
             self.transport.pause_reading()
             self._transport_paused = True
@@ -811,7 +831,48 @@ class Http1Protocol(asyncio.Protocol):
 
     def close(self) -> None:
         self.uncork()
-        if self.transport is not None and not self._closed:
+        if self.transport is None or self._closed or self._lingering:
+            return
+        if self._input_unread():
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _input_unread(self) -> bool:
+        """Whether the client may still be sending this connection's request (closing now would reset it)."""
+        incoming = self._incoming
+        return bool(
+            self._body is not None
+            or self._head_buffer
+            or self._stash
+            or (incoming is not None and not incoming.request_complete)
+        )
+
+    def _linger(self) -> None:
+        """Close the way RFC 9112 9.6 says: shut down writing, drain the input a bounded while, then close."""
+        transport = self.transport
+        assert transport is not None
+        self._lingering = True
+        self._body = None
+        self._head_buffer = self._stash = b""
+        if self._incoming is not None:
+            self._incoming.stop_splice()  # (a kernel relay would otherwise still read the socket)
+        if transport.can_write_eof():  # TCP: the FIN tells the client its answer is whole (TLS cannot half-close)
+            transport.write_eof()
+        if self._transport_paused:
+            self._transport_paused = False
+            transport.resume_reading()
+        self._linger_timer = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        if self.transport is None or self._closed:
+            return
+        if self.pending_size():
+            self.transport.abort()  # the answer is not even taken: nothing left to wait for
+        else:
             self.transport.close()
 
     def abort(self) -> None:
@@ -907,7 +968,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         self._idle_timer = None
-        if self._closed or self.transport is None:
+        if self._closed or self._lingering or self.transport is None:
             return
         deadline = self._idle_deadline()
         if deadline is None:
