@@ -102,6 +102,7 @@ class Http1Exchange(Exchange):
         "_discarded",
         "_splice",
         "_finishing",
+        "delivered",
     )
 
     def __init__(
@@ -122,6 +123,8 @@ class Http1Exchange(Exchange):
         self._discarded = 0
         self._splice: SpliceRelay | None = None  # the kernel relay moving this upload, if any
         self._finishing = False  # a receiver whose last bytes wait in the transport's buffer
+        #: set by a fan-out relay (_fanout.py) that writes this receiver's body itself: whether all of it is out
+        self.delivered: Callable[[], bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
@@ -655,6 +658,11 @@ class Http1Protocol(asyncio.Protocol):
             exchange.report()
             if exchange.pipe is not None and exchange._role == "receiver":
                 exchange.pipe.receiver_resumed(exchange)
+                if exchange.delivered is not None and exchange.delivered() and not exchange.response_ended:
+                    # it took its whole body from the fan-out relay, which still serves slower receivers
+                    exchange.response_ended = True
+                    self.relay.submit(ReceiverFinished(peer=exchange))
+                    continue
             if self.relay.hub.knows(exchange):
                 self.relay.submit(PeerLost(peer=exchange))
 
