@@ -36,6 +36,7 @@ from ..http2.protocol import H2_PREFACE
 from ..http2.protocol import take_over as h2c_take_over
 from ._body import BodyReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
+from ._idle import IdleSweep
 from ._rules import check_head
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
@@ -489,9 +490,9 @@ class Http1Protocol(asyncio.Protocol):
         self._counted = False
         self._preface: bytes | None = b""  # the first bytes, until they tell HTTP/1 from h2c (None: told)
         # --header-timeout / --keepalive-timeout: when the connection last had no request being served
-        # (None: one is), and the one timer that checks it (re-armed by itself, never per request)
+        # (None: one is); a sweep of the loop's connections checks it (see _idle.py), no timer per request
         self._idle_since: float | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._sweep: IdleSweep | None = None
         # a lingering close (see LINGER_S): writing is over, what comes is read and dropped
         self._lingering = False
         self._lingered = 0
@@ -510,7 +511,9 @@ class Http1Protocol(asyncio.Protocol):
             if hooks.on_connect is not None:
                 self.refusal = hooks.on_connect(self.client)
             self._counted = self.refusal is None
-        self._became_idle()
+        if hooks.header_timeout_s is not None or hooks.keepalive_timeout_s is not None:
+            self._sweep = IdleSweep.join(self)
+            self._idle_since = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -527,6 +530,9 @@ class Http1Protocol(asyncio.Protocol):
                     return
                 self._preface = None
                 self._closed = True  # the transport is the HTTP/2 protocol's from now on
+                if self._sweep is not None:
+                    self._sweep.leave(self)  # (HTTP/2 keeps its own timeouts)
+                    self._sweep = None
                 h2c_take_over(self.transport, self.relay, data, is_tls=self.is_tls,  # type: ignore[arg-type]
                               handoff=(self.client, self.refusal, self._counted))
                 self.transport = None
@@ -635,10 +641,12 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._corked = []
-        for timer in (self._idle_timer, self._linger_timer):
-            if timer is not None:
-                timer.cancel()
-        self._idle_timer = self._linger_timer = None
+        if self._sweep is not None:
+            self._sweep.leave(self)
+            self._sweep = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -931,7 +939,8 @@ class Http1Protocol(asyncio.Protocol):
         if close:
             self.close()
             return
-        self._became_idle()
+        if self._sweep is not None:
+            self._idle_since = asyncio.get_running_loop().time()  # no request is served: the timeouts run
         if self._writing_paused:
             return  # the client is not reading its answers: the next request waits (see _resume_output)
         if self._queue:
@@ -947,16 +956,6 @@ class Http1Protocol(asyncio.Protocol):
         self._active.dispatch()
 
     # --- header and keep-alive timeouts ------------------------------------------------------------------
-
-    def _became_idle(self) -> None:
-        """No request is being served from now on (accepted, or a response ended): the timeouts run."""
-        loop = asyncio.get_running_loop()
-        self._idle_since = loop.time()
-        if self._idle_timer is None:
-            deadline = self._idle_deadline()
-            if deadline is not None:
-                self._idle_timer = loop.call_at(deadline, self._check_idle)
-        # (a timer already set fires earlier than this deadline, and re-arms itself for it)
 
     def _request_begun(self) -> bool:
         """Bytes of the next request have come (a partial head, or heads waiting for their turn)."""
@@ -974,21 +973,20 @@ class Http1Protocol(asyncio.Protocol):
         set_limits = [limit for limit in limits if limit is not None]
         return since + min(set_limits) if set_limits else None
 
-    def _check_idle(self) -> None:
-        self._idle_timer = None
+    def check_idle(self, now: float) -> None:
+        """The sweep's question (see _idle.py): close the connection if a timeout has passed."""
         if self._closed or self._lingering or self.transport is None:
             return
         deadline = self._idle_deadline()
-        if deadline is None:
-            return  # a request is being served: the next _became_idle arms the timer again
-        loop = asyncio.get_running_loop()
-        if loop.time() < deadline:
-            self._idle_timer = loop.call_at(deadline, self._check_idle)
-            return
+        if deadline is None or now < deadline:
+            return  # a request is being served (None), or there is time left
         if self.pending_size():
             self.abort()  # its client does not read what it was sent: a close would wait for it forever
         elif self._request_begun():
-            self.fail_request(408, "[ERROR] Request header timeout.\n")  # the request came too slowly
+            # the request came too slowly: answered, then closed without lingering (a client this slow
+            # gets no more time, and over TLS the answer could not be followed by a half-close)
+            self._head_buffer = self._stash = b""
+            self.fail_request(408, "[ERROR] Request header timeout.\n")
         else:
             self.close()  # an idle kept-alive (or never used) connection
 
