@@ -836,10 +836,11 @@ class Http1Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _parse_stash(self) -> None:
-        if self._paused or self._closed or not self._stash:
+        if self._paused or self._closed:
             return  # paused again meanwhile: the next resume comes back here
-        data, self._stash = self._stash, b""
-        self._parse(data)
+        if self._stash:
+            data, self._stash = self._stash, b""
+            self._parse(data)
         transport = self.transport
         if not self._paused and not self._stash and self._transport_paused and not self._closed and transport:
             self._transport_paused = False
