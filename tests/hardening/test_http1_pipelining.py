@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from piping_server.pages import render_page
+
 from ..helpers import ServerProcess, start_server
 from ._attack import Transfer, baseline_speed, log_tail, probe, rss_mib, settled_rss_mib
 
@@ -98,3 +100,16 @@ def test_pipelined_get_flood_that_never_reads_is_held_to_a_bound(flood_server: S
     assert all(probes), f"probes: {probes}; {context}"
     assert speed_during >= speed_before / 2, context
     assert rss_after - rss_before <= RSS_BOUND_MIB, context
+
+
+def test_the_index_page_is_rendered_once_and_shared() -> None:
+    """``/`` (about 150 KB) is built once per Host and shared, not per request; each caller gets its own headers."""
+    first = render_page("/", base_url="http://flood.example")
+    second = render_page("/", base_url="http://flood.example")
+    assert first.body is second.body
+    assert first.headers == second.headers and first.headers is not second.headers
+    other = render_page("/", base_url="http://other.example")
+    assert b"other.example" in other.body and b"other.example" not in first.body
+    # a client inventing Host values only cycles the bounded cache: the pages stay right
+    for i in range(50):  # (several times what is kept)
+        assert f"h{i}.example".encode() in render_page("/", base_url=f"http://h{i}.example").body
