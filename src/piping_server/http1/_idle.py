@@ -9,6 +9,7 @@ to ``SWEEP_S`` late, which is nothing next to the 60 s and 75 s defaults.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 #: How often the connections are looked at: how late a timeout may close a connection.
@@ -17,7 +18,7 @@ SWEEP_S = 1.0
 
 class Sweepable(Protocol):
     def check_idle(self, now: float) -> None:
-        """Close the connection if a timeout has passed at ``now`` (the loop's clock)."""
+        """Close the connection if a timeout has passed at ``now`` (``time.monotonic()``)."""
 
 
 class IdleSweep:
@@ -51,7 +52,7 @@ class IdleSweep:
         if not self._members:
             self._by_loop.pop(self._loop, None)  # nothing left: the next connection starts anew
             return
-        now = self._loop.time()
+        now = time.monotonic()
         for member in list(self._members):  # (a check may close a connection, which leaves the set)
             member.check_idle(now)
         self._handle = self._loop.call_later(SWEEP_S, self._sweep)

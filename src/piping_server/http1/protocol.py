@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
@@ -513,7 +514,7 @@ class Http1Protocol(asyncio.Protocol):
             self._counted = self.refusal is None
         if hooks.header_timeout_s is not None or hooks.keepalive_timeout_s is not None:
             self._sweep = IdleSweep.join(self)
-            self._idle_since = asyncio.get_running_loop().time()
+            self._idle_since = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -941,7 +942,7 @@ class Http1Protocol(asyncio.Protocol):
             self.close()
             return
         if self._sweep is not None:
-            self._idle_since = asyncio.get_running_loop().time()  # no request is served: the timeouts run
+            self._idle_since = time.monotonic()  # no request is served: the timeouts run
         if self._writing_paused:
             return  # the client is not reading its answers: the next request waits (see _resume_output)
         if self._queue:
