@@ -104,4 +104,6 @@ def begin_fan_out(sender: Http1Exchange, pipe: Pipe, receivers: list[Http1Exchan
         cancelled=lambda: sender.lost,
     )
     sender._splice = relay  # a lost sender stops it (receivers that leave are dropped by the relay itself)
+    for index, receiver in enumerate(receivers):
+        receiver.delivered = lambda index=index: relay.delivered(index)
     relay.start()

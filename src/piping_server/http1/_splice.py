@@ -618,6 +618,20 @@ class FanOutRelay(SpliceRelay):
     def start(self) -> None:
         self._fan_step()
 
+    def delivered(self, index: int) -> bool:
+        """Whether receiver ``index`` has had its whole body handed to its socket.
+
+        Each receiver gets a round at its own pace, and the relay ends once the slowest has it: a
+        receiver whose response has a length may take its last byte and close before then. (A chunked
+        response ends with a last chunk the transport writes after the relay: never delivered here.)
+        """
+        branch = self._branches[index]
+        if branch is None or self._stopped or self._chunked_out or not self._reader.done:
+            return False
+        if self._pending or branch.pending or branch.in_pipe:
+            return False
+        return self._round or not self._in_pipe  # (outside a round, bytes in the pipe are not tee'd yet)
+
     def stop(self) -> None:
         if self._stopped:
             return

@@ -7,10 +7,12 @@ has its whole response written. Parser callbacks never await; the relay is calle
 httptools parses request heads; an upload's body is framed by ``_body.py`` (zero-copy slices),
 and a one-to-one plain upload may move kernel to kernel (``_splice.py``).
 
-Reading is paused for four independent reasons, kept as bits so that one never resumes what
+Reading is paused for five independent reasons, kept as bits so that one never resumes what
 another paused: a waiting sender's buffered body passed ``WAITING_BODY_LIMIT``; a receiver of the
 upload is slow (backpressure); a pipelined request is queued behind the current one; the splice
-relay reads the socket itself.
+relay reads the socket itself; the connection's own output is backed up (its client does not read).
+In the last two cases, bytes already read stop at the next request head and wait (``_stash``): a
+client that pipelines requests without reading the answers makes the server hold one read's worth.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
@@ -35,6 +38,7 @@ from ..server._owner_relay import Forward
 from ._body import BodyReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
 from ._hangup import Watch, unwatch, watch
+from ._idle import IdleSweep
 from ._rules import check_head
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
@@ -56,12 +60,21 @@ DRAIN_POLL_S = 0.005
 #: per line. Body data is never held: it may be a view of a buffer that the next read reuses.
 CORK_MAX_BYTES = 16 * 1024
 
+#: Closing with request bytes unread (a bad chunk mid-upload, a refused body past DISCARD_LIMIT): the
+#: server shuts down writing, then reads and drops what still comes for at most this long and this much
+#: before it closes (RFC 9112 9.6), so that the client reads its answer instead of a reset.
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
+
 SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
 
 _PAUSE_WAITING = 1
 _PAUSE_BACKPRESSURE = 2
 _PAUSE_QUEUED = 4
 _PAUSE_SPLICE = 8  # the splice relay reads the socket itself
+_PAUSE_OUTPUT = 16  # the write buffer is above its high-water mark: no new request until it drains
+#: No further request head is parsed while one of these holds (what was read waits in ``_stash``).
+_HOLD_HEADS = _PAUSE_QUEUED | _PAUSE_OUTPUT
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -92,6 +105,7 @@ class Http1Exchange(Exchange):
         "_discarded",
         "_splice",
         "_finishing",
+        "delivered",
     )
 
     def __init__(
@@ -112,6 +126,8 @@ class Http1Exchange(Exchange):
         self._discarded = 0
         self._splice: SpliceRelay | None = None  # the kernel relay moving this upload, if any
         self._finishing = False  # a receiver whose last bytes wait in the transport's buffer
+        #: set by a fan-out relay (_fanout.py) that writes this receiver's body itself: whether all of it is out
+        self.delivered: Callable[[], bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Http1Exchange {self.method} {self.target!r} {self._role or 'new'}>"
@@ -233,6 +249,8 @@ class Http1Exchange(Exchange):
 
     def start_upload(self, pipe: Pipe) -> None:
         self.conn.unwatch_hangup()  # no longer waiting: a running sender may half-close (docs/design.md)
+        # The head and lines held for this turn announce the data: they leave before any receiver gets it
+        self.conn.push_out()
         pipe.begin()
         buffered = self._buffer or []
         self._buffer = None  # from now on the body streams
@@ -463,6 +481,8 @@ class Http1Protocol(asyncio.Protocol):
         self._incoming: Http1Exchange | None = None  # the one whose request is being read
         self._queue: deque[Http1Exchange] = deque()
         self._paused = 0
+        self._transport_paused = False  # reading stays paused until ``_stash`` is parsed, not just _paused == 0
+        self._stash = b""  # bytes read but not parsed: they begin a request that must wait (see _HOLD_HEADS)
         self._closed = False
         self._writing_paused = False
         self._corked: list[bytes] = []  # small writes held until the end of this loop turn (see CORK_MAX_BYTES)
@@ -482,6 +502,14 @@ class Http1Protocol(asyncio.Protocol):
         self._successor: Http2Protocol | None = None  # h2c took the connection over
         self._hangup: Watch | None = None  # a paused waiting sender's socket, watched for a FIN or RST
         self._hangup_reason = 0  # the pause the watch is for
+        # --header-timeout / --keepalive-timeout: when the connection last had no request being served
+        # (None: one is); a sweep of the loop's connections checks it (see _idle.py), no timer per request
+        self._idle_since: float | None = None
+        self._sweep: IdleSweep | None = None
+        # a lingering close (see LINGER_S): writing is over, what comes is read and dropped
+        self._lingering = False
+        self._lingered = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -496,8 +524,16 @@ class Http1Protocol(asyncio.Protocol):
             if hooks.on_connect is not None:
                 self.refusal = hooks.on_connect(self.client, self)
             self._counted = self.refusal is None
+        if hooks.header_timeout_s is not None or hooks.keepalive_timeout_s is not None:
+            self._sweep = IdleSweep.join(self)
+            self._idle_since = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingered += len(data)
+            if self._lingered > LINGER_MAX_BYTES:
+                self._end_linger()
+            return
         if self._preface is not None:
             # h2c with prior knowledge shares this port: the connection's first bytes tell (RFC 9113 3.4)
             data = self._preface + data
@@ -507,14 +543,27 @@ class Http1Protocol(asyncio.Protocol):
                     return
                 self._preface = None
                 self._closed = True  # the transport is the HTTP/2 protocol's from now on
+                if self._sweep is not None:
+                    self._sweep.leave(self)  # (HTTP/2 keeps its own timeouts)
+                    self._sweep = None
                 self._successor = h2c_take_over(self.transport, self.relay, data,  # type: ignore[arg-type]
                                                 is_tls=self.is_tls, handoff=(self.client, self.refusal, self._counted))
                 self._successor.counted_as = self  # the hooks saw this object connect: they see it leave
                 self.transport = None
                 return
             self._preface = None
+        if self._stash:
+            data = self._stash + data
+            self._stash = b""
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         try:
             while data and not self._closed:
+                if self._body is None and self._paused & _HOLD_HEADS:
+                    # the next request waits for the one before it, or for the client to read its answers
+                    self._stash = data
+                    return
                 data = self._read_body(data) if self._body is not None else self._read_head(data)
         except _HeadTooLarge:
             self.fail_request(431, "[ERROR] Request header fields too large.\n")
@@ -586,6 +635,8 @@ class Http1Protocol(asyncio.Protocol):
             incoming.on_body_complete()
 
     def eof_received(self) -> bool | None:
+        if self._lingering:
+            return None  # the client has sent everything: the lingering close is over
         self.uncork()  # the transport may close now: what this turn wrote goes out first
         active = self._active
         if (
@@ -605,6 +656,12 @@ class Http1Protocol(asyncio.Protocol):
         self._closed = True
         self._corked = []
         self.unwatch_hangup()
+        if self._sweep is not None:
+            self._sweep.leave(self)
+            self._sweep = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -624,17 +681,24 @@ class Http1Protocol(asyncio.Protocol):
             exchange.report()
             if exchange.pipe is not None and exchange._role == "receiver":
                 exchange.pipe.receiver_resumed(exchange)
+                if exchange.delivered is not None and exchange.delivered() and not exchange.response_ended:
+                    # it took its whole body from the fan-out relay, which still serves slower receivers
+                    exchange.response_ended = True
+                    self.relay.submit(ReceiverFinished(peer=exchange))
+                    continue
             if self.relay.hub.knows(exchange):
                 self.relay.submit(PeerLost(peer=exchange))
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self.pause_reading(_PAUSE_OUTPUT)
         active = self._active
         if active is not None and active.pipe is not None and active._role == "receiver" and not active._finishing:
             active.pipe.receiver_paused(active)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._resume_output()
         active = self._active
         if active is None or active._role != "receiver":
             return
@@ -646,6 +710,12 @@ class Http1Protocol(asyncio.Protocol):
             active._receiver_flushed()
         elif active.pipe is not None:
             active.pipe.receiver_resumed(active)
+
+    def _resume_output(self) -> None:
+        """The client took its answers: a request that waited for that goes on."""
+        if self._active is None and self._queue:
+            self._serve_next()
+        self.resume_reading(_PAUSE_OUTPUT)
 
     def notify_when_empty(self) -> None:
         """Have resume_writing called once the write buffer is empty (limits 0/0 pause at once, resume at 0)."""
@@ -686,14 +756,15 @@ class Http1Protocol(asyncio.Protocol):
         self._incoming = exchange
         # Bodies are framed here, not by httptools (see _body.py); None: httptools ends the message.
         self._body = reader_for(self._headers)
-        if self._active is None:
+        if self._active is None and not self._writing_paused:
             self._active = exchange
+            self._idle_since = None
             exchange.dispatch()
         else:
             self._queue.append(exchange)
             self.pause_reading(_PAUSE_QUEUED)
             active = self._active
-            if active._role == "sender" and active.pipe is None and not active.response_ended:
+            if active is not None and active._role == "sender" and active.pipe is None and not active.response_ended:
                 self.watch_hangup(_PAUSE_QUEUED)  # a waiting sender's FIN now waits behind the queued request
 
     def on_message_complete(self) -> None:
@@ -707,7 +778,7 @@ class Http1Protocol(asyncio.Protocol):
     # --- used by the exchanges -------------------------------------------------------------------------
 
     def write(self, data: Chunk) -> None:
-        if self._closed or self.transport is None:
+        if self._closed or self._lingering or self.transport is None:
             return
         if type(data) is bytes and len(data) < CORK_MAX_BYTES and not self._transport_gathers:
             self._cork(data)
@@ -718,7 +789,7 @@ class Http1Protocol(asyncio.Protocol):
             self.transport.write(data)
 
     def write_many(self, parts: Sequence[Chunk]) -> None:
-        if self._closed or self.transport is None:
+        if self._closed or self._lingering or self.transport is None:
             return
         if (
             not self._transport_gathers
@@ -743,8 +814,15 @@ class Http1Protocol(asyncio.Protocol):
         parts = self._corked
         if parts:
             self._corked = []
-            if not self._closed and self.transport is not None:
+            if not self._closed and not self._lingering and self.transport is not None:
                 self.transport.writelines(parts)
+
+    def push_out(self) -> None:
+        """Hand what is held for this turn to the kernel now: here, and in a transport that gathers (TLS)."""
+        self.uncork()
+        flush = getattr(self.transport, "flush", None) if self._transport_gathers and not self._closed else None
+        if flush is not None:
+            flush()
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call back once everything written so far has left for the kernel (or the connection is gone)."""
@@ -756,8 +834,11 @@ class Http1Protocol(asyncio.Protocol):
         asyncio.get_running_loop().call_later(DRAIN_POLL_S, self.when_drained, callback)
 
     def pause_reading(self, reason: int) -> None:
-        if not self._paused and self.transport is not None and not self._closed:
+        if self._lingering:
+            return  # what still comes is drained
+        if not self._transport_paused and self.transport is not None and not self._closed:
             self.transport.pause_reading()
+            self._transport_paused = True
         self._paused |= reason
 
     def resume_reading(self, reason: int) -> None:
@@ -765,8 +846,25 @@ class Http1Protocol(asyncio.Protocol):
         self._paused &= ~reason
         if self._hangup is not None and not self._paused & self._hangup_reason:
             self.unwatch_hangup()  # read again: a FIN or RST reaches the transport itself
-        if was and not self._paused and self.transport is not None and not self._closed:
+        if not was or self._paused or self.transport is None or self._closed:
+            return
+        if self._stash:
+            # what was read first, on a turn of its own (this may run inside the previous request's callbacks)
+            asyncio.get_running_loop().call_soon(self._parse_stash)
+        elif self._transport_paused:
+            self._transport_paused = False
             self.transport.resume_reading()
+
+    def _parse_stash(self) -> None:
+        if self._paused or self._closed:
+            return  # paused again meanwhile: the next resume comes back here
+        if self._stash:
+            data, self._stash = self._stash, b""
+            self._parse(data)
+        transport = self.transport
+        if not self._paused and not self._stash and self._transport_paused and not self._closed and transport:
+            self._transport_paused = False
+            transport.resume_reading()
 
     def watch_hangup(self, reason: int) -> None:
         """Reading is paused for ``reason`` and nothing may ever resume it (a waiting sender, a live sender
@@ -788,7 +886,48 @@ class Http1Protocol(asyncio.Protocol):
 
     def close(self) -> None:
         self.uncork()
-        if self.transport is not None and not self._closed:
+        if self.transport is None or self._closed or self._lingering:
+            return
+        if self._input_unread():
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _input_unread(self) -> bool:
+        """Whether the client may still be sending this connection's request (closing now would reset it)."""
+        incoming = self._incoming
+        return bool(
+            self._body is not None
+            or self._head_buffer
+            or self._stash
+            or (incoming is not None and not incoming.request_complete)
+        )
+
+    def _linger(self) -> None:
+        """Close the way RFC 9112 9.6 says: shut down writing, drain the input a bounded while, then close."""
+        transport = self.transport
+        assert transport is not None
+        self._lingering = True
+        self._body = None
+        self._head_buffer = self._stash = b""
+        if self._incoming is not None:
+            self._incoming.stop_splice()  # (a kernel relay would otherwise still read the socket)
+        if transport.can_write_eof():  # TCP: the FIN tells the client its answer is whole (TLS cannot half-close)
+            transport.write_eof()
+        if self._transport_paused:
+            self._transport_paused = False
+            transport.resume_reading()
+        self._linger_timer = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        if self.transport is None or self._closed:
+            return
+        if self.pending_size():
+            self.transport.abort()  # the answer is not even taken: nothing left to wait for
+        else:
             self.transport.close()
 
     def abort(self) -> None:
@@ -859,13 +998,56 @@ class Http1Protocol(asyncio.Protocol):
         if close:
             self.close()
             return
+        if self._sweep is not None:
+            self._idle_since = time.monotonic()  # no request is served: the timeouts run
+        if self._writing_paused:
+            return  # the client is not reading its answers: the next request waits (see _resume_output)
         if self._queue:
-            self._active = self._queue.popleft()
-            if not self._queue:
-                self.resume_reading(_PAUSE_QUEUED)
-            self._active.dispatch()
+            self._serve_next()
         else:
             self.resume_reading(_PAUSE_QUEUED)
+
+    def _serve_next(self) -> None:
+        self._active = self._queue.popleft()
+        self._idle_since = None
+        if not self._queue:
+            self.resume_reading(_PAUSE_QUEUED)
+        self._active.dispatch()
+
+    # --- header and keep-alive timeouts ------------------------------------------------------------------
+
+    def _request_begun(self) -> bool:
+        """Bytes of the next request have come (a partial head, or heads waiting for their turn)."""
+        return bool(self._head_buffer or self._stash or self._preface)
+
+    def _idle_deadline(self) -> float | None:
+        since = self._idle_since
+        if since is None:
+            return None
+        hooks = self.relay.hooks
+        # the header timeout runs to a complete head; the keep-alive one only while nothing of a request came
+        limits = [hooks.header_timeout_s]
+        if not self._request_begun():
+            limits.append(hooks.keepalive_timeout_s)
+        set_limits = [limit for limit in limits if limit is not None]
+        return since + min(set_limits) if set_limits else None
+
+    def check_idle(self, now: float) -> None:
+        """The sweep's question (see _idle.py): close the connection if a timeout has passed."""
+        if self._closed or self._lingering or self.transport is None:
+            return
+        deadline = self._idle_deadline()
+        if deadline is None or now < deadline:
+            return  # a request is being served (None), or there is time left
+        if self.pending_size():
+            self.abort()  # its client does not read what it was sent: a close would wait for it forever
+        elif self._request_begun():
+            # the request came too slowly: answered, then closed without lingering (a client this slow
+            # gets no more time, and over TLS the answer could not be followed by a half-close)
+            self._head_buffer = self._stash = b""
+            self.fail_request(408, "[ERROR] Request header timeout.\n")
+        else:
+            self.close()  # an idle kept-alive (or never used) connection
 
     def _report_malformed(self, status: int) -> None:
         """A request too broken to become an exchange still reaches the access log and the metrics."""

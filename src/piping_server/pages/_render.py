@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from ..core import RESERVED_PATHS
 from ..core import is_reserved as _core_is_reserved
-from ._html import render_index, render_noscript
+from ._html import render_index, render_noscript, requested_libs
 from ._page import Page
 from ._text import render_help, render_version
 
@@ -33,10 +34,26 @@ def _robots() -> Page:
     return Page(status=404, headers=[], body=b"")
 
 
+#: Distinct ``/`` pages kept rendered: one per Host header (and ``lib`` choice) seen lately. A client
+#: inventing Host values only cycles this bound; everyone else gets the same bytes without a render.
+INDEX_CACHE_SIZE = 8
+
+
+@lru_cache(maxsize=INDEX_CACHE_SIZE)
+def _cached_index(base_url: str, libs: tuple[str, ...], https_port: int | None) -> Page:
+    return render_index(base_url=base_url, query="lib=" + ",".join(libs) if libs else "", https_port=https_port)
+
+
+def _index(base_url: str, query: str, https_port: int | None) -> Page:
+    # ~150 KB per render otherwise (pipelined "GET /" floods): built once, shared, headers copied (see Page)
+    page = _cached_index(base_url, tuple(requested_libs(query)), https_port)
+    return Page(status=page.status, headers=list(page.headers), body=page.body)
+
+
 _Renderer = Callable[[str, str, int | None], Page]  # (base_url, query, https_port) -> Page
 
 _RENDERERS: dict[str, _Renderer] = {
-    "/": lambda base_url, query, https_port: render_index(base_url=base_url, query=query, https_port=https_port),
+    "/": _index,
     "/noscript": lambda base_url, query, https_port: render_noscript(base_url=base_url, query=query),
     "/version": lambda base_url, query, https_port: render_version(),
     "/help": lambda base_url, query, https_port: render_help(base_url=base_url),
