@@ -37,7 +37,7 @@ __all__ = ["RUN_FRAMES", "InboundFrames"]
 log = logging.getLogger("piping_server.http2")
 
 #: h2 is given at most this many frames at once (not counting fast DATA), so a read can be split between turns.
-RUN_FRAMES = 32
+RUN_FRAMES = 8
 
 #: Stream states in which DATA may be received (RFC 9113 section 5.1).
 _CAN_RECEIVE = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})

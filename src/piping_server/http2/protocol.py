@@ -24,7 +24,7 @@ Flow control is the backpressure (docs/protocol.md section 1):
 
 What a hostile client can make a connection cost is bounded too (docs/security.md, "HTTP/2"): resets
 and control frames draw from refilling budgets (``_guard.py``; overdrawn: GOAWAY ENHANCE_YOUR_CALM),
-h2 is given at most ``TURN_EVENTS`` events' worth of one read per loop turn, reading stops while the
+h2 works on one read for at most ``TURN_S`` per loop turn, reading stops while the
 client does not take what is written to it, header blocks are bounded in size and time, and a
 connection with no open stream is ended after the keep-alive timeout.
 
@@ -114,8 +114,9 @@ SHARE_LOW_WATER = 16 * 1024
 #: Bytes of whole responses (pages, refusals) a connection may have queued and not sent; past it, new streams
 #: are refused (REFUSED_STREAM, which a client may retry) until the client takes what it asked for.
 WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
-#: h2 events one connection may cause per loop turn; the rest of the read waits for the next turn.
-TURN_EVENTS = 256
+#: Seconds of h2 work one connection's read may take per loop turn; the rest of the read waits for the next
+#: turn (checked between runs of frames, _inbound.RUN_FRAMES: one read full of tiny frames cannot hold the loop).
+TURN_S = 0.0005
 #: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
 ABORT_GRACE_S = 2.0
 #: Header list bytes (decoded) are at least the block's HPACK bytes; this covers a frame's padding and priority.
@@ -615,7 +616,7 @@ class Http2Protocol(asyncio.Protocol):
         self._resets = Budget(RESET_BURST, RESET_RATE, now)  # streams reset or refused
         self._control = Budget(CONTROL_BURST, CONTROL_RATE, now)  # PING, SETTINGS, PRIORITY
         self._inbound.block_limit = (relay.hooks.max_head_bytes or MAX_HEADER_LIST_BYTES) + BLOCK_SLACK
-        self._turn_events = 0  # h2 events of this loop turn's read
+        self._turn_started = 0.0  # when this loop turn's work on a read began
         self._backlog: bytes | None = None  # the rest of a read, left for the next turn
         self._read_holds = 0  # why reading is paused (_YIELDED, _BACKED_UP bits)
         self._queued = 0  # bytes queued on the streams (their _out), not yet framed
@@ -656,7 +657,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         self._receiving = True
-        self._turn_events = 0
+        self._turn_started = time.monotonic()
         try:
             # the DATA frames of open streams come straight from the read (_inbound.py), the rest via h2
             rest = self._inbound.feed(data, self._to_h2, self._on_data)
@@ -692,7 +693,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def _to_h2(self, data: bytes | memoryview) -> bool:
         """Hand whole frames to h2 and handle its events; False once the connection is closing, or once this
-        loop turn has handled ``TURN_EVENTS`` events of it (the rest of the read then waits for the next)."""
+        loop turn has spent ``TURN_S`` on it (the rest of the read then waits for the next)."""
         if self._closing:
             return False
         try:
@@ -705,8 +706,7 @@ class Http2Protocol(asyncio.Protocol):
             return False
         for event in events:
             self._handle(event)
-        self._turn_events += len(events)
-        return not self._closing and self._turn_events < TURN_EVENTS
+        return not self._closing and (not events or time.monotonic() - self._turn_started < TURN_S)
 
     def _on_data(self, stream_id: int, data: memoryview, flow_length: int) -> None:
         """A DATA frame h2 has been told of (flow control, content-length) but not given: no copy."""
