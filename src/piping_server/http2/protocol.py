@@ -776,15 +776,16 @@ class Http2Protocol(asyncio.Protocol):
         if self._closing or self.lost:
             return
         log.info("HTTP/2 connection from %s ended (ENHANCE_YOUR_CALM): %s", self.client or "?", reason)
-        self._end_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        # (cut after the grace in any case: a TLS close waits for the client's close_notify, and reads on meanwhile)
+        self._end_connection(ErrorCodes.ENHANCE_YOUR_CALM, cut=True)
 
-    def _end_connection(self, code: ErrorCodes) -> None:
+    def _end_connection(self, code: ErrorCodes, *, cut: bool = False) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self._h2.close_connection(error_code=code)
         self._write_out()
         self._close()
         transport = self.transport
-        if transport is not None and transport.get_write_buffer_size():
+        if transport is not None and (cut or transport.get_write_buffer_size()):
             # close() waits until the buffer has left, which a client that does not read never lets happen
             asyncio.get_running_loop().call_later(ABORT_GRACE_S, self._abort)
 
