@@ -21,8 +21,8 @@ __all__ = [
 #: CVE-2023-44487 (rapid reset) opened and reset hundreds of thousands of streams on one connection.
 RESET_BURST = 1000
 RESET_RATE = 100.0
-#: PING and SETTINGS frames (each answered with an ACK) and PRIORITY frames a client may send at once, then
-#: per second. A client that sends them and never reads made the server queue every ACK.
+#: PING and SETTINGS frames (each answered with an ACK) a client may send at once, then per second. A client
+#: that sends them and never reads made the server queue every ACK.
 CONTROL_BURST = 1000
 CONTROL_RATE = 100.0
 

@@ -614,7 +614,7 @@ class Http2Protocol(asyncio.Protocol):
         # --- what a hostile client can make this connection cost (docs/security.md, "HTTP/2") ---
         now = time.monotonic()
         self._resets = Budget(RESET_BURST, RESET_RATE, now)  # streams reset or refused
-        self._control = Budget(CONTROL_BURST, CONTROL_RATE, now)  # PING, SETTINGS, PRIORITY
+        self._control = Budget(CONTROL_BURST, CONTROL_RATE, now)  # PING, SETTINGS
         self._inbound.block_limit = (relay.hooks.max_head_bytes or MAX_HEADER_LIST_BYTES) + BLOCK_SLACK
         self._turn_started = 0.0  # when this loop turn's work on a read began
         self._backlog: bytes | None = None  # the rest of a read, left for the next turn
@@ -817,7 +817,8 @@ class Http2Protocol(asyncio.Protocol):
         if self.lost or self._closing or keepalive is None:
             return
         delay = keepalive
-        if not self._streams and not self._inbound.header_block_open:
+        if not self._streams and not self._draining and not self._inbound.header_block_open:
+            # (_draining: a receiver's last bytes still buffered, its transfer not yet over)
             idle_for = time.monotonic() - self._idle_since
             if idle_for >= keepalive - 0.05:  # (timers may fire a hair early)
                 log.info("HTTP/2 connection from %s idle for %.0f s: GOAWAY", self.client or "?", idle_for)
@@ -870,7 +871,8 @@ class Http2Protocol(asyncio.Protocol):
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._wake_all()  # a new initial window may open every stream
             self._spend_control()
-        elif isinstance(event, (h2.events.PingReceived, h2.events.PriorityUpdated)):
+        elif isinstance(event, h2.events.PingReceived):
+            # (not PRIORITY: h2 reports one for every HEADERS that carries a priority, as browsers' do)
             self._spend_control()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._write_out()
@@ -878,7 +880,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def _spend_control(self) -> None:
         if not self._control.spend(time.monotonic()):
-            self._calm("too many PING, SETTINGS or PRIORITY frames")
+            self._calm("too many PING or SETTINGS frames")
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
