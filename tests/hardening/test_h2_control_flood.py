@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from ..helpers import ServerProcess, start_server
+from ..http2._client import H2Client, StreamState
 from ..http2._raw import (
     ENHANCE_YOUR_CALM,
     SETTINGS,
@@ -90,3 +91,28 @@ def test_pages_asked_for_and_never_read_are_bounded(h2server: ServerProcess) -> 
     assert probe(h2server.http_port)
     sock.close()
     print(f"256 x GET / unread: RSS {before:.1f} -> peak {rss.peak_mib:.1f} MiB")
+
+
+def test_a_client_prioritising_every_request_is_not_hit(h2server: ServerProcess) -> None:
+    """Browsers send a priority with every HEADERS: 1,200 such requests in 3 s stay clear of the control budget."""
+    client = H2Client(h2server.target("h2"))
+    try:
+        for _ in range(12):
+            streams = []
+            for _ in range(100):
+                stream_id = client.conn.get_next_available_stream_id()
+                client.conn.send_headers(
+                    stream_id,
+                    [(b":method", b"GET"), (b":path", b"/version"), (b":scheme", client.scheme),
+                     (b":authority", client.authority)],
+                    end_stream=True,
+                    priority_weight=220,
+                    priority_depends_on=0,
+                )
+                client.streams[stream_id] = StreamState()
+                streams.append(stream_id)
+            client.flush()
+            assert client.pump_until(lambda streams=streams: all(client.streams[s].ended for s in streams))
+        assert client.terminated is None and not client.closed
+    finally:
+        client.close()
