@@ -114,8 +114,9 @@ SHARE_LOW_WATER = 16 * 1024
 #: Bytes of whole responses (pages, refusals) a connection may have queued and not sent; past it, new streams
 #: are refused (REFUSED_STREAM, which a client may retry) until the client takes what it asked for.
 WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
-#: Seconds of h2 work one connection's read may take per loop turn; the rest of the read waits for the next
+#: CPU seconds of h2 work one connection's read may take per loop turn; the rest of the read waits for the next
 #: turn (checked between runs of frames, _inbound.RUN_FRAMES: one read full of tiny frames cannot hold the loop).
+#: CPU time, not wall-clock: on a loaded machine the process is descheduled mid-read, which is no work of ours.
 TURN_S = 0.0005
 #: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
 ABORT_GRACE_S = 2.0
@@ -616,7 +617,7 @@ class Http2Protocol(asyncio.Protocol):
         self._resets = Budget(RESET_BURST, RESET_RATE, now)  # streams reset or refused
         self._control = Budget(CONTROL_BURST, CONTROL_RATE, now)  # PING, SETTINGS
         self._inbound.block_limit = (relay.hooks.max_head_bytes or MAX_HEADER_LIST_BYTES) + BLOCK_SLACK
-        self._turn_started = 0.0  # when this loop turn's work on a read began
+        self._turn_started = 0.0  # the thread's CPU time when this loop turn's work on a read began
         self._backlog: bytes | None = None  # the rest of a read, left for the next turn
         self._read_holds = 0  # why reading is paused (_YIELDED, _BACKED_UP bits)
         self._queued = 0  # bytes queued on the streams (their _out), not yet framed
@@ -657,7 +658,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         self._receiving = True
-        self._turn_started = time.monotonic()
+        self._turn_started = time.thread_time()
         try:
             # the DATA frames of open streams come straight from the read (_inbound.py), the rest via h2
             rest = self._inbound.feed(data, self._to_h2, self._on_data)
@@ -706,7 +707,7 @@ class Http2Protocol(asyncio.Protocol):
             return False
         for event in events:
             self._handle(event)
-        return not self._closing and (not events or time.monotonic() - self._turn_started < TURN_S)
+        return not self._closing and (not events or time.thread_time() - self._turn_started < TURN_S)
 
     def _on_data(self, stream_id: int, data: memoryview, flow_length: int) -> None:
         """A DATA frame h2 has been told of (flow control, content-length) but not given: no copy."""
