@@ -63,7 +63,7 @@ from .._hooks import Refusal
 from ..core import PeerLost, ReceiverFinished
 from ..flow import Chunk, Pipe, Relay, UploadInfo
 from ._guard import CONTROL_BURST, CONTROL_RATE, RESET_BURST, RESET_RATE, Budget
-from ._inbound import InboundFrames
+from ._inbound import RUN_FRAMES, SMALL_RUN_FRAMES, InboundFrames
 
 __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
 
@@ -115,7 +115,8 @@ SHARE_LOW_WATER = 16 * 1024
 #: are refused (REFUSED_STREAM, which a client may retry) until the client takes what it asked for.
 WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
 #: CPU seconds of h2 work one connection's read may take per loop turn; the rest of the read waits for the next
-#: turn (checked between runs of frames, _inbound.RUN_FRAMES: one read full of tiny frames cannot hold the loop).
+#: turn (checked between runs of frames, _inbound.RUN_FRAMES / SMALL_RUN_FRAMES: one read full of tiny frames
+#: cannot hold the loop).
 #: CPU time, not wall-clock: on a loaded machine the process is descheduled mid-read, which is no work of ours.
 TURN_S = 0.0005
 #: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
@@ -668,10 +669,14 @@ class Http2Protocol(asyncio.Protocol):
         if inbound.oversized_block:
             self._calm("a header block larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE")
         elif rest and not self._closing and not self.lost:
-            # this turn has done enough for one connection: the rest waits for the next, reading paused
+            # this turn has done enough for one connection: the rest waits for the next, reading paused,
+            # and is handed to h2 in small runs (finer turns) until a read fits in one turn again
             self._backlog = bytes(rest)
+            inbound.run_frames = SMALL_RUN_FRAMES
             self._hold_reading(_YIELDED)
             asyncio.get_running_loop().call_soon(self._feed_backlog)
+        elif inbound.run_frames != RUN_FRAMES:
+            inbound.run_frames = RUN_FRAMES
         if inbound.header_block_open:
             if self._block_timer is None and self.relay.hooks.header_timeout_s is not None:
                 self._block_timer = asyncio.get_running_loop().call_later(
