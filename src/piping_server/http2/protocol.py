@@ -123,6 +123,9 @@ TURN_S = 0.0005
 ABORT_GRACE_S = 2.0
 #: Header list bytes (decoded) are at least the block's HPACK bytes; this covers a frame's padding and priority.
 BLOCK_SLACK = 512
+#: Bytes buffered for a client (past WRITE_HIGH_WATER, where stream data already stops) beyond which its
+#: connection is read no more until they leave.
+BACKED_UP_BYTES = 4 * WRITE_HIGH_WATER
 #: Why reading a connection is paused (bits): the rest of a read waits for the next turn; output backed up.
 _YIELDED, _BACKED_UP = 1, 2
 
@@ -751,10 +754,8 @@ class Http2Protocol(asyncio.Protocol):
             stream.lose()
 
     def pause_writing(self) -> None:
-        # The client does not take what is written to it: read nothing more from it (no more requests, PINGs
-        # or SETTINGS to answer) until it does. Its WINDOW_UPDATEs can wait: nothing more leaves meanwhile.
+        # (stream data stops here; should replies keep piling up beyond, _write_out stops reading: see there)
         self._writing_paused = True
-        self._hold_reading(_BACKED_UP)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -1117,6 +1118,11 @@ class Http2Protocol(asyncio.Protocol):
                 self.transport.write(b"".join(output))
             else:
                 self.transport.writelines(output)
+            if self._writing_paused and self.transport.get_write_buffer_size() > BACKED_UP_BYTES:
+                # The client does not take what is written to it, yet what it sends still makes replies (ACKs,
+                # heads): read nothing more from it until it takes them. (Not at the mere high-water mark: a
+                # fast download crosses it all the time, and pausing a TLS transport's reading costs.)
+                self._hold_reading(_BACKED_UP)
         output.clear()
 
     def _close(self) -> None:
