@@ -119,6 +119,8 @@ WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
 #: cannot hold the loop).
 #: CPU time, not wall-clock: on a loaded machine the process is descheduled mid-read, which is no work of ours.
 TURN_S = 0.0005
+#: Events one read may cause before the turn's clock starts: an ordinary read never reads the clock.
+TURN_FREE_EVENTS = 32
 #: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
 ABORT_GRACE_S = 2.0
 #: Header list bytes (decoded) are at least the block's HPACK bytes; this covers a frame's padding and priority.
@@ -622,6 +624,7 @@ class Http2Protocol(asyncio.Protocol):
         self._control = Budget(CONTROL_BURST, CONTROL_RATE, now)  # PING, SETTINGS
         self._inbound.block_limit = (relay.hooks.max_head_bytes or MAX_HEADER_LIST_BYTES) + BLOCK_SLACK
         self._turn_started = 0.0  # the thread's CPU time when this loop turn's work on a read began
+        self._turn_events = 0  # h2 events of this loop turn's read
         self._backlog: bytes | None = None  # the rest of a read, left for the next turn
         self._read_holds = 0  # why reading is paused (_YIELDED, _BACKED_UP bits)
         self._queued = 0  # bytes queued on the streams (their _out), not yet framed
@@ -662,7 +665,8 @@ class Http2Protocol(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         self._receiving = True
-        self._turn_started = 0.0  # (taken at the first frames for h2: a read of DATA only costs no clock call)
+        self._turn_started = 0.0  # (the clock is read once the turn's events pass TURN_FREE_EVENTS)
+        self._turn_events = 0
         try:
             # the DATA frames of open streams come straight from the read (_inbound.py), the rest via h2
             rest = self._inbound.feed(data, self._to_h2, self._on_data)
@@ -705,8 +709,6 @@ class Http2Protocol(asyncio.Protocol):
         loop turn has spent ``TURN_S`` on it (the rest of the read then waits for the next)."""
         if self._closing:
             return False
-        if not self._turn_started:
-            self._turn_started = time.thread_time()  # (a system call, ~0.5 us: not made per read of DATA)
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -717,7 +719,15 @@ class Http2Protocol(asyncio.Protocol):
             return False
         for event in events:
             self._handle(event)
-        return not self._closing and (not events or time.thread_time() - self._turn_started < TURN_S)
+        if self._closing:
+            return False
+        self._turn_events += len(events)
+        if self._turn_events < TURN_FREE_EVENTS:
+            return True  # (thread_time is a system call, ~0.5 us: an ordinary read never makes one)
+        now = time.thread_time()
+        if not self._turn_started:
+            self._turn_started = now
+        return now - self._turn_started < TURN_S
 
     def _on_data(self, stream_id: int, data: memoryview, flow_length: int) -> None:
         """A DATA frame h2 has been told of (flow control, content-length) but not given: no copy."""
