@@ -11,11 +11,22 @@ Flow control is the backpressure (docs/protocol.md section 1):
   sender therefore stops after at most one stream window, whatever else the connection carries.
   A waiting sender keeps the small default window (its body is held until a receiver comes, as
   HTTP/1 holds ``WAITING_BODY_LIMIT``); the window grows to ``STREAM_WINDOW`` when its transfer
-  starts. The connection window is so large that only stream windows ever throttle, so one
-  paused stream never stalls the others.
+  starts, as far as the connection's ``UPLOAD_GRANT_BUDGET`` allows (granted windows go back to it
+  when an upload ends). The connection window is so large that only stream windows ever throttle,
+  so one paused stream never stalls the others, and what a connection's uploads can park in the
+  server is bounded by the sum of their stream windows.
 * *Outbound* (a receiver's body): each stream keeps its own queue and sends as the peer's windows
   and the transport allow. A queue above ``STREAM_HIGH_WATER`` pauses its pipe's sender; below
-  ``STREAM_LOW_WATER`` it resumes. A stuck stream only fills its own queue.
+  ``STREAM_LOW_WATER`` it resumes. A stuck stream only fills its own queue. Once the connection's
+  queues hold more than ``CONNECTION_QUEUE_HIGH``, each stream pauses its sender at
+  ``SHARE_HIGH_WATER`` instead (and resumes at ``SHARE_LOW_WATER``): many stuck streams of one
+  connection hold little more than that together.
+
+What a hostile client can make a connection cost is bounded too (docs/security.md, "HTTP/2"): resets
+and control frames draw from refilling budgets (``_guard.py``; overdrawn: GOAWAY ENHANCE_YOUR_CALM),
+h2 works on one read for at most ``TURN_S`` per loop turn, reading stops while the
+client does not take what is written to it, header blocks are bounded in size and time, and a
+connection with no open stream is ended after the keep-alive timeout.
 
 Frames are produced in batches: events of one read are handled, then every stream with pending
 output is flushed (streams take turns of ``FLUSH_TURN_BYTES``) and the connection writes once.
@@ -31,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -50,7 +62,8 @@ from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
 from ..relay._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
 from ..relay._hooks import Connection, Refusal
 from ..server._owner_relay import Forward
-from ._inbound import InboundFrames
+from ._guard import CONTROL_BURST, CONTROL_RATE, RESET_BURST, RESET_RATE, Budget
+from ._inbound import RUN_FRAMES, SMALL_RUN_FRAMES, InboundFrames
 
 __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
 
@@ -89,6 +102,34 @@ FLUSH_TURN_BYTES = 256 * 1024
 DISCARD_LIMIT = 1024 * 1024
 #: How often a finished receiver's connection is checked until its bytes have left for the kernel.
 DRAIN_POLL_S = 0.005
+#: Window beyond INITIAL_WINDOW that one connection's running uploads may be granted in all: what a client
+#: can park in the server by sending on streams whose receivers do not read (each grant is at most
+#: STREAM_WINDOW - INITIAL_WINDOW, so one fast upload keeps its whole window).
+UPLOAD_GRANT_BUDGET = 16 * 1024 * 1024
+#: Above this many bytes queued on a connection's streams in all, each receiver stream pauses its sender at
+#: SHARE_HIGH_WATER and resumes at SHARE_LOW_WATER (instead of STREAM_HIGH_WATER / STREAM_LOW_WATER).
+CONNECTION_QUEUE_HIGH = 16 * 1024 * 1024
+SHARE_HIGH_WATER = 64 * 1024
+SHARE_LOW_WATER = 16 * 1024
+#: Bytes of whole responses (pages, refusals) a connection may have queued and not sent; past it, new streams
+#: are refused (REFUSED_STREAM, which a client may retry) until the client takes what it asked for.
+WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
+#: CPU seconds of h2 work one connection's read may take per loop turn; the rest of the read waits for the next
+#: turn (checked between runs of frames, _inbound.RUN_FRAMES / SMALL_RUN_FRAMES: one read full of tiny frames
+#: cannot hold the loop).
+#: CPU time, not wall-clock: on a loaded machine the process is descheduled mid-read, which is no work of ours.
+TURN_S = 0.0005
+#: Events one read may cause before the turn's clock starts: an ordinary read never reads the clock.
+TURN_FREE_EVENTS = 32
+#: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
+ABORT_GRACE_S = 2.0
+#: Header list bytes (decoded) are at least the block's HPACK bytes; this covers a frame's padding and priority.
+BLOCK_SLACK = 512
+#: Bytes buffered for a client (past WRITE_HIGH_WATER, where stream data already stops) beyond which its
+#: connection is read no more until they leave.
+BACKED_UP_BYTES = 4 * WRITE_HIGH_WATER
+#: Why reading a connection is paused (bits): the rest of a read waits for the next turn; output backed up.
+_YIELDED, _BACKED_UP = 1, 2
 
 
 def _short_data_repr(self: hyperframe.frame.DataFrame) -> str:
@@ -149,6 +190,8 @@ class Http2Stream(Exchange):
         "_end_pending",
         "_pipe_paused",
         "_window_owed",
+        "_grant",
+        "_whole",
     )
 
     def __init__(
@@ -171,6 +214,8 @@ class Http2Stream(Exchange):
         self._end_pending = False
         self._pipe_paused = False  # this receiver told its pipe to pause
         self._window_owed = False  # a live sender nobody listens to yet keeps the waiting window
+        self._grant = 0  # window beyond INITIAL_WINDOW taken from the connection's UPLOAD_GRANT_BUDGET
+        self._whole = False  # _out holds a whole response (counted in the connection's _whole_queued)
 
     def __repr__(self) -> str:
         return f"<Http2Stream {self.stream_id} {self.method} {self.target!r} {self._role or 'new'}>"
@@ -211,6 +256,8 @@ class Http2Stream(Exchange):
 
     def on_end(self) -> None:
         self.request_complete = True
+        if self._grant:
+            self.conn.release_grant(self)
         if self._role == "sender" and self.pipe is not None and self.pipe.sender is self and self._buffer is None:
             self.pipe.upload_complete()
         self._maybe_done()
@@ -288,7 +335,7 @@ class Http2Stream(Exchange):
                 self._window_owed = True
             else:
                 # the waiting window becomes the streaming window
-                self.conn.open_window(self, STREAM_WINDOW - INITIAL_WINDOW)
+                self.conn.grant_window(self)
         for chunk in buffered:
             pipe.feed(chunk)
         held, self._held = self._held, 0
@@ -304,10 +351,11 @@ class Http2Stream(Exchange):
 
     def resume_upload(self) -> None:
         self._upload_paused = False
-        if self._window_owed:
+        if self._window_owed or (self._grant < STREAM_WINDOW - INITIAL_WINDOW and self._buffer is None):
+            # (also a window the connection's budget could not grant whole before: topped up as it frees)
             self._window_owed = False
             if not self.request_complete and not self.closed:
-                self.conn.open_window(self, STREAM_WINDOW - INITIAL_WINDOW)
+                self.conn.grant_window(self)
         self._give_back()
 
     def _give_back(self) -> None:
@@ -330,9 +378,16 @@ class Http2Stream(Exchange):
 
     def cut(self) -> None:
         # A reset stream, never END_STREAM: the receiver sees a cut stream, never a complete one.
+        self._drop_output()
+        self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
+
+    def _drop_output(self) -> None:
+        conn = self.conn
+        conn._queued -= self._out_bytes
+        if self._whole:
+            conn._whole_queued -= self._out_bytes
         self._out.clear()
         self._out_bytes = 0
-        self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
 
     def drop(self) -> None:
         # A live receiver too far behind: a reset drops what it has not taken, as a cut does.
@@ -374,6 +429,9 @@ class Http2Stream(Exchange):
             return
         self._send_head(status, headers)
         self._bytes_out += len(body)
+        if not self.closed:
+            self._whole = True
+            self.conn._whole_queued += len(body)
         self._queue(body)
         self._end()
 
@@ -381,11 +439,19 @@ class Http2Stream(Exchange):
         if self.closed or not data:
             return
         self._out.append(data)
-        self._out_bytes += len(data)
-        if self._out_bytes > STREAM_HIGH_WATER and not self._pipe_paused and self._role == "receiver" and self.pipe:
+        conn = self.conn
+        self._out_bytes = out_bytes = self._out_bytes + len(data)
+        conn._queued += len(data)
+        if (
+            out_bytes > SHARE_HIGH_WATER
+            and (out_bytes > STREAM_HIGH_WATER or conn._queued > CONNECTION_QUEUE_HIGH)
+            and not self._pipe_paused
+            and self._role == "receiver"
+            and self.pipe
+        ):
             self._pipe_paused = True
             self.pipe.receiver_paused(self)
-        self.conn.want_flush(self)
+        conn.want_flush(self)
 
     def _end(self) -> None:
         if self.closed or self._end_pending:
@@ -436,7 +502,15 @@ class Http2Stream(Exchange):
             h2conn.outbound_flow_control_window -= sent
             h2stream.outbound_flow_control_window -= sent
         self._out_bytes -= sent
-        if self._pipe_paused and self._out_bytes <= STREAM_LOW_WATER:
+        conn = self.conn
+        conn._queued -= sent
+        if self._whole:
+            conn._whole_queued -= sent
+        if (
+            self._pipe_paused
+            and self._out_bytes <= STREAM_LOW_WATER
+            and (self._out_bytes <= SHARE_LOW_WATER or conn._queued <= CONNECTION_QUEUE_HIGH)
+        ):
             self._pipe_paused = False
             if self.pipe is not None:
                 self.pipe.receiver_resumed(self)
@@ -482,8 +556,9 @@ class Http2Stream(Exchange):
     def lose(self) -> None:
         """The stream was reset by the client, or the connection is gone."""
         self.closed = True
-        self._out.clear()
-        self._out_bytes = 0
+        self._drop_output()
+        if self._grant:
+            self.conn.release_grant(self)
         self.report()
         if self.pipe is not None and self._role == "receiver":
             self.pipe.receiver_resumed(self)
@@ -545,6 +620,23 @@ class Http2Protocol(asyncio.Protocol):
         self._windows: dict[Http2Stream, int] = {}  # stream -> window increment owed at the next write
         self._drain_callbacks: list[Callable[[], None]] = []  # run once the next write has left
         self._output: list[bytes | memoryview] = []  # frames to write, in order
+        # --- what a hostile client can make this connection cost (docs/security.md, "HTTP/2") ---
+        now = time.monotonic()
+        self._resets = Budget(RESET_BURST, RESET_RATE, now)  # streams reset or refused
+        self._control = Budget(CONTROL_BURST, CONTROL_RATE, now)  # PING, SETTINGS
+        self._inbound.block_limit = (relay.hooks.max_head_bytes or MAX_HEADER_LIST_BYTES) + BLOCK_SLACK
+        self._turn_started = 0.0  # the thread's CPU time when this loop turn's work on a read began
+        self._turn_events = 0  # h2 events of this loop turn's read
+        self._backlog: bytes | None = None  # the rest of a read, left for the next turn
+        self._read_holds = 0  # why reading is paused (_YIELDED, _BACKED_UP bits)
+        self._queued = 0  # bytes queued on the streams (their _out), not yet framed
+        self._whole_queued = 0  # of which whole responses (pages, refusals)
+        self._grant_free = UPLOAD_GRANT_BUDGET  # window the running uploads may still be granted
+        self._requested = False  # a request has come (the header timeout's first deadline is met)
+        self._idle_since = now  # when the connection last had no open stream (or last had a request)
+        self._first_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._block_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -563,22 +655,60 @@ class Http2Protocol(asyncio.Protocol):
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - INITIAL_WINDOW)
         self._write_out()
+        self._start_timers()
 
     def data_received(self, data: bytes) -> None:
-        if self.lost:
+        if self.lost or self._closing:
             return
+        if self._backlog is not None:  # (reading is paused; a read already under way still lands here)
+            self._backlog += data
+            return
+        self._feed(data if isinstance(data, bytes) else bytes(data))
+
+    def _feed(self, data: bytes) -> None:
         self._receiving = True
+        self._turn_started = 0.0  # (the clock is read once the turn's events pass TURN_FREE_EVENTS)
+        self._turn_events = 0
         try:
             # the DATA frames of open streams come straight from the read (_inbound.py), the rest via h2
-            self._inbound.feed(data if isinstance(data, bytes) else bytes(data), self._to_h2, self._on_data)
+            rest = self._inbound.feed(data, self._to_h2, self._on_data)
         finally:
             self._receiving = False
+        inbound = self._inbound
+        if inbound.oversized_block:
+            self._calm("a header block larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE")
+        elif rest and not self._closing and not self.lost:
+            # this turn has done enough for one connection: the rest waits for the next, reading paused,
+            # and is handed to h2 in small runs (finer turns) until a read fits in one turn again
+            self._backlog = bytes(rest)
+            inbound.run_frames = SMALL_RUN_FRAMES
+            self._hold_reading(_YIELDED)
+            asyncio.get_running_loop().call_soon(self._feed_backlog)
+        elif inbound.run_frames != RUN_FRAMES:
+            inbound.run_frames = RUN_FRAMES
+        if inbound.header_block_open:
+            if self._block_timer is None and self.relay.hooks.header_timeout_s is not None:
+                self._block_timer = asyncio.get_running_loop().call_later(
+                    self.relay.hooks.header_timeout_s, self._block_late
+                )
+        elif self._block_timer is not None:
+            self._block_timer.cancel()
+            self._block_timer = None
         # Flushed once this loop turn's reads are all handled: what they cause on this connection (also
         # from other connections' reads: a sender's body for a receiver here) leaves in one write.
         self._schedule()
 
+    def _feed_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, None
+        if backlog is None or self.lost or self._closing:
+            return
+        self._feed(backlog)
+        if self._backlog is None:
+            self._release_reading(_YIELDED)
+
     def _to_h2(self, data: bytes | memoryview) -> bool:
-        """Hand whole frames to h2 and handle its events; False once the connection is closing."""
+        """Hand whole frames to h2 and handle its events; False once the connection is closing, or once this
+        loop turn has spent ``TURN_S`` on it (the rest of the read then waits for the next)."""
         if self._closing:
             return False
         try:
@@ -591,7 +721,15 @@ class Http2Protocol(asyncio.Protocol):
             return False
         for event in events:
             self._handle(event)
-        return not self._closing
+        if self._closing:
+            return False
+        self._turn_events += len(events)
+        if self._turn_events < TURN_FREE_EVENTS:
+            return True  # (thread_time is a system call, ~0.5 us: an ordinary read never makes one)
+        now = time.thread_time()
+        if not self._turn_started:
+            self._turn_started = now
+        return now - self._turn_started < TURN_S
 
     def _on_data(self, stream_id: int, data: memoryview, flow_length: int) -> None:
         """A DATA frame h2 has been told of (flow control, content-length) but not given: no copy."""
@@ -611,6 +749,10 @@ class Http2Protocol(asyncio.Protocol):
         delivered = exc is None and transport is not None and transport.get_write_buffer_size() == 0
         draining, self._draining = self._draining, []
         self.lost = True
+        self._backlog = None
+        for timer in (self._first_timer, self._idle_timer, self._block_timer):
+            if timer is not None:
+                timer.cancel()
         on_disconnect = self.relay.hooks.on_disconnect
         if self._counted and on_disconnect is not None:
             self._counted = False
@@ -626,11 +768,95 @@ class Http2Protocol(asyncio.Protocol):
             stream.lose()
 
     def pause_writing(self) -> None:
+        # (stream data stops here; should replies keep piling up beyond, _write_out stops reading: see there)
         self._writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._release_reading(_BACKED_UP)
         self._flush()
+
+    def _hold_reading(self, reason: int) -> None:
+        transport = self.transport
+        if not self._read_holds and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self._read_holds |= reason
+
+    def _release_reading(self, reason: int) -> None:
+        if not self._read_holds & reason:
+            return
+        self._read_holds &= ~reason
+        transport = self.transport
+        if not self._read_holds and transport is not None and not transport.is_closing() and not self.lost:
+            transport.resume_reading()
+
+    # --- abuse and timeouts --------------------------------------------------------------------------
+
+    def _calm(self, reason: str) -> None:
+        """End an abusive connection: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 section 5.4.1), then close."""
+        if self._closing or self.lost:
+            return
+        log.info("HTTP/2 connection from %s ended (ENHANCE_YOUR_CALM): %s", self.client or "?", reason)
+        # (cut after the grace in any case: a TLS close waits for the client's close_notify, and reads on meanwhile)
+        self._end_connection(ErrorCodes.ENHANCE_YOUR_CALM, cut=True)
+
+    def _end_connection(self, code: ErrorCodes, *, cut: bool = False) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.close_connection(error_code=code)
+        self._write_out()
+        self._close()
+        transport = self.transport
+        if transport is not None and (cut or transport.get_write_buffer_size()):
+            # close() waits until the buffer has left, which a client that does not read never lets happen
+            asyncio.get_running_loop().call_later(ABORT_GRACE_S, self._abort)
+
+    def _abort(self) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.abort()
+
+    def _spend_reset(self) -> None:
+        if not self._resets.spend(time.monotonic()):
+            self._calm("too many streams reset, refused or abandoned (rapid reset)")
+
+    def _start_timers(self) -> None:
+        # One timer each, re-armed at most once per period: nothing per frame or per request.
+        hooks = self.relay.hooks
+        loop = asyncio.get_running_loop()
+        if hooks.header_timeout_s is not None:
+            self._first_timer = loop.call_later(hooks.header_timeout_s, self._first_request_late)
+        if hooks.keepalive_timeout_s is not None:
+            self._idle_timer = loop.call_later(hooks.keepalive_timeout_s, self._check_idle)
+
+    def _first_request_late(self) -> None:
+        self._first_timer = None
+        if not self._requested:
+            self._timed_out("no complete request within the header timeout")
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        keepalive = self.relay.hooks.keepalive_timeout_s
+        if self.lost or self._closing or keepalive is None:
+            return
+        delay = keepalive
+        if not self._streams and not self._draining and not self._inbound.header_block_open:
+            # (_draining: a receiver's last bytes still buffered, its transfer not yet over)
+            idle_for = time.monotonic() - self._idle_since
+            if idle_for >= keepalive - 0.05:  # (timers may fire a hair early)
+                log.info("HTTP/2 connection from %s idle for %.0f s: GOAWAY", self.client or "?", idle_for)
+                self._end_connection(ErrorCodes.NO_ERROR)
+                return
+            delay = keepalive - idle_for
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+    def _block_late(self) -> None:
+        self._block_timer = None
+        self._timed_out("a header block did not end within the header timeout")
+
+    def _timed_out(self, reason: str) -> None:
+        if self.lost or self._closing:
+            return
+        log.info("HTTP/2 connection from %s ended: %s", self.client or "?", reason)
+        self._end_connection(ErrorCodes.NO_ERROR)
 
     # --- h2 events ---------------------------------------------------------------------------------------
 
@@ -659,16 +885,35 @@ class Http2Protocol(asyncio.Protocol):
             stream = self._streams.pop(event.stream_id or 0, None)
             if stream is not None:
                 self._ready.pop(stream, None)
+                if not self._streams:
+                    self._idle_since = time.monotonic()
                 stream.lose()
+            self._spend_reset()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._wake_all()  # a new initial window may open every stream
+            self._spend_control()
+        elif isinstance(event, h2.events.PingReceived):
+            # (not PRIORITY: h2 reports one for every HEADERS that carries a priority, as browsers' do)
+            self._spend_control()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._write_out()
             self._close()
 
+    def _spend_control(self) -> None:
+        if not self._control.spend(time.monotonic()):
+            self._calm("too many PING or SETTINGS frames")
+
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         assert stream_id is not None
+        self._requested = True
+        self._idle_since = time.monotonic()
+        if self._whole_queued > WHOLE_QUEUE_LIMIT:
+            # the client does not take the responses it asked for: no more are made until it does
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._spend_reset()
+            return
         method = b""
         path = b""
         authority: bytes | None = None
@@ -692,6 +937,7 @@ class Http2Protocol(asyncio.Protocol):
         problem = _malformed(authority, headers, ended=event.stream_ended is not None)
         if problem:
             stream.refuse(Refusal(status=400, message=f"[ERROR] Bad request: {problem}.\n"))  # RFC 9113 8.1.1
+            self._spend_reset()
             return
         stream.dispatch()
 
@@ -769,8 +1015,21 @@ class Http2Protocol(asyncio.Protocol):
         """
         if self.lost:
             return
-        self._windows[stream] = increment
+        self._windows[stream] = self._windows.get(stream, 0) + increment
         self._schedule()
+
+    def grant_window(self, stream: Http2Stream) -> None:
+        """Grow a running upload's window towards STREAM_WINDOW, as far as the connection's budget allows."""
+        give = min(STREAM_WINDOW - INITIAL_WINDOW - stream._grant, self._grant_free)
+        if give > 0:
+            self._grant_free -= give
+            stream._grant += give
+            self.open_window(stream, give)
+
+    def release_grant(self, stream: Http2Stream) -> None:
+        """The upload can send nothing more: its window goes back to the connection's budget."""
+        self._grant_free += stream._grant
+        stream._grant = 0
 
     def reset(self, stream: Http2Stream, code: ErrorCodes) -> None:
         """Reset the stream (RST_STREAM) and forget it; a no-op on a stream already closed."""
@@ -793,6 +1052,10 @@ class Http2Protocol(asyncio.Protocol):
         """The stream's request is read and its response written (or it was reset)."""
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
+            if not self._streams:
+                self._idle_since = time.monotonic()
+        if stream._grant:
+            self.release_grant(stream)
         stream.report()
         if self._close_idle and not self._streams:
             asyncio.get_running_loop().call_soon(self._goaway)
@@ -805,9 +1068,7 @@ class Http2Protocol(asyncio.Protocol):
         if self.lost or self._closing or self._streams:
             return
         self._flush()
-        self._h2.close_connection()
-        self._write_out()
-        self._close()
+        self._end_connection(ErrorCodes.NO_ERROR)
 
     # --- a connection limit's view (Hooks.on_connect) --------------------------------------------------------
 
@@ -882,6 +1143,11 @@ class Http2Protocol(asyncio.Protocol):
                 self.transport.write(b"".join(output))
             else:
                 self.transport.writelines(output)
+            if self._writing_paused and self.transport.get_write_buffer_size() > BACKED_UP_BYTES:
+                # The client does not take what is written to it, yet what it sends still makes replies (ACKs,
+                # heads): read nothing more from it until it takes them. (Not at the mere high-water mark: a
+                # fast download crosses it all the time, and pausing a TLS transport's reading costs.)
+                self._hold_reading(_BACKED_UP)
         output.clear()
 
     def _close(self) -> None:
