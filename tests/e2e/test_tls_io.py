@@ -237,6 +237,23 @@ def _read_slowly(sock: socket.socket, *, piece: int = 64 * 1024, pause_s: float 
     return bytes(got)
 
 
+def _relay_to_slow_receiver(
+    server: ServerProcess, target: Target, path: str, head: bytes, parts: list[bytes]
+) -> bytes:
+    """A slow receiver waits on ``path``; a sender over ``target`` sends ``head`` and ``parts``, then its FIN.
+    What the receiver got, head included."""
+    with _slow_receiver(server, path) as receiver:
+        time.sleep(0.3)  # the receiver waits first: the upload streams to it at once
+        sent: list[socket.socket] = []
+        sending = threading.Thread(target=lambda: sent.append(_send_then_fin(target, head, parts)), daemon=True)
+        sending.start()
+        raw = _read_slowly(receiver)
+        sending.join(WAIT_S)
+    for sock in sent:
+        sock.close()
+    return raw
+
+
 @pytest.mark.parametrize("transport", ["h1", "h1-tls"])
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_running_sender_closing_without_close_notify_delivers_its_whole_body(
@@ -251,16 +268,7 @@ def test_running_sender_closing_without_close_notify_delivers_its_whole_body(
     else:
         head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         parts = _chunked(data, whole=True)
-    with _slow_receiver(server, path) as receiver:
-        time.sleep(0.3)  # the receiver waits first: the upload streams to it at once
-        sent: list[socket.socket] = []
-        sending = threading.Thread(target=lambda: sent.append(_send_then_fin(target, head, parts)), daemon=True)
-        sending.start()
-        raw = _read_slowly(receiver)
-        sending.join(WAIT_S)
-    for sock in sent:
-        sock.close()
-    status, _, body = raw.partition(b"\r\n\r\n")
+    status, _, body = _relay_to_slow_receiver(server, target, path, head, parts).partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 200"), status[:200]
     if b"chunked" in status.lower():
         body, ended = dechunk(body)
@@ -275,17 +283,8 @@ def test_running_sender_cut_short_without_close_notify_is_a_cut_stream(server: S
     data = os.urandom(RUNNING_BODY_BYTES)
     path = unique_path("cut")
     head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-    with _slow_receiver(server, path) as receiver:
-        time.sleep(0.3)
-        sent: list[socket.socket] = []
-        parts = _chunked(data, whole=False)  # no final chunk: the body is cut short
-        sending = threading.Thread(target=lambda: sent.append(_send_then_fin(target, head, parts)), daemon=True)
-        sending.start()
-        raw = _read_slowly(receiver)
-        sending.join(WAIT_S)
-    for sock in sent:
-        sock.close()
-    status, _, body = raw.partition(b"\r\n\r\n")
+    parts = _chunked(data, whole=False)  # no final chunk: the body is cut short
+    status, _, body = _relay_to_slow_receiver(server, target, path, head, parts).partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 200"), status[:200]
     body, ended = dechunk(body)
     # never a clean end with bytes missing: the stream is cut, and what came is what was sent

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from ..helpers import ServerProcess, start_server
+from ..helpers import ServerProcess
 from ..http2._client import H2Client, StreamState
 from ..http2._raw import (
     ENHANCE_YOUR_CALM,
@@ -35,14 +34,6 @@ MAX_FRAMES = 1_000_000
 MAX_SECONDS = 20.0
 BATCH = 4096
 
-
-@pytest.fixture(scope="module")
-def h2server(tls_files: tuple[str, str, str]) -> Iterator[ServerProcess]:
-    proc = start_server(https=tls_files)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def flood(sock: socket.socket, make: object) -> int:

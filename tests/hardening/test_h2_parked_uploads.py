@@ -12,11 +12,8 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from ..helpers import ServerProcess, recv_all, start_server, unique_path
+from ..helpers import ServerProcess, recv_all, unique_path
 from ..http2._client import H2Client
 from ..http2._raw import PeakRss
 from ._attack import MIB, log_tail, probe, settled_rss_mib
@@ -26,15 +23,6 @@ PAIRS = 255  # (with the one live pair below: 256 streams, the most one connecti
 MAX_SECONDS = 20.0
 MAX_BYTES = 1536 * MIB
 LIVE_BYTES = 8 * MIB  # (recv_all reads 16 MiB at most)
-
-
-@pytest.fixture(scope="module")
-def h2server() -> Iterator[ServerProcess]:
-    proc = start_server()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def push_while_windows_open(client: H2Client, streams: list[int], *, quiet_s: float = 2.0) -> int:

@@ -10,11 +10,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from ..helpers import ServerProcess, start_server
+from ..helpers import ServerProcess
 from ..http2._client import H2Client
 from ..http2._raw import ENHANCE_YOUR_CALM, goaway_codes, rapid_resets, run_in_process
 from ._attack import Transfer, log_tail, probe
@@ -22,14 +19,6 @@ from ._attack import Transfer, log_tail, probe
 #: how long the attacker keeps opening connections (each bounded: 300,000 streams or 30 s, see _raw.py)
 ATTACK_SECONDS = 6.0
 
-
-@pytest.fixture(scope="module")
-def h2server(tls_files: tuple[str, str, str]) -> Iterator[ServerProcess]:
-    proc = start_server(https=tls_files)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_rapid_reset_ends_the_connection_and_others_keep_their_speed(h2server: ServerProcess) -> None:
