@@ -17,6 +17,9 @@
   const TIMESLICE_MS = 200;
   // Further behind the live edge than this, the player jumps forward.
   const MAX_LAG_S = 2;
+  // A key frame this often: a player that jumps to the live edge (or drops a piece) can only show a
+  // picture again from the next key frame, and the recorder's default is one every ~9 s.
+  const KEYFRAME_MS = 1000;
   const CANDIDATE_TYPES = ['video/webm;codecs="vp8,opus"', 'video/webm;codecs="vp9,opus"', "video/webm"];
   const PATHS = { first: ["call-1", "call-2"], second: ["call-2", "call-1"] };
 
@@ -146,7 +149,9 @@
         method: "POST", body, duplex: "half", signal: current.controller.signal,
         headers: { "Content-Type": passphrase !== "" ? "application/octet-stream" : mimeType },
       });
-      const recorder = new MediaRecorder(current.media, { mimeType, videoBitsPerSecond: 1_000_000 });
+      const recorder = new MediaRecorder(current.media, {
+        mimeType, videoBitsPerSecond: 1_000_000, videoKeyFrameIntervalDuration: KEYFRAME_MS,
+      });
       current.recorder = recorder;
       recorder.addEventListener("dataavailable", async (event) => {
         if (event.data.size === 0 || call !== current) return;

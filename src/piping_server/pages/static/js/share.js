@@ -34,7 +34,9 @@
   const PROBE_INTERVAL_MS = 1000;
   // A viewer further behind the live edge than this jumps forward (e.g. after joining late).
   const MAX_LAG_S = 3;
-  // Live: a key frame, which starts a new WebM Cluster, this often: a joiner waits at most this long.
+  // A key frame this often (it starts a new WebM Cluster): a live joiner waits at most this long, and
+  // a viewer whose player jumps to the live edge shows a picture again within it (the recorder's
+  // default is one every ~9 s, frozen all that time).
   const KEYFRAME_MS = 1000;
   // Live: what the page holds while no viewer takes the stream (the server pauses the upload then);
   // past it, pieces are dropped up to the next Cluster, so a late viewer starts near the live edge.
@@ -238,7 +240,7 @@
         headers: { "Content-Type": passphrase !== "" ? "application/octet-stream" : mimeType },
       });
       const recorder = new MediaRecorder(media, {
-        mimeType, videoBitsPerSecond: 1_500_000, ...(live ? { videoKeyFrameIntervalDuration: KEYFRAME_MS } : {}),
+        mimeType, videoBitsPerSecond: 1_500_000, videoKeyFrameIntervalDuration: KEYFRAME_MS,
       });
       let sent = 0;
       let state = "waiting";
