@@ -31,7 +31,7 @@
     const ui = {
       room: $("call-room"), pass: $("call-pass"), start: $("call-start"), join: $("call-join"),
       hangup: $("call-hangup"), mute: $("call-mute"), camera: $("call-camera"), status: $("call-status"),
-      remote: $("call-remote"), local: $("call-local"),
+      remote: $("call-remote"), local: $("call-local"), view: $("call-view"),
     };
     ui.room.value = Piping.randomPath();
     let call = null; // the call in progress: { media, recorder, feed, controller, objectUrl }
@@ -82,6 +82,8 @@
         ui.remote.load();
         if (current.objectUrl) URL.revokeObjectURL(current.objectUrl);
       }
+      // No empty black player (and grey self-view) before or after a call.
+      ui.view.hidden = true;
       setBusy(false);
       status(text, kind);
       setState(state);
@@ -119,6 +121,7 @@
       setBusy(true);
       ui.local.srcObject = media;
       ui.local.play().catch(() => {});
+      ui.view.hidden = false;
       status(`Calling in room "${room}": waiting for the other side to ` +
         `${role === "first" ? "press \"I join\"" : "be there (it presses \"I start the call\")"}...`, "");
       setState("waiting");
