@@ -55,6 +55,12 @@ def test_screen_share_plays_live(https_base: str, new_page: Callable[..., Any], 
         _assert_plays(watcher)
     if viewers == 1:
         screenshot(watchers[0], "share")
+    else:
+        # One of two leaves, the other watches on: the sharer does not claim two viewers (issue 21 item 4).
+        watchers[0].click("#share-stop")
+        _assert_plays(watchers[1])
+        status = sharer.text_content("#share-status") or ""
+        assert status.startswith("Live:") and "2 viewer(s)" not in status, status
     sharer.click("#share-stop")
     for watcher in watchers:
         watcher.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
