@@ -104,8 +104,9 @@ def new_page(browser: Browser, contexts: list[BrowserContext]) -> Iterator[Any]:
     errors = PageErrors()
 
     def make(url: str, **context_args: Any) -> Page:
-        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 900},
-                                      **context_args)
+        # A test may ask for another viewport (a phone's) or more: its arguments win.
+        context = browser.new_context(**{"ignore_https_errors": True, "viewport": {"width": 1100, "height": 900},
+                                         **context_args})
         contexts.append(context)
         page = errors.watch(context.new_page())
         page.goto(url)

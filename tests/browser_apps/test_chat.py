@@ -155,23 +155,51 @@ def test_encrypted_chat_is_openpgp_on_the_wire(
     assert plain == b"hi\n"
 
 
-def test_wrong_or_missing_passphrase_is_said(https_base: str, new_page: Callable[..., Any]) -> None:
+def test_wrong_or_missing_passphrase_is_said_on_both_sides_before_anyone_types(
+    https_base: str, new_page: Callable[..., Any]
+) -> None:
     room = f"room-{uuid.uuid4().hex[:10]}"
     alice = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
     bob = _with_passphrase(new_page(f"{https_base}/#chat"), "another one")
     _connect(alice, bob, room)
-    alice.locator("#chat-input").press_sequentially("hello", delay=20)
-    bob.wait_for_function("document.body.dataset.chatState === 'ended'")
-    assert bob.text_content("#chat-status") == "The passphrase is wrong: the other side uses another one."
-    # No passphrase against an encrypting side: said so, nothing shown as text.
+    for page in (alice, bob):
+        page.wait_for_function("document.body.dataset.chatState === 'ended'")
+        assert page.text_content("#chat-status") == "The passphrase is wrong: the other side uses another one."
+    # No passphrase against an encrypting side: both told, nothing shown as text.
     room = f"room-{uuid.uuid4().hex[:10]}"
     carol = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
     dave = new_page(f"{https_base}/#chat")
     _connect(carol, dave, room)
-    carol.locator("#chat-input").press_sequentially("hello", delay=20)
     dave.wait_for_function("document.body.dataset.chatState === 'ended'")
     assert "encrypts this chat" in (dave.text_content("#chat-status") or "")
     assert dave.text_content("#chat-peer-live") == ""
+    carol.wait_for_function("document.body.dataset.chatState === 'ended'")
+    assert "does not encrypt this chat" in (carol.text_content("#chat-status") or "")
+    assert carol.text_content("#chat-peer-live") == ""
+
+
+# Main-thread tasks longer than 50 ms ("long tasks"), counted by the page itself.
+COUNT_LONG_TASKS = """() => { window.longTasks = 0;
+    new PerformanceObserver((list) => { window.longTasks += list.getEntries().length; })
+        .observe({ type: 'longtask' }); }"""
+TYPED = "the quick brown fox jumps over it"
+# Before the key was derived once per chat, every keystroke blocked each side 53-176 ms (one long
+# task or more per character); without a passphrase, about none. Generous for a loaded machine.
+MAX_LONG_TASKS = len(TYPED) // 3
+
+
+def test_typing_with_a_passphrase_does_not_block_either_page(https_base: str, new_page: Callable[..., Any]) -> None:
+    room = f"room-{uuid.uuid4().hex[:10]}"
+    alice = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    bob = _with_passphrase(new_page(f"{https_base}/#chat"), PASSPHRASE)
+    _connect(alice, bob, room)
+    for page in (alice, bob):
+        assert page.evaluate("document.body.dataset.chatState") == "connected"
+        page.evaluate(COUNT_LONG_TASKS)
+    alice.locator("#chat-input").press_sequentially(TYPED, delay=30)
+    bob.wait_for_function(f"document.getElementById('chat-peer-live').textContent === {TYPED!r}")
+    counts = [int(page.evaluate("window.longTasks")) for page in (alice, bob)]
+    assert max(counts) <= MAX_LONG_TASKS, f"long tasks while typing {len(TYPED)} characters (alice, bob): {counts}"
 
 
 def test_a_peer_that_goes_away_and_a_busy_room_are_explained(

@@ -55,6 +55,12 @@ def test_screen_share_plays_live(https_base: str, new_page: Callable[..., Any], 
         _assert_plays(watcher)
     if viewers == 1:
         screenshot(watchers[0], "share")
+    else:
+        # One of two leaves, the other watches on: the sharer does not claim two viewers (issue 21 item 4).
+        watchers[0].click("#share-stop")
+        _assert_plays(watchers[1])
+        status = sharer.text_content("#share-status") or ""
+        assert status.startswith("Live:") and "2 viewer(s)" not in status, status
     sharer.click("#share-stop")
     for watcher in watchers:
         watcher.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
@@ -225,3 +231,37 @@ def test_live_share_plays_for_a_viewer_who_joins_mid_way(https_base: str, new_pa
     assert third.is_checked("#share-live")
     sharer.click("#share-stop")
     second.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
+
+
+
+def test_the_sharers_questions_can_never_be_taken_for_the_share(https_base: str, new_page: Callable[..., Any]) -> None:
+    """Issue 23: the sharer asks the path (an empty POST) whether its viewers are there. Should the
+    path be free at that instant, the question becomes a waiting sender: it must carry another `n`
+    than the share's, so that no viewer of the share takes its empty body for the share. And once
+    the viewers watch, it asks no more (each question is a 400 in the console)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    path = f"share-{uuid.uuid4().hex[:10]}"
+    sharer = new_page(f"{https_base}/#share?path={path}")
+    questions: list[str] = []  # the n of each POST the sharer makes to the path (its upload first)
+
+    def seen(request: Any) -> None:
+        url = urlsplit(request.url)
+        if request.method == "POST" and url.path == f"/{path}":
+            questions.append((parse_qs(url.query).get("n") or ["1"])[0])
+
+    sharer.on("request", seen)
+    sharer.click("#share-screen")
+    sharer.wait_for_function("document.body.dataset.shareState === 'sharing'")
+    time.sleep(2.5)  # two questions or so while it waits
+    viewer = _viewer(new_page, f"{https_base}/#share?path={path}")
+    _assert_plays(viewer)
+    sharer.wait_for_function("document.body.dataset.shareState === 'live'")
+    asked_before_live = len(questions)
+    time.sleep(3)  # it would have asked three more times
+    upload, *probes = questions
+    assert upload == "1" and len(probes) >= 2, questions
+    assert all(n != "1" for n in probes), f"a question with the share's own n: {probes}"
+    assert len(questions) == asked_before_live, "the sharer still asks while its viewer watches"
+    viewer.click("#share-stop")
+    sharer.wait_for_function("document.body.dataset.shareState === 'viewer-left'", timeout=PLAY_WAIT_S * 1000)

@@ -235,3 +235,36 @@ def test_wrong_password_and_unreachable_tunnel_say_so(
     page.wait_for_function("document.body.dataset.sshState === 'failed'")
     status = page.text_content("#ssh-status") or ""
     assert status.startswith("No answer from the remote machine within 2 s"), status
+
+
+# The last row's bottom and the terminal box's, in CSS pixels.
+LAST_ROW_AND_BOX = """() => { const rows = document.querySelectorAll('#ssh-terminal .xterm-rows > div');
+    const box = document.getElementById('ssh-terminal').getBoundingClientRect();
+    return [rows[rows.length - 1].getBoundingClientRect().bottom, box.bottom]; }"""
+
+
+def test_terminal_fills_a_tall_window_and_follows_it(
+    http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path
+) -> None:
+    """Issue 21 item 8: 23 rows in a 1400 px tall window, the last one half cut, before."""
+    base = f"ssh-{uuid.uuid4().hex[:10]}"
+    path1, path2 = f"{base}/c-to-s", f"{base}/s-to-c"
+    page = new_page(f"{https_base}/#ssh", viewport={"width": 1100, "height": 1400})
+    for selector, value in (("path1", path1), ("path2", path2), ("user", TEST_USER), ("password", sshd.password)):
+        page.fill(f"#ssh-{selector}", value)
+    with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
+        page.click("#ssh-connect")
+        page.wait_for_function("document.body.dataset.sshState === 'host-key'")
+        page.click("#ssh-accept")
+        page.wait_for_function("document.body.dataset.sshState === 'connected'")
+        tall = _size(page)
+        assert tall[1] >= 50, f"{tall[1]} rows in a 1400 px tall window"
+        last_row, box = page.evaluate(LAST_ROW_AND_BOX)
+        assert last_row <= box + 0.5, f"the last row is cut: it ends at {last_row}, the box at {box}"
+        page.set_viewport_size({"width": 1100, "height": 800})
+        page.wait_for_function("s => document.getElementById('ssh-terminal').dataset.size !== s",
+                               arg=f"{tall[0]}x{tall[1]}")
+        assert _size(page)[1] < tall[1]
+        _type(page, "clear; stty size\n")
+        _wait_screen(page, f"{_size(page)[1]} {_size(page)[0]}")
+        page.click("#ssh-disconnect")

@@ -38,6 +38,43 @@ def echo_port() -> Iterator[int]:
     srv.server_close()
 
 
+class _SpeaksFirst(socketserver.BaseRequestHandler):
+    """A service that greets before it reads (as SSH and VNC servers do), then echoes."""
+
+    def handle(self) -> None:
+        self.request.sendall(BANNER)
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+        self.request.shutdown(socket.SHUT_WR)
+
+
+BANNER = b"RFB 003.008\n"
+
+
+@pytest.fixture
+def speaks_first_port() -> Iterator[int]:
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SpeaksFirst)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    """Up to n bytes (fewer when the connection ends first)."""
+    got = b""
+    for _ in range(1000):
+        if len(got) >= n:
+            break
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def echo_roundtrip(port: int, data: bytes, timeout: float = 30) -> bytes:
     """Send data, half-close, read everything back."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -160,6 +197,27 @@ def test_server_with_socat_client_oneliner(server: str, path: str, echo_port: in
         assert srv.wait(20) == 0
     finally:
         stop(oneliner, srv)
+
+
+def test_plain_tunnel_to_a_service_that_speaks_first(server: str, path: str, speaks_first_port: int) -> None:
+    """Issue 21 item 13: the client says nothing before the service's greeting. With the reference
+    the server host's GET gets no response head before the client host's first byte: the server host
+    must connect to the service anyway (the client host's GET on PATH2 tells it that it is there)."""
+    lport = free_port()
+    srv = start_piping("tunnel", "server", "-q", "-s", server, "-p", str(speaks_first_port), path)
+    cli = start_piping("tunnel", "client", "-s", server, "-p", str(lport), path)
+    try:
+        wait_listening(cli)
+        with socket.create_connection(("127.0.0.1", lport), timeout=20) as s:
+            assert _recv_exactly(s, len(BANNER)) == BANNER, "no greeting from the service through the tunnel"
+            s.sendall(b"then the client")
+            assert _recv_exactly(s, 15) == b"then the client"
+            s.shutdown(socket.SHUT_WR)
+            assert _recv_exactly(s, 1) == b""
+        assert cli.wait(20) == 0
+        assert srv.wait(20) == 0
+    finally:
+        stop(srv, cli)
 
 
 def test_single_path_form(server: str, path: str, echo_port: int) -> None:

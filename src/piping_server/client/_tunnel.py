@@ -39,11 +39,10 @@ _READ = 64 * 1024
 Log = Callable[[str], None]
 CLIENT_HOST, SERVER_HOST = "client host", "server host"
 
-# Sent as ``X-Piping: tunnel-error`` on PATH2 by a server host that cannot reach its service, the body
-# being the reason: the client host then fails at once with that reason instead of waiting for bytes
-# that never come. (A one-liner client host just sees the reason as the connection's bytes.)
+# ``X-Piping: tunnel-error`` on PATH2 marks a body that is a server host's reason for failing, not the
+# connection's bytes (this program's server host sent it before it waited on PATH2 from the start;
+# it now cuts PATH2 instead): the client host fails at once with that reason.
 TUNNEL_ERROR_MARKER = "tunnel-error"
-_TELL_TIMEOUT_S = 10.0
 # A multiplexed server host starts a new session when its client host leaves; sessions that end
 # sooner than this are spaced out by it, so that a failing peer never makes it spin.
 _MIN_SESSION_S = 1.0
@@ -88,12 +87,19 @@ def _peer_gone(peer: str) -> TransferInterruptedError:
 # ----------------------------------------------------------------------------------------------- HTTP halves
 
 
+# The sender's progress lines (ours and the reference's) that say a receiver is there.
+_RECEIVER_THERE = re.compile(r"receiver\(s\) has/have been connected|A receiver was connected|Start sending")
+
+
 class _Upload:
-    """A long POST whose body comes from an async iterator; its status lines are watched for errors."""
+    """A long POST whose body comes from an async iterator; its status lines are watched for errors.
+
+    ``receiver_there`` is set once the server says that a receiver (the other host) takes the upload."""
 
     def __init__(self, url: str, verify: bool, peer: str) -> None:
         self.conn = HttpConnection(url, verify=verify)
         self.peer = peer
+        self.receiver_there = asyncio.Event()
 
     async def start(self, body: AsyncIterator[bytes]) -> None:
         await self.conn.connect()
@@ -109,6 +115,8 @@ class _Upload:
             for line in text.decode("utf-8", "replace").splitlines():
                 if line.startswith("[ERROR]") or "aborted" in line:
                     raise _peer_gone(self.peer)
+                if _RECEIVER_THERE.search(line):
+                    self.receiver_there.set()
             text = text[text.rfind(b"\n") + 1 :]
 
     def close(self) -> None:
@@ -123,40 +131,28 @@ async def _open_download(url: str, verify: bool, peer: str) -> HttpConnection:
     try:
         await conn.connect()
         await conn.send_head("GET", [])
-        head = await conn.read_ok_head()
-        if is_marked(head.header_all("X-Piping"), TUNNEL_ERROR_MARKER):
-            reason = (await conn.read_text(1024)).strip() or "cannot reach its service"
-            raise PipingError(f"the tunnel {peer} {reason}")
+        await _read_download_head(conn, peer)
     except BaseException:
         conn.abort()
         raise
     return conn
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+async def _read_download_head(conn: HttpConnection, peer: str) -> HttpConnection:
+    """The download's response head: a 200, not marked as the other host's error."""
+    head = await conn.read_ok_head()
+    if is_marked(head.header_all("X-Piping"), TUNNEL_ERROR_MARKER):
+        reason = (await conn.read_text(1024)).strip() or "cannot reach its service"
+        raise PipingError(f"the tunnel {peer} {reason}")
+    return conn
 
 
-async def _tell_client_host(url: str, verify: bool, reason: str) -> None:
-    """Send ``reason`` on PATH2 marked as a tunnel error, and wait (bounded) until it was delivered."""
-    upload = HttpConnection(url, verify=verify)
-    body = f"{reason}\n".encode()
-
-    async def deliver() -> None:
-        await upload.connect()
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("X-Piping", TUNNEL_ERROR_MARKER)]
-        await upload.send_head("POST", headers, len(body))
-        await upload.send_body(_once(body))
-        await upload.read_head()
-        async for data in upload.iter_body():
-            if b"successfully" in data or b"aborted" in data or b"[ERROR]" in data:
-                return
-
-    try:
-        with contextlib.suppress(PipingError, OSError, TimeoutError):
-            await asyncio.wait_for(deliver(), _TELL_TIMEOUT_S)
-    finally:
-        upload.abort()
+async def _chunks_once_connected(
+    connected: asyncio.Future[asyncio.StreamReader],
+) -> AsyncIterator[bytes]:
+    """The local connection's bytes, once there is one (the upload is under way before)."""
+    async for chunk in _socket_chunks(await connected):
+        yield chunk
 
 
 async def _wait_all(tasks: list[asyncio.Task[None]]) -> None:
@@ -195,9 +191,11 @@ async def _splice(
     upload_url: str,
     verify: bool,
     peer: str,
+    started: _Upload | None = None,
 ) -> None:
-    """Carry one TCP connection: its bytes go up ``upload_url``, the download's bytes come down to it."""
-    upload = _Upload(upload_url, verify, peer)
+    """Carry one TCP connection: its bytes go up ``upload_url`` (or the ``started`` upload, whose body
+    already reads this connection), the download's bytes come down to it."""
+    upload = started or _Upload(upload_url, verify, peer)
     download_task = asyncio.ensure_future(download)
 
     async def down() -> None:
@@ -220,7 +218,8 @@ async def _splice(
         await upload.watching
 
     try:
-        await upload.start(_socket_chunks(reader))
+        if started is None:
+            await upload.start(_socket_chunks(reader))
         await _wait_all([asyncio.create_task(down()), asyncio.create_task(sent()), asyncio.create_task(watched())])
     except _LocalConnectionError as e:
         raise PipingError(f"the local connection failed: {e}") from None
@@ -256,24 +255,44 @@ async def run_tunnel_server(
         await _serve_mux_sessions(paths, host, port, verify_tls, log)
         return
     log(f"[INFO] Waiting for the client host on {paths.client_to_server}")
-    download = await _open_download(paths.client_to_server, verify_tls, CLIENT_HOST)
-    # Connect to the service only now that a client is there: it sees no idle connection meanwhile.
-    log(f"[INFO] Client host connected; connecting to {host}:{port}")
+    # The client host is there when the server answers our GET on PATH1 (ours does once the client
+    # host's POST arrives) or when it tells our upload on PATH2 that a receiver came. Both are asked
+    # at once: the reference answers an HTTP/1.1 GET only with the first byte of the client host's
+    # data, and services that speak first (SSH and VNC servers) would wait for each other forever.
+    download = HttpConnection(paths.client_to_server, verify=verify_tls)
+    upload = _Upload(paths.server_to_client, verify_tls, CLIENT_HOST)
+    connected: asyncio.Future[asyncio.StreamReader] = asyncio.get_running_loop().create_future()
+    head: asyncio.Task[HttpConnection] | None = None
     try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as e:
-        reason = f"cannot connect to {host}:{port}: {_connect_reason(e)}"
+        await download.connect()
+        await download.send_head("GET", [])
+        head = asyncio.create_task(_read_download_head(download, CLIENT_HOST))
+        await upload.start(_chunks_once_connected(connected))
+        there = asyncio.create_task(upload.receiver_there.wait())
         try:
-            # Tell the client host first (it waits on PATH2), and only then drop its upload.
-            await _tell_client_host(paths.server_to_client, verify_tls, reason)
+            await asyncio.wait([head, there, upload.watching], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            download.abort()
-        raise PipingError(reason) from None
-
-    async def ready() -> HttpConnection:
-        return download
-
-    await _splice(reader, writer, ready(), paths.server_to_client, verify_tls, CLIENT_HOST)
+            there.cancel()
+        for task in (head, upload.watching):
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        # Connect to the service only now that a client is there: it sees no idle connection meanwhile.
+        log(f"[INFO] Client host connected; connecting to {host}:{port}")
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as e:
+            reason = f"cannot connect to {host}:{port}: {_connect_reason(e)}"
+            # Our upload is already the client host's PATH2 (it waited there first): cutting it ends the
+            # client host's connection at once, which says "the tunnel server host went away".
+            raise PipingError(reason) from None
+    except BaseException:
+        if head is not None:
+            head.cancel()
+        upload.close()
+        download.abort()
+        raise
+    connected.set_result(reader)
+    await _splice(reader, writer, head, paths.server_to_client, verify_tls, CLIENT_HOST, started=upload)
     log("[INFO] Connection finished")
 
 

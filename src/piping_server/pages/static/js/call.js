@@ -17,6 +17,9 @@
   const TIMESLICE_MS = 200;
   // Further behind the live edge than this, the player jumps forward.
   const MAX_LAG_S = 2;
+  // A key frame this often: a player that jumps to the live edge (or drops a piece) can only show a
+  // picture again from the next key frame, and the recorder's default is one every ~9 s.
+  const KEYFRAME_MS = 1000;
   const CANDIDATE_TYPES = ['video/webm;codecs="vp8,opus"', 'video/webm;codecs="vp9,opus"', "video/webm"];
   const PATHS = { first: ["call-1", "call-2"], second: ["call-2", "call-1"] };
 
@@ -28,7 +31,7 @@
     const ui = {
       room: $("call-room"), pass: $("call-pass"), start: $("call-start"), join: $("call-join"),
       hangup: $("call-hangup"), mute: $("call-mute"), camera: $("call-camera"), status: $("call-status"),
-      remote: $("call-remote"), local: $("call-local"),
+      remote: $("call-remote"), local: $("call-local"), view: $("call-view"),
     };
     ui.room.value = Piping.randomPath();
     let call = null; // the call in progress: { media, recorder, feed, controller, objectUrl }
@@ -79,6 +82,8 @@
         ui.remote.load();
         if (current.objectUrl) URL.revokeObjectURL(current.objectUrl);
       }
+      // No empty black player (and grey self-view) before or after a call.
+      ui.view.hidden = true;
       setBusy(false);
       status(text, kind);
       setState(state);
@@ -116,6 +121,7 @@
       setBusy(true);
       ui.local.srcObject = media;
       ui.local.play().catch(() => {});
+      ui.view.hidden = false;
       status(`Calling in room "${room}": waiting for the other side to ` +
         `${role === "first" ? "press \"I join\"" : "be there (it presses \"I start the call\")"}...`, "");
       setState("waiting");
@@ -146,7 +152,9 @@
         method: "POST", body, duplex: "half", signal: current.controller.signal,
         headers: { "Content-Type": passphrase !== "" ? "application/octet-stream" : mimeType },
       });
-      const recorder = new MediaRecorder(current.media, { mimeType, videoBitsPerSecond: 1_000_000 });
+      const recorder = new MediaRecorder(current.media, {
+        mimeType, videoBitsPerSecond: 1_000_000, videoKeyFrameIntervalDuration: KEYFRAME_MS,
+      });
       current.recorder = recorder;
       recorder.addEventListener("dataavailable", async (event) => {
         if (event.data.size === 0 || call !== current) return;

@@ -17,7 +17,12 @@
  * last one, in the same form as above. Each keystroke goes out at once as its own little message
  * (a message is sealed when it is written, so none waits for more input), and the server only
  * ever sees ciphertext. On the command line, each line decrypts with
- * `base64 -d | gpg -d`.
+ * `base64 -d | gpg -d`. The passphrase's key derivation (S2K, slow on purpose) runs once per chat:
+ * one random session key per chat, whose passphrase-encrypted packet (the same bytes every time)
+ * starts every message, and the reader derives each distinct packet's key once too. The first
+ * line is an empty message, written at once: a side with another passphrase (or none) is told
+ * before anyone types, and a side without a passphrase that receives it answers with one line of
+ * plain text, so that the encrypting side is told too.
  *
  * Browsers stream a request body only over HTTP/2 (HTTPS); elsewhere the page says so.
  */
@@ -45,6 +50,83 @@
     let binary = "";
     for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     return btoa(binary);
+  }
+
+  function concat(a, b) {
+    const joined = new Uint8Array(a.length + b.length);
+    joined.set(a);
+    joined.set(b, a.length);
+    return joined;
+  }
+
+  function sameBytes(a, b) {
+    return a.length === b.length && a.every((byte, i) => byte === b[i]);
+  }
+
+  /** What a side without a passphrase answers to an encrypted first line (see the top of this file). */
+  const NOT_ENCRYPTING = "(this side has no passphrase: it cannot read an encrypted chat)\n";
+
+  /** The OpenPGP settings of pgp.js: SEIPD v1 + MDC, AES-256, uncompressed (what gpg reads). */
+  function pgpConfig(openpgp) {
+    return {
+      aeadProtect: false,
+      preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
+      preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed,
+    };
+  }
+
+  /** The length of the passphrase-encrypted session key packet that starts `bytes` (as OpenPGP.js writes it), or 0. */
+  function keyPacketLength(bytes) {
+    return bytes.length >= 2 && bytes[0] === 0xc3 && bytes[1] < 192 ? 2 + bytes[1] : 0;
+  }
+
+  /**
+   * Sealing for one chat: `{ first, seal(bytes) }`, where `first` is an empty message (the first
+   * line) and seal() makes a whole message without deriving a key again.
+   */
+  async function chatSealer(passphrase) {
+    const openpgp = await Piping.loadLibrary("openpgp");
+    const config = pgpConfig(openpgp);
+    const sessionKey = { data: crypto.getRandomValues(new Uint8Array(32)), algorithm: "aes256" };
+    const empty = await openpgp.createMessage({ binary: new Uint8Array(0), format: "binary" });
+    const first = await openpgp.encrypt({ message: empty, passwords: [passphrase], sessionKey, format: "binary", config });
+    const keyPacket = first.slice(0, keyPacketLength(first));
+    if (keyPacket.length === 0) throw new Error("unexpected OpenPGP output");
+    return {
+      first,
+      async seal(bytes) {
+        const message = await openpgp.createMessage({ binary: bytes, format: "binary" });
+        // A session key and no passwords: only the data packet, which the same key packet opens.
+        return concat(keyPacket, await openpgp.encrypt({ message, sessionKey, format: "binary", config }));
+      },
+    };
+  }
+
+  /** Opening for one chat: open(bytes) decrypts a whole message; a key packet seen before is not derived again. */
+  function chatOpener(passphrase) {
+    let known = null; // { packet, sessionKey }
+    let opened = 0;
+    return async (bytes) => {
+      if (!PipingPgp.looksEncrypted(bytes)) {
+        throw new PipingPgp.PassphraseError("not-encrypted", "This data is not encrypted (it is not OpenPGP).");
+      }
+      const openpgp = await Piping.loadLibrary("openpgp");
+      try {
+        const message = await openpgp.readMessage({ binaryMessage: bytes });
+        const length = keyPacketLength(bytes);
+        if (known === null || length === 0 || !sameBytes(known.packet, bytes.subarray(0, length))) {
+          const [sessionKey] = await message.decryptSessionKeys(undefined, [passphrase]);
+          known = { packet: bytes.slice(0, length), sessionKey };
+        }
+        const { data } = await openpgp.decrypt({ message, sessionKeys: known.sessionKey, format: "binary" });
+        opened += 1;
+        return data;
+      } catch (error) {
+        // A wrong passphrase fails on the first message; later, a message was damaged.
+        if (opened === 0) throw new PipingPgp.PassphraseError("wrong-passphrase", "The passphrase is wrong.");
+        throw new PipingPgp.PassphraseError("damaged", `A message was damaged (${error.message || error}).`);
+      }
+    };
   }
 
   /** An error whose message is already the whole sentence for the user. */
@@ -154,7 +236,7 @@
       }
       const controller = new AbortController();
       const passphrase = ui.pass.value;
-      session = { controller, upload: null, typed: "", passphrase, outbox: "", sealing: null };
+      session = { controller, upload: null, typed: "", passphrase, outbox: "", sealing: null, sealer: null };
       ui.join.disabled = true;
       ui.room.disabled = true;
       ui.pass.disabled = true;
@@ -162,8 +244,10 @@
       document.body.dataset.chatState = "joining";
       status("Joining...", "");
       try {
-        // Loaded before anyone waits on us, so the first keystroke goes out at once.
-        if (passphrase) await Piping.loadLibrary("openpgp");
+        // Ready before anyone waits on us (the key derived once), so the first keystroke goes out at once.
+        const sealer = passphrase ? await chatSealer(passphrase) : null;
+        if (session === null || session.controller !== controller) return;
+        session.sealer = sealer;
         const roles = await handshake(room, controller.signal);
         if (session === null || session.controller !== controller) return;
         // No abort signal: leaving closes this body, so the other side sees a clean end, not a cut.
@@ -171,6 +255,8 @@
           contentType: "text/plain; charset=utf-8",
         });
         session.upload = upload;
+        // The empty first message: the other side checks the passphrase before anyone types.
+        if (sealer !== null) upload.write(toBase64(sealer.first) + "\n");
         upload.done.then(
           () => {},
           (error) => {
@@ -188,7 +274,7 @@
         ui.input.focus();
         addLine("connected", "info");
         try {
-          await (passphrase ? readEncryptedPeer(response.body, passphrase) : readPeer(response.body));
+          await (passphrase ? readEncryptedPeer(response.body, passphrase) : readPeer(response.body, upload));
         } catch (error) {
           if (controller.signal.aborted) return;
           if (error instanceof PipingPgp.PassphraseError || error.chat) throw error;
@@ -227,7 +313,7 @@
     }
 
     /** A plain stream; one that turns out to be the encrypted form is refused, not shown. */
-    async function readPeer(body) {
+    async function readPeer(body, upload) {
       const reader = body.pipeThrough(new TextDecoderStream()).getReader();
       const view = peerView();
       let start = "";
@@ -240,6 +326,7 @@
           if (newline >= 0 || start.length > 64) {
             const first = (newline >= 0 ? start.slice(0, newline) : start).trim();
             if (BASE64_LINE.test(first) && first.length >= 64 && PipingPgp.looksEncrypted(fromBase64(first.slice(0, 64)))) {
+              upload.write(NOT_ENCRYPTING); // so that the encrypting side is told too, at once
               throw chatError("The other side encrypts this chat: enter the same passphrase and join again.");
             }
             start = null;
@@ -252,6 +339,7 @@
 
     /** The encrypted form: one base64 OpenPGP message per line, each decrypted as it comes. */
     async function readEncryptedPeer(body, passphrase) {
+      const open = chatOpener(passphrase);
       const reader = body.pipeThrough(new TextDecoderStream()).getReader();
       const view = peerView();
       let pending = "";
@@ -269,7 +357,7 @@
           }
           let text;
           try {
-            text = new TextDecoder().decode(await PipingPgp.decryptBytes(fromBase64(line), passphrase));
+            text = new TextDecoder().decode(await new Response(await open(fromBase64(line))).arrayBuffer());
           } catch (error) {
             if (error instanceof PipingPgp.PassphraseError && error.kind !== "damaged") {
               throw chatError(error.kind === "wrong-passphrase"
@@ -303,7 +391,7 @@
           while (current.outbox !== "") {
             const batch = current.outbox;
             current.outbox = "";
-            const sealed = await PipingPgp.encrypt(new TextEncoder().encode(batch), current.passphrase);
+            const sealed = await current.sealer.seal(new TextEncoder().encode(batch));
             current.upload.write(toBase64(sealed) + "\n");
           }
         } catch (error) {

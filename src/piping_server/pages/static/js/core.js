@@ -399,7 +399,39 @@ const Piping = (() => {
     };
   }
 
+  // ---- what every form does ----
+
+  // The button each mode shows only while something runs (a transfer, a chat, a share, a call, a
+  // session): while one is shown, leaving or reloading the page would cut it, so the browser asks first.
+  const RUNNING_MARKERS = ["cancel", "recv-cancel", "chat-leave", "share-stop", "call-hangup", "ssh-disconnect",
+    "vnc-disconnect"];
+
+  function somethingRuns() {
+    return RUNNING_MARKERS.some((id) => {
+      const element = document.getElementById(id);
+      return element !== null && !element.hidden;
+    });
+  }
+
+  function askBeforeLeaving(event) {
+    if (!somethingRuns()) return;
+    event.preventDefault();
+    event.returnValue = ""; // older Chromium asks only when this is set
+  }
+
+  /** Enter in an input with data-enter="ID" presses that button, as a form would. */
+  function submitOnEnter(event) {
+    const input = event.target;
+    if (event.key !== "Enter" || event.isComposing || !(input instanceof HTMLInputElement)) return;
+    const button = input.dataset.enter ? document.getElementById(input.dataset.enter) : null;
+    if (button === null || button.disabled || button.hidden) return;
+    event.preventDefault();
+    button.click();
+  }
+
   function start() {
+    window.addEventListener("beforeunload", askBeforeLeaving);
+    document.addEventListener("keydown", submitOnEnter);
     window.addEventListener("hashchange", showMode);
     showHttpsNotices();
     showMode();

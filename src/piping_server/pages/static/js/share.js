@@ -9,12 +9,16 @@
  * plays, and `curl URL | gpg -d | ffplay -` shows it on the command line.
  *
  * The sharer cannot read the server's answer while its upload runs (browsers hand out the
- * response of a streamed request once the request is over), so it asks the path itself: an empty
- * POST there is refused with "Another sender has been connected" while the upload waits for its
- * viewers, and with "has been established already" while they watch (docs/protocol.md section 4). When
- * the viewers are gone the path is free and that POST becomes a waiting sender: it is dropped at
- * once, and the sharer says that the viewers left. Recording starts when the viewers are there, so
- * nothing piles up before and each viewer starts at the live edge.
+ * response of a streamed request once the request is over), so while it waits for its viewers it
+ * asks the path itself: an empty POST there is refused with "Another sender has been connected"
+ * while the upload waits, and with "has been established already" once they watch (docs/protocol.md
+ * section 5). That POST gives another `n` than the share's: should the path be free, it becomes a
+ * waiting sender that no viewer of the share can take (a viewer arriving in that instant is told
+ * the counts differ, and the page's viewer asks again, instead of playing an empty stream), and it
+ * is dropped at once. Recording starts when the viewers are there, so nothing piles up before and
+ * each viewer starts at the live edge. Once they watch, nothing is asked any more: when the last
+ * viewer leaves the server drops the upload and answers it ("aborted halfway"), which the page then
+ * reads.
  *
  * Live ("live: viewers may join any time", docs/protocol.md section 11): the upload is `POST PATH?live`,
  * and a viewer joins whenever it likes, somewhere inside the stream. WebM plays only after its
@@ -32,9 +36,14 @@
   const TIMESLICE_MS = 200;
   // How often the sharer asks whether its viewers are there (or still there).
   const PROBE_INTERVAL_MS = 1000;
+  // A viewer that meets the sharer's question instead of the share asks again this often, this many times.
+  const PROBE_CLASH_RETRY_MS = 300;
+  const PROBE_CLASH_TRIES = 5;
   // A viewer further behind the live edge than this jumps forward (e.g. after joining late).
   const MAX_LAG_S = 3;
-  // Live: a key frame, which starts a new WebM Cluster, this often: a joiner waits at most this long.
+  // A key frame this often (it starts a new WebM Cluster): a live joiner waits at most this long, and
+  // a viewer whose player jumps to the live edge shows a picture again within it (the recorder's
+  // default is one every ~9 s, frozen all that time).
   const KEYFRAME_MS = 1000;
   // Live: what the page holds while no viewer takes the stream (the server pauses the upload then);
   // past it, pieces are dropped up to the next Cluster, so a late viewer starts near the live edge.
@@ -166,10 +175,12 @@
     // ---- sharing ----
 
     /** What an empty POST to the path says: "waiting", "live", or "free" (nobody is on it). */
-    async function probe(target) {
+    async function probe() {
       const controller = new AbortController();
+      // Another n than the share's (see the top of this file): never one a viewer of it would take.
+      const n = viewers() === 1 ? 2 : viewers() - 1;
       try {
-        const response = await fetch(target, {
+        const response = await fetch(Piping.pathUrl(`${barePath()}?n=${n}`).href, {
           method: "POST", body: "", headers: { "Content-Type": "text/plain" }, signal: controller.signal, cache: "no-store",
         });
         if (response.ok) return "free";
@@ -238,7 +249,7 @@
         headers: { "Content-Type": passphrase !== "" ? "application/octet-stream" : mimeType },
       });
       const recorder = new MediaRecorder(media, {
-        mimeType, videoBitsPerSecond: 1_500_000, ...(live ? { videoKeyFrameIntervalDuration: KEYFRAME_MS } : {}),
+        mimeType, videoBitsPerSecond: 1_500_000, videoKeyFrameIntervalDuration: KEYFRAME_MS,
       });
       let sent = 0;
       let state = "waiting";
@@ -261,7 +272,9 @@
       const liveStatus = () => status(live
         ? `Live: sharing ${what}; viewers may join any time with the link below (${joined} joined so far, ` +
           `${Piping.formatBytes(sent)} sent).`
-        : `Live: sharing ${what} with ${viewers()} viewer(s) (${Piping.formatBytes(sent)} sent).`, "ok");
+        // Not a count of who watches now: with several, one may have left (the others go on).
+        : `Live: sharing ${what}` + (viewers() > 1 ? ` (started with ${viewers()} viewers, until the last leaves; `
+          : " (") + `${Piping.formatBytes(sent)} sent).`, "ok");
       let head = new Uint8Array(0); // live: the first bytes, until the first Cluster shows the header's end
       // Live, when nobody takes the stream: "cutting" sends on up to the next Cluster (pieces end
       // anywhere, even inside an element), "dropping" drops up to a later one once there is room
@@ -340,7 +353,12 @@
         async (response) => {
           if (running !== current) return;
           const text = await response.text().catch(() => "");
-          finish(/\[ERROR\]/.test(text) ? text.trim() : "The share ended.", /\[ERROR\]/.test(text) ? "error" : "");
+          if (/aborted halfway/.test(text)) {
+            finish(viewers() > 1 ? "All viewers left: sharing stopped." : "The viewer left: sharing stopped.", "",
+              "viewer-left");
+          } else {
+            finish(/\[ERROR\]/.test(text) ? text.trim() : "The share ended.", /\[ERROR\]/.test(text) ? "error" : "");
+          }
         },
         (error) => {
           if (running === current) finish(Piping.explainStreamingFailure(error), "error");
@@ -349,23 +367,20 @@
 
       async function watchViewers() {
         if (running !== current) return;
-        const seen = await probe(target);
+        const seen = await probe();
         if (running !== current) return;
         if (state === "waiting" && seen === "live") {
           state = "live";
           recorder.start(TIMESLICE_MS);
           liveStatus();
           setState("live");
+          return; // from now on the upload's answer says when the viewers are gone
         } else if (state === "waiting" && seen === "unknown") {
           // Something between refuses the question (a proxy, an operator's rule): record at once,
           // as the server holds the upload until the viewers come, and stop asking.
           state = "untracked";
           recorder.start(TIMESLICE_MS);
           setState("live");
-          return;
-        } else if (state === "live" && seen === "free") {
-          finish(viewers() > 1 ? "All viewers left: sharing stopped." : "The viewer left: sharing stopped.", "",
-            "viewer-left");
           return;
         }
         timer = setTimeout(watchViewers, PROBE_INTERVAL_MS);
@@ -433,8 +448,7 @@
         if (live) {
           ({ response, body } = await joinLive(target, controller.signal));
         } else {
-          response = await fetch(target, { signal: controller.signal, cache: "no-store" });
-          if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+          response = await fetchShare(target, controller.signal);
           body = response.body;
           if (response.headers.has("Piping-Live-Offset")) {
             // A live share, opened without "live": join it as such (its header first).
@@ -495,6 +509,22 @@
         } else {
           finish(`Watching failed: ${error.message || error}`, "error");
         }
+      }
+    }
+
+    /**
+     * GET the share. "The number of receivers should be..." may be a sharer's question to the path
+     * (a POST with another n, dropped at once: see the top of this file): asked again a few times.
+     */
+    async function fetchShare(target, signal) {
+      for (let tries = 1; ; tries += 1) {
+        const response = await fetch(target, { signal, cache: "no-store" });
+        if (response.ok) return response;
+        const text = (await response.text()).trim();
+        if (!/number of receivers should be/.test(text) || tries >= PROBE_CLASH_TRIES) {
+          throw new Error(text || `HTTP ${response.status}`);
+        }
+        await sleep(PROBE_CLASH_RETRY_MS);
       }
     }
 

@@ -64,6 +64,7 @@
           }
         },
       );
+      let received = false;
       try {
         const response = await fetch(downUrl, { signal: controller.signal, cache: "no-store" });
         if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
@@ -73,12 +74,16 @@
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          received = true;
           if (channel.onmessage) channel.onmessage({ data: value });
         }
         shut(1000, "the remote side closed the connection", true);
       } catch (error) {
         if (channel.readyState !== "closed") {
-          onTrouble(`The connection failed: ${error.message || error}`);
+          // Cut before a byte: `piping tunnel server` cuts its stream when nothing listens behind it.
+          onTrouble(received || controller.signal.aborted ? `The connection failed: ${error.message || error}`
+            : "The tunnel was cut before the remote side said anything: is a VNC server listening on port 5900 " +
+              "of the remote machine?");
           if (channel.onerror) channel.onerror(error);
           shut(1006, String(error.message || error), false);
         }
