@@ -51,8 +51,12 @@ def main() -> None:
     parser.add_argument("--body-kib", type=int, default=64, help="each sender's body")
     parser.add_argument("--hold-s", type=float, default=2.0, help="how long the burst is held")
     parser.add_argument("--after-s", type=int, default=20, help="seconds of samples after the burst")
-    parser.add_argument("--server", default=None, metavar="PATH",
-                        help="another server's executable (started with --host 127.0.0.1 --http-port PORT)")
+    parser.add_argument(
+        "--server",
+        default=None,
+        metavar="PATH",
+        help="another server's executable (started with --host 127.0.0.1 --http-port PORT)",
+    )
     parser.add_argument("server_args", nargs="*", help="more flags for the server (after --)")
     args = parser.parse_args()
     port = free_port()
@@ -80,8 +84,10 @@ def main() -> None:
         for _ in range(args.after_s):
             time.sleep(1.0)
             samples.append(round(rss_mib(server.pid), 1))
-        print(f"{args.count} senders x {args.body_kib} KiB: RSS before {before:.1f} MiB, peak {peak:.1f} MiB, "
-              f"after (each second): {samples}")
+        print(
+            f"{args.count} senders x {args.body_kib} KiB: RSS before {before:.1f} MiB, peak {peak:.1f} MiB, "
+            f"after (each second): {samples}"
+        )
         print(f"server log: {log.name}")
     finally:
         for sock in burst:

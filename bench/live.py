@@ -33,8 +33,18 @@ def one_run(port: int, pid: int, mode: str, size: int) -> dict[str, Any]:
     query = "?live" if mode == "live" else f"?n={RECEIVERS}"
     path = f"/bench-{uuid.uuid4().hex[:8]}{query}"
     deadline_s = 60 + size / (20 * MB)
-    common = ["--port", str(port), "--path", path, "--size", str(size), "--timeout", "30",
-              "--deadline", str(deadline_s)]
+    common = [
+        "--port",
+        str(port),
+        "--path",
+        path,
+        "--size",
+        str(size),
+        "--timeout",
+        "30",
+        "--deadline",
+        str(deadline_s),
+    ]
     deadline = time.monotonic() + deadline_s
     recvs = [client(["recv", "--announce", *common]) for _ in range(RECEIVERS)]
     try:
@@ -65,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     port, copy_port = free_port(), free_port()
     server = spawn([sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(port)])
-    copying = spawn([sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(copy_port)],
-                    env={**os.environ, "PIPING_SPLICE": "0"})
+    copying = spawn(
+        [sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(copy_port)],
+        env={**os.environ, "PIPING_SPLICE": "0"},
+    )
     modes = {"live": (port, server), "n10": (port, server), "n10-copy": (copy_port, copying)}
     try:
         wait_listening(port, server)

@@ -267,7 +267,10 @@ def check_base_src(base_src: Path) -> str:
     """Where ``piping_server`` is imported from with ``base_src`` first; an error unless that is in the tree."""
     where = subprocess.run(
         [sys.executable, "-c", "import piping_server; print(piping_server.__file__)"],
-        env=base_env(base_src), capture_output=True, text=True, timeout=60,
+        env=base_env(base_src),
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.strip()
     if not where or not Path(where).resolve().is_relative_to(base_src.resolve()):
         raise SystemExit(f"--base-src {base_src}: piping_server is not imported from there ({where or 'not found'})")
@@ -1292,7 +1295,12 @@ def main(argv: list[str] | None = None) -> int:
     raw: list[dict[str, Any]] = []
 
     def row(
-        key: str, label: str, unit: str, target: str = "", fmt: str = "{:.0f}", single: bool = False,
+        key: str,
+        label: str,
+        unit: str,
+        target: str = "",
+        fmt: str = "{:.0f}",
+        single: bool = False,
         cols: list[str] | None = None,
     ) -> Row:
         """Declare a row; ``cols``: the columns beside the reference that measure it (default: base alone)."""

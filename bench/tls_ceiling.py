@@ -243,8 +243,9 @@ def compare(args: argparse.Namespace) -> None:
         targets,
         args.runs,
         lambda target: _one(target, args, ctx),
-        lambda res: f"{res['mb_s']:.0f} MB/s, {res['cpu_per_gib']:.2f} s/GiB"
-        f", clients {res['clients_per_gib']:.2f} s/GiB",
+        lambda res: (
+            f"{res['mb_s']:.0f} MB/s, {res['cpu_per_gib']:.2f} s/GiB, clients {res['clients_per_gib']:.2f} s/GiB"
+        ),
     )
     print(f"one {args.size_mib:g} MiB stream over TLS, light clients, medians of {args.runs} interleaved runs")
     print(f"{'target':8} {'MB/s':>8} {'CPU-s/GiB':>10} {'clients CPU-s/GiB':>18}")

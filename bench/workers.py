@@ -44,8 +44,7 @@ def start(target: str, ref_bin: Path | None) -> bench.Server:
         assert ref_bin is not None
         cmd = [str(ref_bin), "--host", HOST, "--http-port", str(port)]
     else:
-        cmd = [sys.executable, "-m", "piping_server", "--host", HOST, "--http-port", str(port),
-               "--workers", target[1:]]
+        cmd = [sys.executable, "-m", "piping_server", "--host", HOST, "--http-port", str(port), "--workers", target[1:]]
     proc = bench.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bench.wait_listening(port, proc)
     time.sleep(0.5)  # every worker up, not only the first
@@ -81,8 +80,9 @@ def parallel_streams(target: str, ref_bin: Path | None, streams: int, size: int)
         time.sleep(0.1)
         cpu0 = family_cpu(server.pid)
         for path in paths:
-            senders.append(bench.client(["send", "--port", str(server.port), "--path", path, "--mode", "chunked",
-                                         *common]))
+            senders.append(
+                bench.client(["send", "--port", str(server.port), "--path", path, "--mode", "chunked", *common])
+            )
         got = [bench.collect(p, deadline) for p in receivers]
         sent = [bench.collect(p, deadline) for p in senders]
         cpu1 = family_cpu(server.pid)
@@ -107,9 +107,27 @@ def small_transfers(target: str, count: int) -> dict[str, Any]:
         cpu0 = family_cpu(server.pid)
         tag = uuid.uuid4().hex[:8]
         for i in range(2):
-            clients.append(bench.client(["small", "--port", str(server.port), "--size", "1024", "--count",
-                                         str(count // 2), "--concurrency", "25", "--prefix", f"s{tag}-{i}",
-                                         "--timeout", "30", "--deadline", str(deadline_s)]))
+            clients.append(
+                bench.client(
+                    [
+                        "small",
+                        "--port",
+                        str(server.port),
+                        "--size",
+                        "1024",
+                        "--count",
+                        str(count // 2),
+                        "--concurrency",
+                        "25",
+                        "--prefix",
+                        f"s{tag}-{i}",
+                        "--timeout",
+                        "30",
+                        "--deadline",
+                        str(deadline_s),
+                    ]
+                )
+            )
         results = [bench.collect(c, deadline) for c in clients]
         cpu1 = family_cpu(server.pid)
     finally:
@@ -121,8 +139,13 @@ def small_transfers(target: str, count: int) -> dict[str, Any]:
     latencies = sorted(x for r in results for x in r["latencies"])
     failed = sum(r["failed"] for r in results)
     seconds = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
-    return {"ok": failed == 0, "tps": len(latencies) / seconds, "cpu_ms": (cpu1 - cpu0) / len(latencies) * 1000,
-            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, "failed": failed}
+    return {
+        "ok": failed == 0,
+        "tps": len(latencies) / seconds,
+        "cpu_ms": (cpu1 - cpu0) / len(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "failed": failed,
+    }
 
 
 def guarded(run: Any, *args: Any) -> dict[str, Any]:
@@ -167,12 +190,16 @@ def main() -> int:
     print(f"8 parallel streams of {size // bench.MiB} MiB (light clients), median of {runs}:")
     for target, results in streams.items():
         errors = [r["error"] for r in results if not r.get("ok")]
-        print(f"  {names[target]:<18} {median(results, 'mb_s'):>8} MB/s  {median(results, 'cpu_per_gib'):>6} "
-              f"server CPU-s/GiB" + (f"  ({len(errors)} failed: {errors[0][:80]})" if errors else ""))
+        print(
+            f"  {names[target]:<18} {median(results, 'mb_s'):>8} MB/s  {median(results, 'cpu_per_gib'):>6} "
+            f"server CPU-s/GiB" + (f"  ({len(errors)} failed: {errors[0][:80]})" if errors else "")
+        )
     print(f"1 KiB transfers ({count}, 50 pairs at a time, new connection each), median of {runs}:")
     for target, results in small.items():
-        print(f"  {names[target]:<18} {median(results, 'tps'):>8} transfers/s  p99 {median(results, 'p99_ms')} ms  "
-              f"server CPU {median(results, 'cpu_ms', 3)} ms per transfer")
+        print(
+            f"  {names[target]:<18} {median(results, 'tps'):>8} transfers/s  p99 {median(results, 'p99_ms')} ms  "
+            f"server CPU {median(results, 'cpu_ms', 3)} ms per transfer"
+        )
     return 0
 
 

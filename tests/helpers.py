@@ -104,11 +104,13 @@ class ServerProcess:
         assert self.https_port is not None and self.ca_path is not None, "server started without TLS"
         base = f"https://127.0.0.1:{self.https_port}"
         if transport == "h1-tls":
-            return Target(name=transport, base_url=base, curl_args=["--http1.1", "--cacert", self.ca_path],
-                          ca_path=self.ca_path)
+            return Target(
+                name=transport, base_url=base, curl_args=["--http1.1", "--cacert", self.ca_path], ca_path=self.ca_path
+            )
         if transport == "h2":
-            return Target(name=transport, base_url=base, curl_args=["--http2", "--cacert", self.ca_path],
-                          ca_path=self.ca_path)
+            return Target(
+                name=transport, base_url=base, curl_args=["--http2", "--cacert", self.ca_path], ca_path=self.ca_path
+            )
         raise ValueError(transport)
 
     def rss_kib(self) -> int:
@@ -130,8 +132,12 @@ class ServerProcess:
                 stop_process(self.proc)
 
 
-def start_server(*extra_args: str, https: tuple[str, str, str] | None = None, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> ServerProcess:
+def start_server(
+    *extra_args: str,
+    https: tuple[str, str, str] | None = None,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+) -> ServerProcess:
     """Start ``python -m piping_server`` on free ports; ``https`` is (cert, key, ca) paths."""
     port = free_port()
     args = [sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port", str(port)]
@@ -152,8 +158,9 @@ def start_server(*extra_args: str, https: tuple[str, str, str] | None = None, en
     except Exception:
         proc.kill()
         raise RuntimeError(f"server did not start: {log_path.read_text(errors='replace')}") from None
-    return ServerProcess(proc=proc, http_port=port, log_path=log_path, https_port=https_port,
-                         ca_path=https[2] if https else None)
+    return ServerProcess(
+        proc=proc, http_port=port, log_path=log_path, https_port=https_port, ca_path=https[2] if https else None
+    )
 
 
 def raw_connect(target: Target, timeout: float = WAIT_S) -> socket.socket:
@@ -245,8 +252,9 @@ class CurlExchange:
 
 def fetch(target: Target, path: str, *args: str, tmp: Path, input: bytes | None = None) -> Response:
     """One whole request with curl (method and body set by ``args``)."""
-    exchange = CurlExchange(target, *args, target.url(path), stdin=subprocess.PIPE if input is not None else None,
-                            tmp=tmp)
+    exchange = CurlExchange(
+        target, *args, target.url(path), stdin=subprocess.PIPE if input is not None else None, tmp=tmp
+    )
     response = exchange.finish(input=input)
     return response
 

@@ -49,8 +49,10 @@ def need_chromium() -> Any:
     """playwright's sync API; skips the test (or, called at import, the module) when Chromium or playwright is
     missing."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)",
-                    allow_module_level=True)
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)",
+            allow_module_level=True,
+        )
     return pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
 
 

@@ -218,9 +218,7 @@ def test_index_page_sends_a_file_and_a_text(page: Any, https: Target, server: Se
     page.click("#send")
     out, _ = recv.communicate(timeout=WAIT_S)
     assert out == data
-    page.wait_for_function(
-        "() => document.querySelector('#status').textContent.includes('received successfully')"
-    )
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('received successfully')")
     assert SENT.strip() in (page.text_content("#status") or "")
 
     # a text
@@ -233,15 +231,11 @@ def test_index_page_sends_a_file_and_a_text(page: Any, https: Target, server: Se
     page.click("#send")
     out, _ = recv.communicate(timeout=WAIT_S)
     assert out == b"hello from the page\nsecond line"
-    page.wait_for_function(
-        "() => document.querySelector('#status').textContent.includes('received successfully')"
-    )
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('received successfully')")
 
 
 @pytest.mark.parametrize("mode", ["text", "file"])
-def test_noscript_page_sends_with_scripts_off(
-    browser: Any, server: ServerProcess, tmp_path: Path, mode: str
-) -> None:
+def test_noscript_page_sends_with_scripts_off(browser: Any, server: ServerProcess, tmp_path: Path, mode: str) -> None:
     """/noscript with JavaScript disabled: apply a path and a mode, fill the form, send; curl receives."""
     h1 = server.target("h1")
     path = unique_path("noscript").lstrip("/")

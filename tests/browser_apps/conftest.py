@@ -22,9 +22,16 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("PIPING_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream", "--auto-select-desktop-capture-source=Entire screen",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--auto-select-desktop-capture-source=Entire screen",
 ]
 #: Where screenshots of each mode go when asked for (PIPING_SCREENSHOTS=docs/screenshots).
 SCREENSHOT_DIR = os.environ.get("PIPING_SCREENSHOTS")
@@ -105,8 +112,9 @@ def new_page(browser: Browser, contexts: list[BrowserContext]) -> Iterator[Any]:
 
     def make(url: str, **context_args: Any) -> Page:
         # A test may ask for another viewport (a phone's) or more: its arguments win.
-        context = browser.new_context(**{"ignore_https_errors": True, "viewport": {"width": 1100, "height": 900},
-                                         **context_args})
+        context = browser.new_context(
+            **{"ignore_https_errors": True, "viewport": {"width": 1100, "height": 900}, **context_args}
+        )
         contexts.append(context)
         page = errors.watch(context.new_page())
         page.goto(url)

@@ -32,8 +32,10 @@ FRAME = """() => {
 
 
 def _media(page: Any) -> dict[str, float]:
-    return dict(page.evaluate("""() => { const v = document.getElementById('call-remote');
-        return { time: v.currentTime, width: v.videoWidth, audio: v.webkitAudioDecodedByteCount || 0 }; }"""))
+    return dict(
+        page.evaluate("""() => { const v = document.getElementById('call-remote');
+        return { time: v.currentTime, width: v.videoWidth, audio: v.webkitAudioDecodedByteCount || 0 }; }""")
+    )
 
 
 def _assert_plays_the_other(page: Any) -> None:
@@ -107,12 +109,18 @@ def test_encrypted_call_is_openpgp_on_the_wire_and_a_passphrase_mismatch_says_so
     first.click("#call-mode details.encrypt summary")
     first.fill("#call-pass", "secret")
     first.click("#call-start")
-    head = subprocess.run(["curl", "-ksSN", "--max-time", "4", f"{https_base}/{room}/call-1"],
-                          capture_output=True, timeout=60).stdout  # ends at --max-time (the stream does not)
+    head = subprocess.run(
+        ["curl", "-ksSN", "--max-time", "4", f"{https_base}/{room}/call-1"], capture_output=True, timeout=60
+    ).stdout  # ends at --max-time (the stream does not)
     first.click("#call-hangup")
     (tmp_path / "head.gpg").write_bytes(head[:65536])
-    listed = subprocess.run(["gpg", "--batch", "--list-packets", str(tmp_path / "head.gpg")],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "GNUPGHOME": str(tmp_path)})
+    listed = subprocess.run(
+        ["gpg", "--batch", "--list-packets", str(tmp_path / "head.gpg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GNUPGHOME": str(tmp_path)},
+    )
     assert ":symkey enc packet:" in listed.stdout, listed.stdout + listed.stderr
 
     # One side with a passphrase, the other without: each says what is wrong.
@@ -125,8 +133,10 @@ def test_encrypted_call_is_openpgp_on_the_wire_and_a_passphrase_mismatch_says_so
     second.click("#call-join")
     second.wait_for_function("document.body.dataset.callState === 'failed'", timeout=PLAY_WAIT_S * 1000)
     assert "enter the same passphrase" in (second.text_content("#call-status") or "")
-    first.wait_for_function("document.body.dataset.callState === 'failed' || "
-                            "document.body.dataset.callState === 'peer-left'", timeout=PLAY_WAIT_S * 1000)
+    first.wait_for_function(
+        "document.body.dataset.callState === 'failed' || document.body.dataset.callState === 'peer-left'",
+        timeout=PLAY_WAIT_S * 1000,
+    )
 
 
 # Frozen seconds: currentTime sampled once a second; a second in which it moved less than this is frozen.

@@ -127,8 +127,12 @@ def test_encrypted_chat_is_openpgp_on_the_wire(
     alice.wait_for_function("document.getElementById('chat-status').textContent.startsWith('Waiting for someone')")
     subprocess.run([*curl, f"{https_base}/{room}/hello"], check=True, capture_output=True, timeout=30)
     # Side b types nothing, but must be there for alice to be connected.
-    typing = subprocess.Popen([*curl, "-T", "-", f"{https_base}/{room}/b"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    typing = subprocess.Popen(
+        [*curl, "-T", "-", f"{https_base}/{room}/b"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     reading = subprocess.Popen([*curl, f"{https_base}/{room}/a"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         alice.wait_for_function("document.body.dataset.chatState === 'connected'")
@@ -147,8 +151,11 @@ def test_encrypted_chat_is_openpgp_on_the_wire(
     plain = b""
     for line in lines:
         result = subprocess.run(
-            ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE,
-             "-d"], input=base64.b64decode(line), capture_output=True, timeout=30, check=False,
+            ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE, "-d"],
+            input=base64.b64decode(line),
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         plain += result.stdout
@@ -228,8 +235,12 @@ def test_a_peer_that_goes_away_and_a_busy_room_are_explained(
     _join(dave, room)
     dave.wait_for_function("document.getElementById('chat-status').textContent.startsWith('Waiting for someone')")
     subprocess.run([*curl, f"{https_base}/{room}/hello"], check=True, capture_output=True, timeout=30)
-    typing = subprocess.Popen([*curl, "-T", "-", f"{https_base}/{room}/b"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    typing = subprocess.Popen(
+        [*curl, "-T", "-", f"{https_base}/{room}/b"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     reading = subprocess.Popen([*curl, "-o", "/dev/null", f"{https_base}/{room}/a"])
     try:
         dave.wait_for_function("document.body.dataset.chatState === 'connected'")

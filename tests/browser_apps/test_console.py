@@ -38,4 +38,3 @@ def test_a_watched_share_logs_no_errors(https_base: str, new_page: Callable[...,
     viewer.click("#share-stop")
     sharer.wait_for_function("document.body.dataset.shareState === 'viewer-left'", timeout=PLAY_WAIT_MS)
     assert sharer_errors == [] and viewer_errors == [], (sharer_errors, viewer_errors)
-

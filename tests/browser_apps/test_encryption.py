@@ -28,9 +28,22 @@ def _gpg(tmp: Path, *args: str, input: bytes | None = None) -> bytes:
     home = tmp / "gnupg"
     home.mkdir(mode=0o700, exist_ok=True)
     result = subprocess.run(
-        ["gpg", "--homedir", str(home), "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE,
-         *args],
-        input=input, capture_output=True, timeout=60, check=False,
+        [
+            "gpg",
+            "--homedir",
+            str(home),
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            PASSPHRASE,
+            *args,
+        ],
+        input=input,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout
@@ -38,13 +51,22 @@ def _gpg(tmp: Path, *args: str, input: bytes | None = None) -> bytes:
 
 def _curl_get(server: ServerProcess, https_base: str, path: str) -> subprocess.Popen[bytes]:
     assert server.ca_path is not None
-    return subprocess.Popen(["curl", "-sS", "--http2", "--cacert", server.ca_path, https_base + "/" + path],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        ["curl", "-sS", "--http2", "--cacert", server.ca_path, https_base + "/" + path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _piping(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "piping_server.cli", *args], input=input, capture_output=True,
-                          timeout=60, check=False, env={**os.environ, "PIPING_PASS": ""})
+    return subprocess.run(
+        [sys.executable, "-m", "piping_server.cli", *args],
+        input=input,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PIPING_PASS": ""},
+    )
 
 
 def _send_from_page(page: Any, path: str) -> None:
@@ -53,7 +75,6 @@ def _send_from_page(page: Any, path: str) -> None:
     page.fill("#send-pass", PASSPHRASE)
     page.click("#send")
     page.wait_for_function("document.getElementById('status').className === 'ok'")
-
 
 
 def _waiting_receiver(new_page: Callable[..., Any], https_base: str, path: str, passphrase: str = "") -> Any:
@@ -66,6 +87,7 @@ def _waiting_receiver(new_page: Callable[..., Any], https_base: str, path: str, 
     page.click("#recv-start")
     page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
     return page
+
 
 def test_text_encrypted_by_the_page_decrypts_with_gpg(
     tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any], tmp_path: Path
@@ -92,9 +114,20 @@ def test_file_encrypted_by_the_page_streams_to_piping_get(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     getter = subprocess.Popen(
-        [sys.executable, "-m", "piping_server.cli", "get", "-q", "--pass", PASSPHRASE, "-o", str(out_dir) + "/",
-         f"{http_base}/{path}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "piping_server.cli",
+            "get",
+            "-q",
+            "--pass",
+            PASSPHRASE,
+            "-o",
+            str(out_dir) + "/",
+            f"{http_base}/{path}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     page = new_page(f"{https_base}/#send")
     page.set_input_files("#file", str(source))
@@ -128,20 +161,23 @@ def test_page_decrypts_what_piping_send_and_gpg_encrypted(
     page.click("#recv-start")
     page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
     ciphertext = _gpg(tmp_path, "--symmetric", "--output", "-", str(source))
-    subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
-                   timeout=60, check=True)
+    subprocess.run(
+        ["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True, timeout=60, check=True
+    )
     page.wait_for_function("['done', 'failed'].includes(document.body.dataset.receiveState)")
     assert page.text_content("#recv-sha256") == want, page.text_content("#recv-status")
     assert page.text_content("#recv-text") == TEXT
 
 
-def test_wrong_passphrase_is_reported(http_base: str, https_base: str, new_page: Callable[..., Any],
-                                      tmp_path: Path) -> None:
+def test_wrong_passphrase_is_reported(
+    http_base: str, https_base: str, new_page: Callable[..., Any], tmp_path: Path
+) -> None:
     path = f"enc-{uuid.uuid4().hex[:10]}"
     page = _waiting_receiver(new_page, https_base, path, "not the passphrase")
     ciphertext = _gpg(tmp_path, "--symmetric", "--output", "-", input=TEXT.encode())
-    subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
-                   timeout=60, check=True)
+    subprocess.run(
+        ["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True, timeout=60, check=True
+    )
     page.wait_for_function("document.body.dataset.receiveState === 'failed'")
     assert page.text_content("#recv-status") == "The passphrase is wrong."
     assert page.text_content("#recv-sha256") == ""
@@ -153,8 +189,9 @@ def test_encrypted_data_received_without_a_passphrase_is_called_so(
     path = f"enc-{uuid.uuid4().hex[:10]}"
     page = _waiting_receiver(new_page, https_base, path)
     ciphertext = _gpg(tmp_path, "--symmetric", "--output", "-", input=TEXT.encode())
-    subprocess.run(["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True,
-                   timeout=60, check=True)
+    subprocess.run(
+        ["curl", "-sS", "-T", "-", f"{http_base}/{path}"], input=ciphertext, capture_output=True, timeout=60, check=True
+    )
     page.wait_for_function("document.body.dataset.receiveState === 'done'")
     status = page.text_content("#recv-status") or ""
     assert "encrypted (OpenPGP)" in status and page.get_attribute("#recv-status", "class") == "status error", status
@@ -166,7 +203,8 @@ def test_encrypted_data_received_without_a_passphrase_is_called_so(
     page.fill("#recv-pass", PASSPHRASE)
     page.click("#recv-start")
     page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
-    subprocess.run(["curl", "-sS", "--data-binary", "plain", f"{http_base}/{path}"], capture_output=True, timeout=60,
-                   check=True)
+    subprocess.run(
+        ["curl", "-sS", "--data-binary", "plain", f"{http_base}/{path}"], capture_output=True, timeout=60, check=True
+    )
     page.wait_for_function("document.body.dataset.receiveState === 'failed'")
     assert "not encrypted" in (page.text_content("#recv-status") or "")

@@ -76,9 +76,12 @@ def test_every_input_is_full_width_on_a_phone(https_base: str, new_page: Callabl
         page.goto(f"{https_base}/#{mode}")
         page.wait_for_function("(m) => document.body.dataset.currentMode === m", arg=mode)
         page.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
-        widths = page.evaluate("""(m) => [...document.querySelectorAll(`#${m}-mode input`)]
+        widths = page.evaluate(
+            """(m) => [...document.querySelectorAll(`#${m}-mode input`)]
             .filter((i) => i.offsetParent !== null && !['checkbox', 'radio', 'number', 'file'].includes(i.type))
-            .map((i) => [i.id, Math.round(i.getBoundingClientRect().width)])""", mode)
+            .map((i) => [i.id, Math.round(i.getBoundingClientRect().width)])""",
+            mode,
+        )
         assert widths, mode
         narrow = [(name, width) for name, width in widths if width < MIN_PHONE_INPUT_PX]
         assert not narrow, f"{mode}: inputs narrower than {MIN_PHONE_INPUT_PX} px at 390 px: {narrow}"

@@ -16,8 +16,9 @@ from .test_key_exchange_piping_ui import TEXT, code_of, open_piping_ui, piping, 
 __all__ = ["piping_ui"]  # the fixture, used here too
 
 
-def sender_page(new_page: Callable[..., Any], https_base: str, path: str, *, text: str | None = None,
-                file: Path | None = None) -> Any:
+def sender_page(
+    new_page: Callable[..., Any], https_base: str, path: str, *, text: str | None = None, file: Path | None = None
+) -> Any:
     """The send page with key exchange chosen, Send clicked: it waits for the receiver's key."""
     page = new_page(f"{https_base}/#send")
     page.fill("#path", path)
@@ -101,8 +102,9 @@ def test_page_file_to_piping_get_and_piping_send_to_page(
     assert receiver.text_content("#recv-code-value") == code_of(err)
 
 
-def test_different_codes_send_nothing(new_page: Callable[..., Any], https_base: str, http_base: str,
-                                      tmp_path: Path) -> None:
+def test_different_codes_send_nothing(
+    new_page: Callable[..., Any], https_base: str, http_base: str, tmp_path: Path
+) -> None:
     """The user says the codes differ: the receiver (the client) is told, and nothing is written."""
     path = f"kx-{uuid.uuid4().hex[:10]}"
     getter = piping("get", "-x", "-y", "-q", f"{http_base}/{path}", "-o", f"{tmp_path}/")

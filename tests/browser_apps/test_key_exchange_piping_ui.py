@@ -63,8 +63,12 @@ def open_piping_ui(new_page: Callable[..., Any], piping_ui: str, https_base: str
 
 
 def piping(*args: str, input: bytes | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "piping_server.cli", *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "piping_server.cli", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdin is not None
     if input is not None:
         proc.stdin.write(input)

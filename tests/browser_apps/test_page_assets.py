@@ -50,12 +50,17 @@ def test_the_page_fetches_only_itself(https_base: str, new_page: Callable[..., A
     page = new_page("about:blank")
     page.on("request", lambda request: requested.append(request.url))
     page.goto(f"{https_base}/#vnc")
-    names = page.evaluate("Promise.all(['novnc', 'openpgp'].map((n) => Piping.loadLibrary(n)))"
-                          ".then((mods) => mods.map((m) => Object.keys(m).sort().join(',')))")
+    names = page.evaluate(
+        "Promise.all(['novnc', 'openpgp'].map((n) => Piping.loadLibrary(n)))"
+        ".then((mods) => mods.map((m) => Object.keys(m).sort().join(',')))"
+    )
     assert names[0] == "RFB"
     assert "encrypt" in names[1] and "decrypt" in names[1]
     for mode in ("send", "receive", "chat", "share"):
         page.goto(f"{https_base}/#{mode}")
-    paths = {(urlsplit(url).scheme, urlsplit(url).netloc, urlsplit(url).path) for url in requested
-             if not url.startswith("blob:")}
+    paths = {
+        (urlsplit(url).scheme, urlsplit(url).netloc, urlsplit(url).path)
+        for url in requested
+        if not url.startswith("blob:")
+    }
     assert paths == {("https", urlsplit(https_base).netloc, "/")}, requested

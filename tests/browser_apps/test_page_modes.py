@@ -13,11 +13,13 @@ MODES = ["receive", "chat", "share", "vnc", "ssh", "call", "send"]
 
 
 def _visible(page: Any, selector: str) -> bool:
-    return bool(page.evaluate(
-        "(s) => { const e = document.querySelector(s);"
-        " return !!e && e.offsetParent !== null && !document.body.hidden; }",
-        selector,
-    ))
+    return bool(
+        page.evaluate(
+            "(s) => { const e = document.querySelector(s);"
+            " return !!e && e.offsetParent !== null && !document.body.hidden; }",
+            selector,
+        )
+    )
 
 
 def test_switching_tabs_shows_each_mode_and_hash_links_fill_an_open_page(
@@ -52,15 +54,18 @@ def test_switching_tabs_shows_each_mode_and_hash_links_fill_an_open_page(
 def test_hash_and_question_mark_in_a_typed_path_are_sent_encoded(
     tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any]
 ) -> None:
-    """"a#b?c" is one path: the page encodes "#" and "?" (only "?n=N" stays a query)."""
+    """ "a#b?c" is one path: the page encodes "#" and "?" (only "?n=N" stays a query)."""
     base = f"enc-{uuid.uuid4().hex[:8]}"
     typed = f"{base}#part?x=1"
     assert tls_server.ca_path is not None
     page = new_page(f"{https_base}/#send")
     page.fill("#path", typed)
     assert page.text_content("#curl") == f"curl {https_base}/{base}%23part%3Fx=1"
-    receiver = subprocess.Popen(["curl", "-sS", "--cacert", tls_server.ca_path, f"{https_base}/{base}%23part%3Fx=1"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    receiver = subprocess.Popen(
+        ["curl", "-sS", "--cacert", tls_server.ca_path, f"{https_base}/{base}%23part%3Fx=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     page.check("#mode-text")
     page.fill("#text", "the whole path")
     page.click("#send")

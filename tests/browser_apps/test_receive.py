@@ -50,20 +50,33 @@ def test_receive_a_200_mb_file_from_curl_over_h2(
     _receive(page, path)
     assert tls_server.ca_path is not None
     sender = subprocess.Popen(
-        ["curl", "-sS", "--http2", "--cacert", tls_server.ca_path, "-T", str(source),
-         "-H", "Content-Disposition: attachment; filename=\"big data.bin\"", https_base + path],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            "curl",
+            "-sS",
+            "--http2",
+            "--cacert",
+            tls_server.ca_path,
+            "-T",
+            str(source),
+            "-H",
+            'Content-Disposition: attachment; filename="big data.bin"',
+            https_base + path,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
-        page.wait_for_function("['done', 'failed'].includes(document.body.dataset.receiveState)",
-                               timeout=BIG_TIMEOUT_S * 1000)
+        page.wait_for_function(
+            "['done', 'failed'].includes(document.body.dataset.receiveState)", timeout=BIG_TIMEOUT_S * 1000
+        )
         out, err = sender.communicate(timeout=60)
     finally:
         if sender.poll() is None:
             sender.kill()
             sender.wait(timeout=10)
-    assert page.text_content("#recv-status") and page.get_attribute("#recv-status", "class") == "status ok", \
+    assert page.text_content("#recv-status") and page.get_attribute("#recv-status", "class") == "status ok", (
         page.text_content("#recv-status")
+    )
     assert page.text_content("#recv-name") == "big data.bin"
     assert page.text_content("#recv-sha256") == want
     assert f"({BIG_BYTES} bytes)" in (page.text_content("#recv-size") or "")
@@ -78,8 +91,12 @@ def test_receive_a_text_over_plain_http(http_base: str, new_page: Callable[..., 
     page = new_page(f"{http_base}/#receive")
     _receive(page, path)
     body = "hello from curl\n"
-    subprocess.run(["curl", "-sS", "--data-binary", body, "-H", "Content-Type: text/plain", http_base + path],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["curl", "-sS", "--data-binary", body, "-H", "Content-Type: text/plain", http_base + path],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     page.wait_for_function("document.body.dataset.receiveState === 'done'")
     assert page.text_content("#recv-sha256") == hashlib.sha256(body.encode()).hexdigest()
     assert page.text_content("#recv-text") == body
@@ -135,9 +152,19 @@ def test_straight_to_a_file_on_disk(
     page.wait_for_function("document.body.dataset.receiveState === 'waiting'")
     assert tls_server.ca_path is not None
     sender = subprocess.Popen(
-        ["curl", "-sS", "--cacert", tls_server.ca_path, "-T", str(source),
-         "-H", "Content-Disposition: attachment; filename=\"on disk.bin\"", https_base + path],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            "curl",
+            "-sS",
+            "--cacert",
+            tls_server.ca_path,
+            "-T",
+            str(source),
+            "-H",
+            'Content-Disposition: attachment; filename="on disk.bin"',
+            https_base + path,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         page.locator("#recv-save-disk").click()  # the user's click that may open a picker

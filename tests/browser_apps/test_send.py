@@ -17,8 +17,9 @@ TEXT_BYTES = 30_000_000
 
 def _curl_get(server: ServerProcess, url: str, *args: str) -> subprocess.Popen[bytes]:
     assert server.ca_path is not None
-    return subprocess.Popen(["curl", "-sS", "--cacert", server.ca_path, *args, url], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        ["curl", "-sS", "--cacert", server.ca_path, *args, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def test_sender_waits_for_its_receiver_and_sees_the_servers_lines_as_they_come(
@@ -35,8 +36,9 @@ def test_sender_waits_for_its_receiver_and_sees_the_servers_lines_as_they_come(
     status = page.text_content("#status") or ""
     assert status.startswith("Waiting for the receiver"), status
     assert "Connecting" not in status
-    assert page.evaluate("(p => p.hidden || p.value < p.max)(document.getElementById('progress'))"), \
+    assert page.evaluate("(p => p.hidden || p.value < p.max)(document.getElementById('progress'))"), (
         "the bar says 100 % while nothing has gone"
+    )
     receiver = _curl_get(tls_server, f"{https_base}/{path}")
     page.wait_for_function("document.getElementById('status').className === 'ok'")
     assert receiver.communicate(timeout=30)[0] == b"hello receiver"
@@ -58,15 +60,18 @@ def test_a_30_mb_text_goes_as_one_blob(
     receiver = _curl_get(tls_server, f"{https_base}/{path}", "-o", str(out_path))
     started = time.monotonic()
     page.click("#send")
-    page.wait_for_function("['ok', 'error'].includes(document.getElementById('status').className)", timeout=120_000,
-                           polling=200)  # not per frame: 30 MB in a textarea makes frames slow
+    page.wait_for_function(
+        "['ok', 'error'].includes(document.getElementById('status').className)", timeout=120_000, polling=200
+    )  # not per frame: 30 MB in a textarea makes frames slow
     print(f"30 MB of text sent in {time.monotonic() - started:.2f} s")
     receiver.communicate(timeout=60)
     assert page.get_attribute("#status", "class") == "ok", page.text_content("#status")
     want = hashlib.sha256(("é" * (TEXT_BYTES // 2)).encode()).hexdigest()
     assert hashlib.sha256(out_path.read_bytes()).hexdigest() == want
-    kinds = page.evaluate("(p) => performance.getEntriesByType('resource').filter(e => e.name.includes(p))"
-                          ".map(e => e.initiatorType)", path)
+    kinds = page.evaluate(
+        "(p) => performance.getEntriesByType('resource').filter(e => e.name.includes(p)).map(e => e.initiatorType)",
+        path,
+    )
     assert kinds == ["fetch"], kinds
 
 

@@ -170,8 +170,11 @@ def test_encrypted_share_plays_and_is_openpgp_on_the_wire(
     path = f"share-{uuid.uuid4().hex[:10]}"
     sharer = _sharer(new_page, https_base, path, passphrase=PASSPHRASE)
     assert tls_server.ca_path is not None
-    curl = subprocess.Popen(["curl", "-sS", "-N", "--cacert", tls_server.ca_path, f"{https_base}/{path}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    curl = subprocess.Popen(
+        ["curl", "-sS", "-N", "--cacert", tls_server.ca_path, f"{https_base}/{path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     sharer.wait_for_function("document.body.dataset.shareState === 'live'")
     sharer.wait_for_function("/[kM]B sent/.test(document.getElementById('share-status').textContent)")
     sharer.click("#share-stop")
@@ -181,7 +184,10 @@ def test_encrypted_share_plays_and_is_openpgp_on_the_wire(
     home.mkdir(mode=0o700)
     result = subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", PASSPHRASE, "-d"],
-        input=ciphertext, capture_output=True, timeout=60, check=False,
+        input=ciphertext,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM stream
@@ -192,8 +198,7 @@ def test_viewer_without_the_right_passphrase_says_so(https_base: str, new_page: 
         path = f"share-{uuid.uuid4().hex[:10]}"
         sharer = _sharer(new_page, https_base, path, passphrase=PASSPHRASE)
         viewer = _viewer(new_page, f"{https_base}/#share?path={path}", given)
-        viewer.wait_for_function("document.body.dataset.shareState === 'wrong-passphrase'",
-                                 timeout=PLAY_WAIT_S * 1000)
+        viewer.wait_for_function("document.body.dataset.shareState === 'wrong-passphrase'", timeout=PLAY_WAIT_S * 1000)
         assert expected in (viewer.text_content("#share-status") or "")
         assert viewer.is_hidden("#share-video")
         sharer.click("#share-stop")
@@ -231,7 +236,6 @@ def test_live_share_plays_for_a_viewer_who_joins_mid_way(https_base: str, new_pa
     assert third.is_checked("#share-live")
     sharer.click("#share-stop")
     second.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
-
 
 
 def test_the_sharers_questions_can_never_be_taken_for_the_share(https_base: str, new_page: Callable[..., Any]) -> None:

@@ -41,8 +41,7 @@ def _ensure_user() -> str:
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=True,
-                       capture_output=True)
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=True, capture_output=True)
     password = secrets.token_urlsafe(12)
     subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}".encode(), check=True, capture_output=True)
     return password
@@ -94,9 +93,23 @@ def _tunnel(http_base: str, port: int, path1: str, path2: str, log: Path) -> Ite
     """The remote side's `piping tunnel server --port PORT PATH1 PATH2` (plain: one connection)."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "piping_server.cli", "tunnel", "server", "--host", "127.0.0.1", "--port", str(port),
-             "-s", http_base, path1, path2],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "piping_server.cli",
+                "tunnel",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "-s",
+                http_base,
+                path1,
+                path2,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield
@@ -127,7 +140,8 @@ def _size(page: Any) -> tuple[int, int]:
 def _wait_screen(page: Any, text: str, timeout_ms: int = 20_000) -> None:
     page.wait_for_function(
         "t => { const r = document.querySelector('#ssh-terminal .xterm-rows'); return r && r.innerText.includes(t); }",
-        arg=text, timeout=timeout_ms,
+        arg=text,
+        timeout=timeout_ms,
     )
 
 
@@ -159,8 +173,9 @@ def test_password_login_runs_commands_follows_resizes_and_disconnects(
         _type(page, "clear; stty size\n")
         _wait_screen(page, f"{first[1]} {first[0]}")
         page.set_viewport_size({"width": 760, "height": 900})
-        page.wait_for_function("s => document.getElementById('ssh-terminal').dataset.size !== s",
-                               arg=f"{first[0]}x{first[1]}")
+        page.wait_for_function(
+            "s => document.getElementById('ssh-terminal').dataset.size !== s", arg=f"{first[0]}x{first[1]}"
+        )
         second = _size(page)
         assert second[0] < first[0]
         _type(page, "clear; stty size\n")
@@ -180,8 +195,9 @@ def test_password_login_runs_commands_follows_resizes_and_disconnects(
 
 
 @pytest.mark.parametrize("kind", list(KEYS))
-def test_key_login(http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path,
-                   kind: str) -> None:
+def test_key_login(
+    http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path, kind: str
+) -> None:
     fields = {"key": sshd.keys[kind]}
     if KEYS[kind]:
         fields["key-pass"] = KEYS[kind]
@@ -193,7 +209,7 @@ def test_key_login(http_base: str, https_base: str, new_page: Callable[..., Any]
         page.click("#ssh-accept")
         page.wait_for_function("document.body.dataset.sshState === 'connected'")
         page.wait_for_function("Number(document.getElementById('ssh-terminal').dataset.keepAlives) >= 2")
-        _type(page, "echo \"I am $(whoami)\"; exit\n")
+        _type(page, 'echo "I am $(whoami)"; exit\n')
         _wait_screen(page, f"I am {TEST_USER}")
         page.wait_for_function("document.body.dataset.sshState === 'disconnected'")
         assert "ended" in (page.text_content("#ssh-status") or "")
@@ -262,8 +278,9 @@ def test_terminal_fills_a_tall_window_and_follows_it(
         last_row, box = page.evaluate(LAST_ROW_AND_BOX)
         assert last_row <= box + 0.5, f"the last row is cut: it ends at {last_row}, the box at {box}"
         page.set_viewport_size({"width": 1100, "height": 800})
-        page.wait_for_function("s => document.getElementById('ssh-terminal').dataset.size !== s",
-                               arg=f"{tall[0]}x{tall[1]}")
+        page.wait_for_function(
+            "s => document.getElementById('ssh-terminal').dataset.size !== s", arg=f"{tall[0]}x{tall[1]}"
+        )
         assert _size(page)[1] < tall[1]
         _type(page, "clear; stty size\n")
         _wait_screen(page, f"{_size(page)[1]} {_size(page)[0]}")

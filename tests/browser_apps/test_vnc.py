@@ -70,22 +70,43 @@ def _desktop(tmp: Path) -> Iterator[Desktop]:
     try:
         number = _free_display()
         display = f":{number}"
-        procs.append(subprocess.Popen(["Xvfb", display, "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp"],
-                                      stdout=logs, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                ["Xvfb", display, "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp"],
+                stdout=logs,
+                stderr=subprocess.STDOUT,
+            )
+        )
         if not wait_until(lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), timeout=STARTUP_S):
             raise RuntimeError("Xvfb did not start")
         env = {**os.environ, "DISPLAY": display}
         clicks = tmp / "clicks.txt"
         app = tmp / "desktop_app.py"
         app.write_text(DESKTOP_APP)
-        procs.append(subprocess.Popen([sys.executable, str(app), str(clicks)], env=env, stdout=logs,
-                                      stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen([sys.executable, str(app), str(clicks)], env=env, stdout=logs, stderr=subprocess.STDOUT)
+        )
         port = free_port()
-        procs.append(subprocess.Popen(
-            ["x11vnc", "-display", display, "-rfbport", str(port), "-localhost", "-nopw", "-forever", "-shared",
-             "-noxdamage", "-quiet"],
-            env=env, stdout=logs, stderr=subprocess.STDOUT,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "x11vnc",
+                    "-display",
+                    display,
+                    "-rfbport",
+                    str(port),
+                    "-localhost",
+                    "-nopw",
+                    "-forever",
+                    "-shared",
+                    "-noxdamage",
+                    "-quiet",
+                ],
+                env=env,
+                stdout=logs,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_for_port(port, procs[-1], timeout=STARTUP_S)
         yield Desktop(display=display, vnc_port=port, clicks=clicks)
     finally:
@@ -96,7 +117,8 @@ def _desktop(tmp: Path) -> Iterator[Desktop]:
 
 def _canvas_colours(page: Any) -> int:
     """How many distinct colours a grid of samples of the viewer's canvas has (0: no canvas yet)."""
-    return int(page.evaluate("""() => {
+    return int(
+        page.evaluate("""() => {
         const canvas = document.querySelector('#vnc-screen canvas');
         if (!canvas || canvas.width < 10) return 0;
         const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -106,7 +128,8 @@ def _canvas_colours(page: Any) -> int:
             seen.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
         }
         return seen.size;
-    }"""))
+    }""")
+    )
 
 
 def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
@@ -125,9 +148,23 @@ def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
         # The machine to control runs the client's tunnel (plain mode) against the same server.
         tunnel_log = (tmp_path / "tunnel.log").open("wb")
         tunnel = subprocess.Popen(
-            [sys.executable, "-m", "piping_server.cli", "tunnel", "server", "--host", "127.0.0.1",
-             "--port", str(desktop.vnc_port), "-s", http_base, path1, path2],
-            stdout=tunnel_log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "piping_server.cli",
+                "tunnel",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(desktop.vnc_port),
+                "-s",
+                http_base,
+                path1,
+                path2,
+            ],
+            stdout=tunnel_log,
+            stderr=subprocess.STDOUT,
         )
         try:
             page = new_page(f"{https_base}/#vnc")
@@ -138,7 +175,8 @@ def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
             page.wait_for_function("document.body.dataset.vncState === 'connected'")
             page.wait_for_function(
                 "(() => { const c = document.querySelector('#vnc-screen canvas'); return c && c.width === "
-                + str(WIDTH) + "; })()"
+                + str(WIDTH)
+                + "; })()"
             )
             assert wait_until(lambda: _canvas_colours(page) >= 5, timeout=20), "the remote screen stays blank"
 
@@ -147,8 +185,9 @@ def test_vnc_shows_the_remote_desktop_and_clicks_reach_it(
             assert box is not None
             # Scaled to fit the page: the same fraction of the canvas as of the remote screen.
             canvas.click(position={"x": box["width"] * CLICK_X / WIDTH, "y": box["height"] * CLICK_Y / HEIGHT})
-            assert wait_until(lambda: desktop.clicks.exists() and desktop.clicks.read_text().strip() != "",
-                              timeout=20), "the click did not reach the remote desktop"
+            assert wait_until(
+                lambda: desktop.clicks.exists() and desktop.clicks.read_text().strip() != "", timeout=20
+            ), "the click did not reach the remote desktop"
             x, y = map(int, desktop.clicks.read_text().split()[:2])
             assert abs(x - CLICK_X) <= 3 and abs(y - CLICK_Y) <= 3, (x, y)
             time.sleep(0.5)  # let the "clicked!" label come back through the tunnel for the screenshot
@@ -180,9 +219,23 @@ def test_nothing_behind_the_paths_gives_a_clear_message_in_time(
     base = f"vnc-{uuid.uuid4().hex[:10]}"
     tunnel_log = (tmp_path / "tunnel.log").open("wb")
     tunnel = subprocess.Popen(
-        [sys.executable, "-m", "piping_server.cli", "tunnel", "server", "--host", "127.0.0.1",
-         "--port", str(free_port()), "-s", http_base, f"{base}/up", f"{base}/down"],
-        stdout=tunnel_log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "piping_server.cli",
+            "tunnel",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "-s",
+            http_base,
+            f"{base}/up",
+            f"{base}/down",
+        ],
+        stdout=tunnel_log,
+        stderr=subprocess.STDOUT,
     )
     try:
         page.evaluate(f"location.hash = '#vnc?path1={base}/up&path2={base}/down&wait=3'")

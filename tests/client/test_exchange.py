@@ -76,7 +76,10 @@ def test_confirmation_needs_a_terminal_or_yes(server: str, path: str) -> None:
     """Without a terminal to ask on, no --yes is a usage error before anything is exchanged."""
     result = subprocess.run(
         ["setsid", *piping_cmd("get", "-x", "-s", server, path)],
-        capture_output=True, timeout=TIMEOUT, env=env(), stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+        env=env(),
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 2, result.stderr
     assert b"pass --yes" in result.stderr and b"Traceback" not in result.stderr
@@ -160,9 +163,7 @@ def test_a_man_in_the_middle_shows_different_codes_and_reads_nothing(server: str
     async def attacker_as(role: str) -> tuple[Party, bytes]:
         party = Party()
         mine, theirs = exchange_paths(role, secret)  # type: ignore[arg-type]
-        _, peer = await asyncio.gather(
-            send_async(f"{server}/{mine}", party.parcel()), _get_body(f"{server}/{theirs}")
-        )
+        _, peer = await asyncio.gather(send_async(f"{server}/{mine}", party.parcel()), _get_body(f"{server}/{theirs}"))
         return party, peer
 
     async def scenario() -> None:
@@ -220,8 +221,11 @@ def test_both_refusing_ends_both(server: str, path: str, tmp_path: Path, monkeyp
     [
         (b"hello, I am curl", b"is not JSON"),
         (b'{"format": "piping_ui_auth", "version": 3}', b"version 3"),
-        (b'{"format": "piping_ui_auth", "version": 4, "payload": "{}", "signature": "AA==",'
-         b' "public_signing_jwk": {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}}', b"not a valid public key"),
+        (
+            b'{"format": "piping_ui_auth", "version": 4, "payload": "{}", "signature": "AA==",'
+            b' "public_signing_jwk": {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}}',
+            b"not a valid public key",
+        ),
         (b"[" * 70_000, b"larger than"),
     ],
 )
@@ -246,8 +250,13 @@ def test_the_terminal_question(server: str, path: str, tmp_path: Path) -> None:
 
     def sender_answering(answer: bytes, sub: str) -> subprocess.Popen[bytes]:
         command = " ".join(piping_cmd("send", "-x", "-q", "-s", server, path + sub, str(source)))
-        proc = subprocess.Popen([script, "-qec", command, "/dev/null"], env=env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [script, "-qec", command, "/dev/null"],
+            env=env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert proc.stdin is not None and proc.stdout is not None
         seen = b""
         while b"[y/N]" not in seen:  # bounded: the getter below runs, and the read ends at EOF

@@ -24,8 +24,12 @@ NO_SERVER = "http://127.0.0.1:9"  # nothing is sent: the error comes before any 
 def test_no_terminal_says_to_use_pass(command: str) -> None:
     # start_new_session: no controlling terminal, as under cron, CI or `ssh host cmd`
     result = subprocess.run(
-        piping_cmd(command, "-e", NO_SERVER + "/p"), input=b"the data being sent\n", env=env(),
-        capture_output=True, timeout=60, start_new_session=True,
+        piping_cmd(command, "-e", NO_SERVER + "/p"),
+        input=b"the data being sent\n",
+        env=env(),
+        capture_output=True,
+        timeout=60,
+        start_new_session=True,
     )
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr

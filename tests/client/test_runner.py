@@ -20,15 +20,20 @@ async def go_on():
     print("finished", flush=True)
 """
 
-_CALLBACK_BUG = _PRELUDE + """
+_CALLBACK_BUG = (
+    _PRELUDE
+    + """
 async def main():
     asyncio.get_running_loop().call_soon(lambda: 1 / 0)
     await go_on()
 
 run(main())
 """
+)
 
-_LOST_TASK_ERROR = _PRELUDE + """
+_LOST_TASK_ERROR = (
+    _PRELUDE
+    + """
 async def main():
     async def broken():
         raise RuntimeError("a result nobody awaits")
@@ -40,8 +45,11 @@ async def main():
 
 run(main())
 """
+)
 
-_RAISES_WHEN_CUT_AT_EXIT = _PRELUDE + """
+_RAISES_WHEN_CUT_AT_EXIT = (
+    _PRELUDE
+    + """
 async def main():
     async def cleanup_that_fails():
         try:
@@ -54,14 +62,18 @@ async def main():
 
 run(main())
 """
+)
 
-_COMMAND_BUG = _PRELUDE + """
+_COMMAND_BUG = (
+    _PRELUDE
+    + """
 async def main():
     await asyncio.sleep(0.05)
     raise ValueError("the command's own bug")
 
 run(main())
 """
+)
 
 _BUG_LINE = b"piping: error: unexpected error, a bug: "
 

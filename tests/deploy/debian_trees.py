@@ -33,8 +33,10 @@ def require_tools(*names: str) -> None:
     """Skip (with the way to get them) unless the tools are there and we are root (chroot, mmdebstrap)."""
     missing = [name for name in names if shutil.which(name) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)}; "
-                    "./scripts/test installs them)")
+        pytest.skip(
+            f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)}; "
+            "./scripts/test installs them)"
+        )
     if os.geteuid() != 0:
         pytest.skip("needs root (mmdebstrap --mode=root, chroot)")
 
@@ -52,10 +54,16 @@ def debian_tarball(packages: tuple[str, ...]) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(f".partial-{os.getpid()}.tar")  # two runs at once each write their own
     command = [
-        "mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", "--quiet",
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root",
+        "--format=tar",
+        "--quiet",
         # what no test reads: documentation, manual pages, translations
-        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-        "--dpkgopt=path-exclude=/usr/share/locale/*", "--aptopt=Acquire::Languages \"none\"",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        '--aptopt=Acquire::Languages "none"',
     ]
     if packages:
         command.append("--include=" + ",".join(packages))

@@ -57,20 +57,27 @@ class Proxy:
 def nginx_config(port: int, upstreams: list[int]) -> str:
     text = (DEPLOY / "nginx.conf").read_text()
     servers = "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in EXAMPLE_PORTS)
-    return substitute(text, [
-        ("worker_processes auto;", "worker_processes 1;"),  # a 2-core test machine
-        (servers, "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in upstreams)),
-        ("listen 127.0.0.1:8443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
-    ], times={servers: 2})  # upstream piping and upstream piping_head
+    return substitute(
+        text,
+        [
+            ("worker_processes auto;", "worker_processes 1;"),  # a 2-core test machine
+            (servers, "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in upstreams)),
+            ("listen 127.0.0.1:8443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
+        ],
+        times={servers: 2},
+    )  # upstream piping and upstream piping_head
 
 
 def haproxy_config(port: int, upstreams: list[int]) -> str:
     text = (DEPLOY / "haproxy.cfg").read_text()
     servers = "".join(f"    server piping{i} 127.0.0.1:{p}\n" for i, p in enumerate(EXAMPLE_PORTS, 1))
-    return substitute(text, [
-        (servers, "".join(f"    server piping{i} 127.0.0.1:{p}\n" for i, p in enumerate(upstreams, 1))),
-        ("bind 127.0.0.1:8443 ssl", f"bind 127.0.0.1:{port} ssl"),
-    ])
+    return substitute(
+        text,
+        [
+            (servers, "".join(f"    server piping{i} 127.0.0.1:{p}\n" for i, p in enumerate(upstreams, 1))),
+            ("bind 127.0.0.1:8443 ssl", f"bind 127.0.0.1:{port} ssl"),
+        ],
+    )
 
 
 def place_certificate(folder: Path, cert: str, key: str) -> None:

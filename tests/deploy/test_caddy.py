@@ -74,8 +74,13 @@ def start_caddy(tmp: Path, upstreams: list[int], tls: tuple[str, str, str], *, h
     # XDG_DATA_HOME and HOME: Caddy's storage in the test's folder, not the user's
     env = {**os.environ, "HOME": str(tmp), "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config")}
     with log_path.open("wb") as out:
-        proc = subprocess.Popen([CADDY, "run", "--adapter", "caddyfile", "--config", "Caddyfile"], cwd=tmp, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [CADDY, "run", "--adapter", "caddyfile", "--config", "Caddyfile"],
+            cwd=tmp,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for_port(port, proc)
     except Exception:
@@ -95,8 +100,9 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerP
 
 
 @pytest.fixture(scope="module")
-def caddy(instances: list[ServerProcess], tls_files: tuple[str, str, str],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caddy]:
+def caddy(
+    instances: list[ServerProcess], tls_files: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Caddy]:
     running = start_caddy(tmp_path_factory.mktemp("caddy"), [i.http_port for i in instances], tls_files, h3=False)
     try:
         yield running
@@ -104,8 +110,9 @@ def caddy(instances: list[ServerProcess], tls_files: tuple[str, str, str],
         stop_process(running.proc)
 
 
-def curl_transfer(caddy: Caddy, version: str, size: int, path: str, *, receiver_rate: str | None = None,
-                  tmp: Path) -> None:
+def curl_transfer(
+    caddy: Caddy, version: str, size: int, path: str, *, receiver_rate: str | None = None, tmp: Path
+) -> None:
     """curl -T of ``size`` random bytes through Caddy to a curl receiver: byte-exact, the sender told all went well."""
     data = os.urandom(size)
     out = tmp / f"received-{uuid.uuid4().hex}"
@@ -113,8 +120,9 @@ def curl_transfer(caddy: Caddy, version: str, size: int, path: str, *, receiver_
     rate = ["--limit-rate", receiver_rate] if receiver_rate else []
     receiver = subprocess.Popen([*curl, *rate, "-o", str(out), caddy.url(path)], stderr=subprocess.PIPE)
     try:
-        sender = subprocess.run([*curl, "-T", "-", caddy.url(path + "?n=1")], input=data, capture_output=True,
-                                timeout=WAIT_S * 3)
+        sender = subprocess.run(
+            [*curl, "-T", "-", caddy.url(path + "?n=1")], input=data, capture_output=True, timeout=WAIT_S * 3
+        )
         _, err = receiver.communicate(timeout=WAIT_S * 3)
     finally:
         stop_process(receiver)
@@ -124,8 +132,9 @@ def curl_transfer(caddy: Caddy, version: str, size: int, path: str, *, receiver_
 
 
 @pytest.mark.parametrize("version", ["--http1.1", "--http2"])
-def test_curl_both_ways_and_path_affinity(caddy: Caddy, instances: list[ServerProcess], version: str,
-                                          tmp_path: Path) -> None:
+def test_curl_both_ways_and_path_affinity(
+    caddy: Caddy, instances: list[ServerProcess], version: str, tmp_path: Path
+) -> None:
     """The sender's ?n=1 is not hashed: it meets its receiver (no query) on one instance, for many paths."""
     paths = [f"/caddy-{uuid.uuid4().hex}" for _ in range(6)]
     for path in paths:
@@ -142,8 +151,9 @@ def test_big_http11_upload_to_a_slower_receiver(caddy: Caddy, tmp_path: Path) ->
 def test_head_keeps_the_length(caddy: Caddy) -> None:
     curl = ["curl", "-sS", "--cacert", caddy.ca]
     body = subprocess.run([*curl, caddy.url("/")], capture_output=True, timeout=WAIT_S, check=True).stdout
-    head = subprocess.run([*curl, "-I", caddy.url("/")], capture_output=True, text=True, timeout=WAIT_S,
-                          check=True).stdout
+    head = subprocess.run(
+        [*curl, "-I", caddy.url("/")], capture_output=True, text=True, timeout=WAIT_S, check=True
+    ).stdout
     assert re.findall(r"(?im)^content-length: *(\d+)", head) == [str(len(body))], head
 
 
@@ -161,8 +171,15 @@ def spki_hash(cert_path: str) -> str:
 
 
 def browser(playwright: Any, caddy: Caddy, cert: str, *, quic: bool) -> Any:
-    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--ignore-certificate-errors-spki-list={spki_hash(cert)}",
+    ]
     args.append(f"--origin-to-force-quic-on=localhost:{caddy.port}" if quic else "--disable-quic")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
 
@@ -174,8 +191,9 @@ def stream_upload(caddy: Caddy, cert: str, *, quic: bool) -> tuple[str, dict[str
     """
     sync_api = need_chromium()
     path = f"/caddy-browser-{uuid.uuid4().hex}"
-    receiver = subprocess.Popen(["curl", "-sS", "-N", "--cacert", caddy.ca, caddy.url(path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+    receiver = subprocess.Popen(
+        ["curl", "-sS", "-N", "--cacert", caddy.ca, caddy.url(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         with sync_api.sync_playwright() as playwright:
             chromium = browser(playwright, caddy, cert, quic=quic)
@@ -205,8 +223,9 @@ def test_chromium_streams_a_fetch_upload_over_h2(caddy: Caddy, tls_files: tuple[
 
 
 @pytest.fixture(scope="module")
-def caddy_h3(instances: list[ServerProcess], tls_files: tuple[str, str, str],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caddy]:
+def caddy_h3(
+    instances: list[ServerProcess], tls_files: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Caddy]:
     running = start_caddy(tmp_path_factory.mktemp("caddy-h3"), [i.http_port for i in instances], tls_files, h3=True)
     try:
         yield running
@@ -218,8 +237,9 @@ def test_h3_download_and_sized_upload(caddy_h3: Caddy, tls_files: tuple[str, str
     """Over h3: the page loads, and a fetch() upload of a known length (100 kB) reaches a curl receiver whole."""
     sync_api = need_chromium()
     path = f"/caddy-h3-{uuid.uuid4().hex}"
-    receiver = subprocess.Popen(["curl", "-sS", "--cacert", caddy_h3.ca, caddy_h3.url(path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+    receiver = subprocess.Popen(
+        ["curl", "-sS", "--cacert", caddy_h3.ca, caddy_h3.url(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         with sync_api.sync_playwright() as playwright:
             chromium = browser(playwright, caddy_h3, tls_files[0], quic=True)
@@ -227,10 +247,13 @@ def test_h3_download_and_sized_upload(caddy_h3: Caddy, tls_files: tuple[str, str
                 page = chromium.new_page()
                 page.goto(caddy_h3.url("/"))
                 protocol = page.evaluate("() => performance.getEntriesByType('navigation')[0].nextHopProtocol")
-                result = page.evaluate("""async (url) => {
+                result = page.evaluate(
+                    """async (url) => {
                     const response = await fetch(url, { method: "POST", body: "x".repeat(100000) });
                     return { status: response.status, text: await response.text() };
-                }""", caddy_h3.url(path))
+                }""",
+                    caddy_h3.url(path),
+                )
                 protocols = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.nextHopProtocol)")
             finally:
                 chromium.close()
@@ -243,8 +266,11 @@ def test_h3_download_and_sized_upload(caddy_h3: Caddy, tls_files: tuple[str, str
     assert out == b"x" * 100_000
 
 
-@pytest.mark.xfail(strict=True, reason="Caddy 2.6 forwards a streaming HTTP/3 upload (no Content-Length) with an "
-                   "empty body: the receiver gets nothing and the sender is told all went well (docs/scaling.md)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Caddy 2.6 forwards a streaming HTTP/3 upload (no Content-Length) with an "
+    "empty body: the receiver gets nothing and the sender is told all went well (docs/scaling.md)",
+)
 def test_h3_streaming_upload(caddy_h3: Caddy, tls_files: tuple[str, str, str]) -> None:
     protocol, result, out, protocols = stream_upload(caddy_h3, tls_files[0], quic=True)
     assert protocol == "h3" and "h3" in protocols  # this part holds: the failure is below

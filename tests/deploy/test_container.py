@@ -41,9 +41,22 @@ def image() -> Iterator[str]:
     node_base = debian_image(("nodejs", "npm"), "node")
     command = [
         # no --layers: a cache of intermediate images would grow with every change of the sources
-        "buildah", "build", "--isolation", "chroot", "--format", "docker", "--quiet",
-        "--build-arg", f"PYTHON_IMAGE={python_base}", "--build-arg", f"NODE_IMAGE={node_base}",
-        "--tag", IMAGE, "--file", str(ROOT / "Containerfile"), str(ROOT),
+        "buildah",
+        "build",
+        "--isolation",
+        "chroot",
+        "--format",
+        "docker",
+        "--quiet",
+        "--build-arg",
+        f"PYTHON_IMAGE={python_base}",
+        "--build-arg",
+        f"NODE_IMAGE={node_base}",
+        "--tag",
+        IMAGE,
+        "--file",
+        str(ROOT / "Containerfile"),
+        str(ROOT),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     assert result.returncode == 0, f"buildah build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -54,8 +67,9 @@ def image() -> Iterator[str]:
 
 
 def image_config(name: str) -> dict[str, Any]:
-    result = subprocess.run(["buildah", "inspect", "--type", "image", name], capture_output=True, check=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["buildah", "inspect", "--type", "image", name], capture_output=True, check=True, timeout=60
+    )
     config: dict[str, Any] = json.loads(result.stdout)["Docker"]["config"]
     return config
 
@@ -64,8 +78,12 @@ def image_config(name: str) -> dict[str, Any]:
 def rootfs(image: str) -> Iterator[Path]:
     """The image's file tree, as a container of it sees it."""
     name = f"piping-server-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["buildah", "from", "--quiet", "--name", name, image], check=True, capture_output=True,
-                   timeout=BUILDAH_TIMEOUT_S)
+    subprocess.run(
+        ["buildah", "from", "--quiet", "--name", name, image],
+        check=True,
+        capture_output=True,
+        timeout=BUILDAH_TIMEOUT_S,
+    )
     try:
         mounted = subprocess.run(["buildah", "mount", name], check=True, capture_output=True, text=True, timeout=60)
         yield Path(mounted.stdout.strip())
@@ -82,8 +100,16 @@ def in_container(rootfs: Path, config: dict[str, Any], argv: list[str]) -> list[
 def start_container(rootfs: Path, config: dict[str, Any], flags: list[str], log: Path) -> subprocess.Popen[bytes]:
     """``docker run IMAGE FLAGS...``: the entrypoint + flags as PID 1 of a new PID namespace."""
     # --kill-child: if the test dies, so does the server (unshare forwards no signal: SIGTERM goes to PID 1)
-    command = ["unshare", "--pid", "--fork", "--mount", f"--mount-proc={rootfs}/proc", "--kill-child", "--",
-               *in_container(rootfs, config, [*config["Entrypoint"], *(config.get("Cmd") or []), *flags])]
+    command = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount",
+        f"--mount-proc={rootfs}/proc",
+        "--kill-child",
+        "--",
+        *in_container(rootfs, config, [*config["Entrypoint"], *(config.get("Cmd") or []), *flags]),
+    ]
     with log.open("wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
 
@@ -141,9 +167,19 @@ def test_serves_heals_and_stops_gracefully_as_pid1(image: str, rootfs: Path, tmp
         assert status_field(server, "Uid")[0] != "0", "the server runs as root"
 
         # HEALTHCHECK, run as docker runs it: inside the container's namespaces, as its user
-        health = subprocess.run(["nsenter", f"--target={server}", "--pid", "--mount", "--",
-                                 *in_container(rootfs, config, config["Healthcheck"]["Test"][1:])],
-                                capture_output=True, text=True, timeout=30)
+        health = subprocess.run(
+            [
+                "nsenter",
+                f"--target={server}",
+                "--pid",
+                "--mount",
+                "--",
+                *in_container(rootfs, config, config["Healthcheck"]["Test"][1:]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert health.returncode == 0, health.stderr
 
         # a transfer from the host; SIGTERM arrives in its middle and it still completes
@@ -151,8 +187,9 @@ def test_serves_heals_and_stops_gracefully_as_pid1(image: str, rootfs: Path, tmp
         received = tmp_path / "received"
         with received.open("wb") as out:
             receiver = subprocess.Popen(["curl", "-sS", "-N", url], stdout=out, stderr=subprocess.PIPE)
-        sender = subprocess.Popen(["curl", "-sS", "-T", "-", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+        sender = subprocess.Popen(
+            ["curl", "-sS", "-T", "-", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         assert sender.stdin is not None
         chunks = [os.urandom(1 << 20) for _ in range(4)]
         sender.stdin.write(chunks[0])
@@ -224,8 +261,12 @@ def test_operating_doc_compose_example(image: str, rootfs: Path, tmp_path: Path)
     unshare = start_container(rootfs, config, [*command, *ports], log)
     try:
         wait_for_port(https_port, unshare, timeout=WAIT_S * 2)
-        version = subprocess.run(["curl", "-sS", "--cacert", str(ca_path), f"https://127.0.0.1:{https_port}/version"],
-                                 capture_output=True, text=True, timeout=30)
+        version = subprocess.run(
+            ["curl", "-sS", "--cacert", str(ca_path), f"https://127.0.0.1:{https_port}/version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert version.returncode == 0 and version.stdout.strip(), version.stderr
         os.kill(container_pid1(unshare), signal.SIGTERM)
         assert unshare.wait(timeout=WAIT_S) == 0, log.read_text()

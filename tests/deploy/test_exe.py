@@ -36,8 +36,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exe")
     # the virtualenv running the tests has PyInstaller ([test] includes [exe]) and the page bundles
     build_env = {**os.environ, "VENV": str(Path(sys.executable).parents[1])}
-    result = subprocess.run([str(ROOT / "scripts" / "build-exe"), str(out)], capture_output=True, text=True,
-                            env=build_env, timeout=BUILD_TIMEOUT_S)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-exe"), str(out)],
+        capture_output=True,
+        text=True,
+        env=build_env,
+        timeout=BUILD_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
     root = tmp_path_factory.mktemp("minbase")
@@ -56,8 +61,9 @@ def chroot(tree: Path, *argv: str) -> list[str]:
 def test_runs_without_python(tree: Path) -> None:
     for name in NAMES:
         started = time.monotonic()
-        result = subprocess.run(chroot(tree, f"/usr/local/bin/{name}", "--version"), capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            chroot(tree, f"/usr/local/bin/{name}", "--version"), capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         assert "0." in result.stdout
         size_mb = (tree / "usr" / "local" / "bin" / name).stat().st_size / 1e6
@@ -68,9 +74,11 @@ def test_serves_the_page_and_piping_send_get(tree: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # two workers: forked by the frozen program (each path's requests meet in the worker owning it)
-    server = subprocess.Popen(chroot(tree, "/usr/local/bin/piping-server", "--host", "127.0.0.1",
-                                     "--http-port", str(port), "--workers", "2"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        chroot(tree, "/usr/local/bin/piping-server", "--host", "127.0.0.1", "--http-port", str(port), "--workers", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(port, server, timeout=WAIT_S * 2)
         assert_serves_page_bundles(base)
@@ -80,10 +88,16 @@ def test_serves_the_page_and_piping_send_get(tree: Path) -> None:
         for extra in ([], ["--pass", "pä ss"]):  # in clear, then OpenPGP (cryptography's binary parts)
             path = f"{base}/exe-{len(extra)}"
             (tree / "tmp" / "out.bin").unlink(missing_ok=True)
-            getter = subprocess.Popen(chroot(tree, "/usr/local/bin/piping", "get", "-q", *extra, path,
-                                             "-o", "/tmp/out.bin"), stderr=subprocess.PIPE)
-            sent = subprocess.run(chroot(tree, "/usr/local/bin/piping", "send", "-q", *extra, path, "/tmp/in.bin"),
-                                  capture_output=True, text=True, timeout=WAIT_S * 3)
+            getter = subprocess.Popen(
+                chroot(tree, "/usr/local/bin/piping", "get", "-q", *extra, path, "-o", "/tmp/out.bin"),
+                stderr=subprocess.PIPE,
+            )
+            sent = subprocess.run(
+                chroot(tree, "/usr/local/bin/piping", "send", "-q", *extra, path, "/tmp/in.bin"),
+                capture_output=True,
+                text=True,
+                timeout=WAIT_S * 3,
+            )
             assert sent.returncode == 0, sent.stderr
             _, err = getter.communicate(timeout=WAIT_S * 3)
             assert getter.returncode == 0, err
@@ -91,8 +105,13 @@ def test_serves_the_page_and_piping_send_get(tree: Path) -> None:
 
         # and curl from the host, as any client
         receiver = subprocess.Popen(["curl", "-sS", f"{base}/exe-curl"], stdout=subprocess.PIPE)
-        subprocess.run(["curl", "-sS", "-T", "-", f"{base}/exe-curl"], input=payload, capture_output=True,
-                       check=True, timeout=WAIT_S * 3)
+        subprocess.run(
+            ["curl", "-sS", "-T", "-", f"{base}/exe-curl"],
+            input=payload,
+            capture_output=True,
+            check=True,
+            timeout=WAIT_S * 3,
+        )
         out, _ = receiver.communicate(timeout=WAIT_S * 3)
         assert out == payload
     finally:

@@ -74,8 +74,10 @@ def test_scheme_from_the_proxy(tmp_path: Path) -> None:
         path = unique_path("proto")
         get(server.http_port, path + "-page/../../version", {})  # a normalised path: logged as /version
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT_S) as sock:
-            sock.sendall(f"OPTIONS {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.9\r\n"
-                         "X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n".encode())
+            sock.sendall(
+                f"OPTIONS {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.9\r\n"
+                "X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n".encode()
+            )
             assert recv_all(sock).startswith(b"HTTP/1.1 200")
         pattern = re.compile(rf'192\.0\.2\.9 "OPTIONS {re.escape(path)}" 200 .* h1\+tls$', re.MULTILINE)
         assert wait_until(lambda: pattern.search(server.log()) is not None), server.log()
@@ -99,8 +101,11 @@ def test_per_client_waiting_limit_sees_the_real_client(tmp_path: Path) -> None:
         def request(method: str, path: str, client: str, body: bytes = b"") -> socket.socket:
             sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT_S)
             socks.append(sock)
-            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
             return sock
 
         try:
@@ -108,8 +113,9 @@ def test_per_client_waiting_limit_sees_the_real_client(tmp_path: Path) -> None:
             other = unique_path()
             waiting = request("GET", other, "198.51.100.2")
             # the first client's next waiting request is refused (bounded: one may pass if it overtook the first)
-            answers = [recv_until(request("GET", unique_path(), "198.51.100.1"), b"address.\n", timeout=2)
-                       for _ in range(2)]
+            answers = [
+                recv_until(request("GET", unique_path(), "198.51.100.1"), b"address.\n", timeout=2) for _ in range(2)
+            ]
             assert any(a.startswith(b"HTTP/1.1 429") for a in answers), answers
             refused = next(a for a in answers if a.startswith(b"HTTP/1.1 429"))
             assert refused.endswith(b"[ERROR] Too many senders and receivers are waiting from your address.\n")
@@ -152,7 +158,8 @@ def test_per_client_connection_limit_spares_the_proxy(tmp_path: Path) -> None:
 def test_bad_value_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "piping_server", "--http-port", "0", "--forwarded-allow-ips", "127.0.0.1,proxy.lan"],
-        capture_output=True, timeout=WAIT_S,
+        capture_output=True,
+        timeout=WAIT_S,
     )
     assert result.returncode == 2
     assert result.stderr.decode() == (
@@ -160,8 +167,9 @@ def test_bad_value_is_a_clear_error(tmp_path: Path) -> None:
     )
     config = tmp_path / "piping.toml"
     config.write_text('[server]\nforwarded_allow_ips = "10.0.0.0/33"\n')
-    result = subprocess.run([sys.executable, "-m", "piping_server", "--check-config", str(config)],
-                            capture_output=True, timeout=WAIT_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "piping_server", "--check-config", str(config)], capture_output=True, timeout=WAIT_S
+    )
     assert result.returncode == 2 and b"server.forwarded_allow_ips: not an IP address or network" in result.stderr
     assert b"Traceback" not in result.stderr
 
@@ -177,9 +185,13 @@ ORIGIN_CASES = [
     ("127.0.0.1", [("x-forwarded-for", "a, b"), ("x-forwarded-proto", "http, https")], "b", True),
     ("::ffff:127.0.0.1", [("x-forwarded-for", "2001:db8::1"), ("x-forwarded-proto", "https")], "2001:db8::1", True),
     ("192.0.2.1", [("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")], "192.0.2.1", False),
-    ("127.0.0.1", [("forwarded", 'for=192.0.2.60;proto=https;by=203.0.113.43')], "192.0.2.60", True),
-    ("127.0.0.1", [("forwarded", 'for="[2001:db8:cafe::17]:4711", for=10.0.0.9;proto=http')],
-     "2001:db8:cafe::17", False),
+    ("127.0.0.1", [("forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43")], "192.0.2.60", True),
+    (
+        "127.0.0.1",
+        [("forwarded", 'for="[2001:db8:cafe::17]:4711", for=10.0.0.9;proto=http')],
+        "2001:db8:cafe::17",
+        False,
+    ),
     ("127.0.0.1", [("forwarded", 'for="_hidden", for=10.0.0.9')], "_hidden", False),
     ("127.0.0.1", [("forwarded", 'for="<script>"')], "unknown", False),
     ("127.0.0.1", [("forwarded", "for=1.2.3.4"), ("x-forwarded-for", "5.6.7.8")], "5.6.7.8", False),

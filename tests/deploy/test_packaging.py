@@ -37,8 +37,12 @@ def no_npm_env(**extra: str) -> dict[str, str]:
 def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(sdist, wheel) as ``python -m build`` makes them: the wheel is built from the sdist."""
     out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-                            capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (sdist,) = out.glob("*.tar.gz")
     (wheel,) = out.glob("*.whl")
@@ -46,8 +50,12 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_twine_check_passes(dists: tuple[Path, Path]) -> None:
-    result = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, dists)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dists)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -66,8 +74,12 @@ def test_distributions_carry_license_and_bundles(dists: tuple[Path, Path]) -> No
 
 def serve_from(bin_dir: Path) -> Iterator[str]:
     port = free_port()
-    server = subprocess.Popen([str(bin_dir / "piping-server"), "--host", "127.0.0.1", "--http-port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=no_npm_env())
+    server = subprocess.Popen(
+        [str(bin_dir / "piping-server"), "--host", "127.0.0.1", "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=no_npm_env(),
+    )
     try:
         wait_for_port(port, server, timeout=WAIT_S * 2)
         yield f"http://127.0.0.1:{port}"
@@ -79,8 +91,13 @@ def test_wheel_installs_without_npm_and_serves_the_bundles(dists: tuple[Path, Pa
     _, wheel = dists
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=STEP_TIMEOUT_S)
-    result = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
-                            capture_output=True, text=True, env=no_npm_env(), timeout=STEP_TIMEOUT_S)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=no_npm_env(),
+        timeout=STEP_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for base in serve_from(venv / "bin"):
         assert_serves_page_bundles(base)
@@ -91,15 +108,21 @@ def test_pipx_install(tmp_path: Path) -> None:
     pipx = shutil.which("pipx")
     if pipx is None:
         pytest.skip("pipx is not installed (Debian: apt-get install pipx; ./scripts/test installs it)")
-    env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin"),
-           "PIPX_MAN_DIR": str(tmp_path / "man")}
+    env = {
+        **os.environ,
+        "PIPX_HOME": str(tmp_path / "pipx"),
+        "PIPX_BIN_DIR": str(tmp_path / "bin"),
+        "PIPX_MAN_DIR": str(tmp_path / "man"),
+    }
     env.pop("VIRTUAL_ENV", None)
-    result = subprocess.run([pipx, "install", "."], cwd=ROOT, capture_output=True, text=True, env=env,
-                            timeout=STEP_TIMEOUT_S)
+    result = subprocess.run(
+        [pipx, "install", "."], cwd=ROOT, capture_output=True, text=True, env=env, timeout=STEP_TIMEOUT_S
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("piping-server", "piping"):
-        version = subprocess.run([str(tmp_path / "bin" / name), "--version"], capture_output=True, text=True,
-                                 timeout=60)
+        version = subprocess.run(
+            [str(tmp_path / "bin" / name), "--version"], capture_output=True, text=True, timeout=60
+        )
         assert version.returncode == 0 and "0." in version.stdout, version.stderr
     for base in serve_from(tmp_path / "bin"):
         assert_serves_page_bundles(base)

@@ -61,11 +61,16 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerP
 
 
 @pytest.fixture(scope="module", params=["nginx", "haproxy"])
-def proxy(request: pytest.FixtureRequest, instances: list[ServerProcess], tls_files: tuple[str, str, str],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(
+    request: pytest.FixtureRequest,
+    instances: list[ServerProcess],
+    tls_files: tuple[str, str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Proxy]:
     need(request.param)
-    running = start_proxy(request.param, tmp_path_factory.mktemp(request.param),
-                          [i.http_port for i in instances], tls_files)
+    running = start_proxy(
+        request.param, tmp_path_factory.mktemp(request.param), [i.http_port for i in instances], tls_files
+    )
     try:
         yield running
     finally:
@@ -91,8 +96,10 @@ async def run_transfers(proxy: Proxy, ca: str, count: int, concurrency: int) -> 
     limit = asyncio.Semaphore(concurrency)
     timeout = httpx.Timeout(WAIT_S)
     done: list[tuple[str, bytes]] = []
-    async with httpx.AsyncClient(http2=True, verify=context, timeout=timeout) as h2, \
-            httpx.AsyncClient(http1=True, http2=False, verify=context, timeout=timeout) as h1:
+    async with (
+        httpx.AsyncClient(http2=True, verify=context, timeout=timeout) as h2,
+        httpx.AsyncClient(http1=True, http2=False, verify=context, timeout=timeout) as h1,
+    ):
 
         async def transfer(i: int) -> None:
             path = f"/deploy-{uuid.uuid4().hex}"
@@ -158,11 +165,11 @@ def test_curl_over_h2_through_the_proxy(
     path = f"/curl-{uuid.uuid4().hex}"
     data = os.urandom(300_000)
     curl = ["curl", "-sS", "--http2", "--cacert", tls_files[2], "-w", "\n%{http_version}"]
-    receiver = subprocess.Popen([*curl, "--interface", "127.0.0.2", "-o", "-", proxy.url(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    receiver = subprocess.Popen(
+        [*curl, "--interface", "127.0.0.2", "-o", "-", proxy.url(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
-        sender = subprocess.run([*curl, "-T", "-", proxy.url(path)], input=data, capture_output=True,
-                                timeout=WAIT_S)
+        sender = subprocess.run([*curl, "-T", "-", proxy.url(path)], input=data, capture_output=True, timeout=WAIT_S)
         out, err = receiver.communicate(timeout=WAIT_S)
     finally:
         receiver.kill()
@@ -183,11 +190,11 @@ def test_big_transfer_outpacing_its_receiver(proxy: Proxy, tls_files: tuple[str,
     data = os.urandom(32 << 20)
     received = tmp_path / "received"
     curl = ["curl", "-sS", "--http1.1", "--cacert", tls_files[2]]
-    receiver = subprocess.Popen([*curl, "--limit-rate", "64M", "-o", str(received), proxy.url(path)],
-                                stderr=subprocess.PIPE)
+    receiver = subprocess.Popen(
+        [*curl, "--limit-rate", "64M", "-o", str(received), proxy.url(path)], stderr=subprocess.PIPE
+    )
     try:
-        sender = subprocess.run([*curl, "-T", "-", proxy.url(path)], input=data, capture_output=True,
-                                timeout=WAIT_S)
+        sender = subprocess.run([*curl, "-T", "-", proxy.url(path)], input=data, capture_output=True, timeout=WAIT_S)
         _, err = receiver.communicate(timeout=WAIT_S)
     finally:
         receiver.kill()
@@ -199,8 +206,9 @@ def test_big_transfer_outpacing_its_receiver(proxy: Proxy, tls_files: tuple[str,
 # --- an instance killed mid-run ------------------------------------------------------------------------
 
 
-async def streaming_transfers(proxy: Proxy, ca: str, paths: list[str], go: asyncio.Event,
-                              halfway: asyncio.Event) -> list[tuple[bytes | None, BaseException | None]]:
+async def streaming_transfers(
+    proxy: Proxy, ca: str, paths: list[str], go: asyncio.Event, halfway: asyncio.Event
+) -> list[tuple[bytes | None, BaseException | None]]:
     """One transfer per path: the sender sends half, waits for ``go``, sends the rest.
 
     Returns, per path, ``b"exact"`` when the receiver got the whole body and the sender its final
@@ -303,6 +311,7 @@ def test_killed_instance_fails_only_its_own_transfers(
 
 # --- the browser ----------------------------------------------------------------------------------------
 
+
 def test_chromium_streams_a_fetch_upload_through_nginx(
     instances: list[ServerProcess], tls_files: tuple[str, str, str], tmp_path: Path
 ) -> None:
@@ -312,8 +321,11 @@ def test_chromium_streams_a_fetch_upload_through_nginx(
     running = start_proxy("nginx", tmp_path / "nginx", [i.http_port for i in instances], tls_files)
     path = f"/browser-{uuid.uuid4().hex}"
     count = 20
-    receiver = subprocess.Popen(["curl", "-sS", "-N", "--cacert", tls_files[2], running.url(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    receiver = subprocess.Popen(
+        ["curl", "-sS", "-N", "--cacert", tls_files[2], running.url(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         with launch_chromium() as browser:
             page = browser.new_context(ignore_https_errors=True).new_page()
@@ -344,8 +356,9 @@ def test_head_of_a_page_keeps_its_length(proxy: Proxy, tls_files: tuple[str, str
     """HEAD / says the length GET / sends (nginx's gRPC proxy said Content-Length: 0: issue 23)."""
     curl = ["curl", "-sS", version, "--cacert", tls_files[2]]
     body = subprocess.run([*curl, proxy.url("/")], capture_output=True, timeout=WAIT_S, check=True).stdout
-    head = subprocess.run([*curl, "-I", proxy.url("/")], capture_output=True, text=True, timeout=WAIT_S,
-                          check=True).stdout
+    head = subprocess.run(
+        [*curl, "-I", proxy.url("/")], capture_output=True, text=True, timeout=WAIT_S, check=True
+    ).stdout
     lengths = re.findall(r"(?im)^content-length: *(\d+)", head)
     assert lengths == [str(len(body))], (head, len(body))
 
@@ -356,7 +369,7 @@ def trial_lines(name: str) -> list[str]:
     for line in (DEPLOY / name).read_text().splitlines():
         if not line.startswith("#     "):
             continue
-        text = line[len("#     "):].strip()
+        text = line[len("#     ") :].strip()
         if lines and lines[-1].endswith("\\"):
             lines[-1] = lines[-1][:-1] + text
         else:
@@ -377,13 +390,21 @@ def test_files_as_printed_with_the_documented_certificate(tmp_path: Path) -> Non
     if NGINX is not None:
         prefix = tmp_path / "piping-nginx"
         prefix.mkdir()
-        checked = subprocess.run([NGINX, "-t", "-p", str(prefix), "-e", "stderr", "-c",
-                                  str(tmp_path / "deploy" / "nginx.conf")], capture_output=True, text=True,
-                                 timeout=WAIT_S)
+        checked = subprocess.run(
+            [NGINX, "-t", "-p", str(prefix), "-e", "stderr", "-c", str(tmp_path / "deploy" / "nginx.conf")],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
         assert checked.returncode == 0, checked.stderr
     if HAPROXY is not None:
-        checked = subprocess.run([HAPROXY, "-c", "-f", "haproxy.cfg"], cwd=tmp_path / "deploy", capture_output=True,
-                                 text=True, timeout=WAIT_S)
+        checked = subprocess.run(
+            [HAPROXY, "-c", "-f", "haproxy.cfg"],
+            cwd=tmp_path / "deploy",
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
         assert checked.returncode == 0, checked.stdout + checked.stderr
     if NGINX is None and HAPROXY is None:
         pytest.skip("neither nginx nor haproxy is installed")
@@ -397,12 +418,25 @@ def test_shipped_files_hold_what_the_deployment_needs() -> None:
     # it carries only HEAD, which has no body (the gRPC proxy would say Content-Length: 0)
     proxy_passes = [i for i, line in enumerate(settings) if "proxy_pass" in line]
     assert len(proxy_passes) == 1 and "if ($request_method = HEAD)" in settings[proxy_passes[0] - 1]
-    for directive in ("hash $uri consistent;", "grpc_pass grpc://piping;", "chunked_transfer_encoding on;",
-                      "client_max_body_size 0;", "grpc_read_timeout 7d;", "grpc_send_timeout 7d;", "ssl http2;"):
+    for directive in (
+        "hash $uri consistent;",
+        "grpc_pass grpc://piping;",
+        "chunked_transfer_encoding on;",
+        "client_max_body_size 0;",
+        "grpc_read_timeout 7d;",
+        "grpc_send_timeout 7d;",
+        "ssl http2;",
+    ):
         assert directive in nginx, directive
     haproxy = (DEPLOY / "haproxy.cfg").read_text()
-    for directive in ("balance uri path-only", "hash-type consistent", "alpn h2,http/1.1", "timeout server 7d",
-                      "timeout client 7d", "option forwardfor"):
+    for directive in (
+        "balance uri path-only",
+        "hash-type consistent",
+        "alpn h2,http/1.1",
+        "timeout server 7d",
+        "timeout client 7d",
+        "option forwardfor",
+    ):
         assert directive in haproxy, directive
     settings = [line for line in haproxy.splitlines() if not line.lstrip().startswith("#")]
     assert not any("http-buffer-request" in line for line in settings)  # it would hold the upload back

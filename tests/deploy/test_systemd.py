@@ -93,8 +93,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         text = source.read_text()
         (tmp_path / name).write_text(substitute(text, [(SHIPPED_BINARY, BINARY)]) if SHIPPED_BINARY in text else text)
     for name in units:
-        result = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60,
-                                cwd=tmp_path)
+        result = subprocess.run(
+            [analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         assert result.returncode == 0, (name, result.stderr)
         assert "piping-server" not in result.stderr, result.stderr  # no warning about our units
 
@@ -121,8 +122,7 @@ def test_socket_activated_exec_start_serves_and_stops_on_kill_signal() -> None:
     try:
         port = listener.getsockname()[1]
         # systemd passes the socket as descriptor 3: move ours there (3 may be taken by this process)
-        command = substitute(settings["ExecStart"], [(SHIPPED_BINARY, BINARY),
-                                                     ("--fd 3", f"--fd {listener.fileno()}")])
+        command = substitute(settings["ExecStart"], [(SHIPPED_BINARY, BINARY), ("--fd 3", f"--fd {listener.fileno()}")])
         run_and_stop(command, port, settings, pass_fds=(listener.fileno(),))
     finally:
         listener.close()

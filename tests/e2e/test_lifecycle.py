@@ -57,8 +57,12 @@ def _clean_transfer(target: Target, path: str, data: bytes) -> tuple[bytes, byte
     # The server learns of the departure asynchronously: a new sender may be told "Another sender" for
     # a moment; it must not be once the close has been seen (bounded retries, no timing assert).
     while True:
-        sender = subprocess.Popen(target.curl("-T", "-", target.url(path)), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sender = subprocess.Popen(
+            target.curl("-T", "-", target.url(path)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert sender.stdout is not None and sender.stdin is not None
         sender.stdin.write(data)  # (curl sends an HTTP/2 request only once it has some of its body)
         sender.stdin.close()

@@ -248,8 +248,9 @@ def test_form_upload_streams_its_first_part(target: Target, tmp_path: Path) -> N
     time.sleep(0.5)  # the receiver waits before the sender comes
     data = pattern(0, 70_000)
     (tmp_path / "part.bin").write_bytes(data)
-    sent = fetch(target, path + "?live", "-F", f"file=@{tmp_path / 'part.bin'};type=text/csv", "-F", "other=x",
-                 tmp=tmp_path)
+    sent = fetch(
+        target, path + "?live", "-F", f"file=@{tmp_path / 'part.bin'};type=text/csv", "-F", "other=x", tmp=tmp_path
+    )
     got = early.finish()
     assert sent.status == 200 and b"[INFO] Live ended: 1 receiver(s) served, 70000 byte(s) sent." in sent.body
     assert got.body == data and early.offset == 0
@@ -353,9 +354,7 @@ def test_config_keys(tmp_path: Path) -> None:
 
 @pytest.mark.ours
 @pytest.mark.parametrize("transport", ["h1", "h2"])
-def test_ten_receivers_join_at_random_moments(
-    server: ServerProcess | None, tmp_path: Path, transport: str
-) -> None:
+def test_ten_receivers_join_at_random_moments(server: ServerProcess | None, tmp_path: Path, transport: str) -> None:
     """Each of 10 receivers, joining anywhere in a 96 MiB stream, gets exactly the stream from its offset on;
     the server's memory does not follow the stream's size."""
     assert server is not None
@@ -412,12 +411,30 @@ def test_mpegts_joined_midway_decodes(server: ServerProcess | None, tmp_path: Pa
     target = server.target("h1")
     url = target.url(unique_path("tv"))
     encoder = subprocess.Popen(
-        [ffmpeg, "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "5",
-         "-c:v", "mpeg2video", "-g", "25", "-f", "mpegts", "-"],
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "5",
+            "-c:v",
+            "mpeg2video",
+            "-g",
+            "25",
+            "-f",
+            "mpegts",
+            "-",
+        ],
         stdout=subprocess.PIPE,
     )
-    uploader = subprocess.Popen(target.curl("-T", "-", url + "?live"), stdin=encoder.stdout,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    uploader = subprocess.Popen(
+        target.curl("-T", "-", url + "?live"), stdin=encoder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert encoder.stdout is not None
     encoder.stdout.close()  # the uploader owns the pipe now
     try:
@@ -430,8 +447,9 @@ def test_mpegts_joined_midway_decodes(server: ServerProcess | None, tmp_path: Pa
         viewer = Reader(target, "--max-time", "2", "-o", str(clip), url, tmp=tmp_path, read=False)
         viewer.finish(timeout=WAIT_S)
         assert viewer.offset > 0, "joined midway"
-        decoded = subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-f", "framemd5", "-"],
-                                 capture_output=True, timeout=WAIT_S)
+        decoded = subprocess.run(
+            [ffmpeg, "-v", "error", "-i", str(clip), "-f", "framemd5", "-"], capture_output=True, timeout=WAIT_S
+        )
         frames = [line for line in decoded.stdout.splitlines() if line and not line.startswith(b"#")]
         assert decoded.returncode == 0 and len(frames) >= 10, decoded.stderr
         sent, _ = uploader.communicate(timeout=WAIT_S)

@@ -105,8 +105,9 @@ def test_preflight(target: Target, tmp_path: Path, pna: bool) -> None:
 
 
 def test_content_range_refused(target: Target, tmp_path: Path) -> None:
-    got = fetch(target, unique_path(), "-X", "POST", "-H", "Content-Range: bytes 0-1/2", "--data-binary", "ab",
-                tmp=tmp_path)
+    got = fetch(
+        target, unique_path(), "-X", "POST", "-H", "Content-Range: bytes 0-1/2", "--data-binary", "ab", tmp=tmp_path
+    )
     assert got.status == 400
     assert got.body == b"[ERROR] Content-Range is not supported for now in POST\n"
 

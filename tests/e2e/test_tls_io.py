@@ -179,7 +179,6 @@ def test_chunked_relay_over_tls_sends_no_tiny_records(server: ServerProcess) -> 
     assert len(tiny) <= 12, f"{len(tiny)} tiny TLS records of {len(app_data)}"
 
 
-
 # --- a sender whose connection ends with a TCP FIN and no close_notify ------------------------------------
 # Many TLS clients close that way. Over TLS the event loop reads on past a paused upload into its own buffer
 # of undecrypted records and takes the FIN for a broken connection: unless the server decrypts and hands on
@@ -237,9 +236,7 @@ def _read_slowly(sock: socket.socket, *, piece: int = 64 * 1024, pause_s: float 
     return bytes(got)
 
 
-def _relay_to_slow_receiver(
-    server: ServerProcess, target: Target, path: str, head: bytes, parts: list[bytes]
-) -> bytes:
+def _relay_to_slow_receiver(server: ServerProcess, target: Target, path: str, head: bytes, parts: list[bytes]) -> bytes:
     """A slow receiver waits on ``path``; a sender over ``target`` sends ``head`` and ``parts``, then its FIN.
     What the receiver got, head included."""
     with _slow_receiver(server, path) as receiver:
@@ -314,8 +311,12 @@ def test_waiting_sender_closing_without_close_notify_has_left(
     out = tmp_path / "got.bin"
     receiving = subprocess.Popen(target.curl("--max-time", "20", "-o", str(out), target.url(path)))
     second = b"the second sender\n"
-    done = subprocess.run(target.curl("--max-time", "20", "--data-binary", "@-", target.url(path)),
-                          input=second, capture_output=True, timeout=30)
+    done = subprocess.run(
+        target.curl("--max-time", "20", "--data-binary", "@-", target.url(path)),
+        input=second,
+        capture_output=True,
+        timeout=30,
+    )
     assert done.returncode == 0 and b"Another sender" not in done.stdout, done.stdout
     assert receiving.wait(timeout=30) == 0
     assert out.read_bytes() == second

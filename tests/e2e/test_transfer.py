@@ -153,7 +153,7 @@ def test_put_file_with_length_and_headers(target: Target, tmp_path: Path) -> Non
         "-H",
         "Content-Type: application/x-custom; a=b",
         "-H",
-        "Content-Disposition: attachment; filename=\"payload.bin\"",
+        'Content-Disposition: attachment; filename="payload.bin"',
         "-H",
         "X-Piping: first",
         "-H",
@@ -217,7 +217,12 @@ def test_multipart_form_sends_first_part(target: Target, tmp_path: Path) -> None
     recv = receiver(target, path, tmp_path)
     time.sleep(SETTLE_S)
     form = CurlExchange(
-        target, "-F", f"input_file=@{src};type=application/x-thing", "-F", "other=ignored", target.url(path),
+        target,
+        "-F",
+        f"input_file=@{src};type=application/x-thing",
+        "-F",
+        "other=ignored",
+        target.url(path),
         tmp=tmp_path,
     ).finish()
     got = recv.finish()
@@ -278,8 +283,7 @@ def test_hundred_transfers_at_once(target: Target, tmp_path: Path) -> None:
         path = unique_path(f"many{i}")
         payload = (b"%d:" % i) * 5000
         recv = subprocess.Popen(target.curl(target.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        send = subprocess.run(target.curl("-T", "-", target.url(path)), input=payload, capture_output=True,
-                              timeout=60)
+        send = subprocess.run(target.curl("-T", "-", target.url(path)), input=payload, capture_output=True, timeout=60)
         out, _ = recv.communicate(timeout=60)
         return send.returncode == 0 and out == payload
 
@@ -297,8 +301,9 @@ def test_large_transfer_sha256(target: Target, tmp_path: Path) -> None:
     for _ in range(size // len(block)):
         expected.update(block)
     recv = subprocess.Popen(target.curl(target.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    send = subprocess.Popen(target.curl("-T", "-", target.url(path)), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    send = subprocess.Popen(
+        target.curl("-T", "-", target.url(path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert send.stdin is not None and recv.stdout is not None
 
     import threading
@@ -351,11 +356,15 @@ def test_memory_stays_flat_during_a_large_stream(request: pytest.FixtureRequest,
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        recv = subprocess.Popen(target.curl("-o", "/dev/null", "-w", "%{size_download}", target.url(path)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        recv = subprocess.Popen(
+            target.curl("-o", "/dev/null", "-w", "%{size_download}", target.url(path)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         source = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
-        sent = subprocess.run(target.curl("-T", "-", target.url(path)), stdin=source.stdout, capture_output=True,
-                              timeout=300)
+        sent = subprocess.run(
+            target.curl("-T", "-", target.url(path)), stdin=source.stdout, capture_output=True, timeout=300
+        )
         out, _ = recv.communicate(timeout=300)
     finally:
         done.set()

@@ -86,10 +86,10 @@ class Transfer:
         def send() -> None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
-                    sock.sendall(
+                    head = (
                         f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {self.size}\r\n\r\n"
-                        .encode()
                     )
+                    sock.sendall(head.encode())
                     block = b"\xab" * (256 * 1024)
                     for _ in range(self.size // len(block)):
                         sock.sendall(block)

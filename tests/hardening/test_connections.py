@@ -180,8 +180,10 @@ def test_memory_a_burst_made_the_server_allocate_goes_back(tmp_path: Path) -> No
             for _ in range(2000):
                 sock = _connect(port)
                 burst.append(sock)
-                sock.sendall(f"POST {unique_path('burst')} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
-                             .encode() + body)
+                sock.sendall(
+                    f"POST {unique_path('burst')} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
             assert wait_until(lambda: rss_mib(server) > before + 64, timeout=20)  # the burst did cost memory
         finally:
             for sock in burst:

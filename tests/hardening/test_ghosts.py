@@ -143,8 +143,7 @@ def _send_fresh(port: int, path: str, body: bytes, *, within: float, query: str 
     answer = b""
     while time.monotonic() < deadline:
         sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        head = (f"POST {path}{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
+        head = f"POST {path}{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
         sock.sendall(head.encode() + body)
         answer = recv_until(sock, b".\n", timeout=WAIT_S)  # the first progress line, or the refusal's
         if answer.startswith(b"HTTP/1.1 200"):
@@ -217,8 +216,10 @@ def test_ghost_with_a_pipelined_request_frees_its_path(ghost_server: ServerProce
     path = unique_path("ghost-pipelined")
     fds_before = fd_count(ghost_server)
     sock = connect(ghost_server.target(transport), "http/1.1")
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-                 f"GET /other HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        f"GET /other HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
     assert b"Waiting for 1 receiver" in recv_until(sock, b"receiver(s)...\n", timeout=WAIT_S)
     sock.close()
     _assert_freed(ghost_server, path, fds_before, within=FREE_WITHIN_S)
@@ -286,8 +287,9 @@ def test_300_ghosts_under_a_low_descriptor_limit(tls_files: tuple[str, str, str]
         for i in range(300):
             try:
                 conn = socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT_S)
-                conn.sendall(f"POST {unique_path('many')} HTTP/1.1\r\nHost: x\r\nContent-Length: {MIB}\r\n\r\n"
-                             .encode())
+                conn.sendall(
+                    f"POST {unique_path('many')} HTTP/1.1\r\nHost: x\r\nContent-Length: {MIB}\r\n\r\n".encode()
+                )
                 answer = recv_until(conn, b"receiver(s)...\n", timeout=1)
             except OSError:
                 continue

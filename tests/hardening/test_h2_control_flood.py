@@ -35,7 +35,6 @@ MAX_SECONDS = 20.0
 BATCH = 4096
 
 
-
 def flood(sock: socket.socket, make: object) -> int:
     """Send frames built by ``make(i)`` without reading, until the server stops taking them or the bounds."""
     sent = 0
@@ -94,8 +93,12 @@ def test_a_client_prioritising_every_request_is_not_hit(h2server: ServerProcess)
                 stream_id = client.conn.get_next_available_stream_id()
                 client.conn.send_headers(
                     stream_id,
-                    [(b":method", b"GET"), (b":path", b"/version"), (b":scheme", client.scheme),
-                     (b":authority", client.authority)],
+                    [
+                        (b":method", b"GET"),
+                        (b":path", b"/version"),
+                        (b":scheme", client.scheme),
+                        (b":authority", client.authority),
+                    ],
                     end_stream=True,
                     priority_weight=220,
                     priority_depends_on=0,

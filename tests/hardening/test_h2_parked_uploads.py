@@ -71,8 +71,9 @@ def test_parked_uploads_are_bounded_and_do_not_block_their_connection(h2server: 
             # the connection's last stream: a transfer to a receiver that reads must get through
             body = os.urandom(LIVE_BYTES)
             live_path = unique_path("live")
-            live_stream = senders.request("POST", live_path, headers=[(b"content-length", str(len(body)).encode())],
-                                          end=False)
+            live_stream = senders.request(
+                "POST", live_path, headers=[(b"content-length", str(len(body)).encode())], end=False
+            )
             result: list[bool] = []
             reader = threading.Thread(target=live_transfer, args=(h2server, senders, live_path, body, result))
             reader.start()
@@ -82,8 +83,10 @@ def test_parked_uploads_are_bounded_and_do_not_block_their_connection(h2server: 
         assert result == [True], f"no live transfer beside {PAIRS} parked streams\n{log_tail(h2server)}"
         assert rss.peak_mib - before <= 128, (rss.peak_mib, before, parked)
         assert probe(h2server.http_port)
-        print(f"{PAIRS} parked pairs: {parked / MIB:.0f} MiB taken, RSS {before:.1f} -> peak {rss.peak_mib:.1f} MiB; "
-              f"{LIVE_BYTES // MIB} MiB beside them: ok, sha {hashlib.sha256(body).hexdigest()[:8]}")
+        print(
+            f"{PAIRS} parked pairs: {parked / MIB:.0f} MiB taken, RSS {before:.1f} -> peak {rss.peak_mib:.1f} MiB; "
+            f"{LIVE_BYTES // MIB} MiB beside them: ok, sha {hashlib.sha256(body).hexdigest()[:8]}"
+        )
     finally:
         senders.close()
         receivers.close()

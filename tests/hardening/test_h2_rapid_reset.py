@@ -20,7 +20,6 @@ from ._attack import Transfer, log_tail, probe
 ATTACK_SECONDS = 6.0
 
 
-
 def test_rapid_reset_ends_the_connection_and_others_keep_their_speed(h2server: ServerProcess) -> None:
     # One connection is ended after a thousand-odd resets, ~0.07 s of the server's CPU, less than the 64 MiB
     # transfer takes here; so the attacker keeps at it, connection after connection, while the transfer and
@@ -54,9 +53,11 @@ def test_rapid_reset_ends_the_connection_and_others_keep_their_speed(h2server: S
         assert ENHANCE_YOUR_CALM in goaway_codes(received), goaway_codes(received)
     assert all(probes), probes
     assert speed >= baseline / 2, (speed, baseline)
-    print(f"rapid reset: {len(outcomes[0])} connections, each ended after "
-          f"{max(ended for _, ended, _ in outcomes[0] if ended is not None):.2f} s at most; "
-          f"64 MiB at {speed:.0f} MB/s (baseline {baseline:.0f})")
+    print(
+        f"rapid reset: {len(outcomes[0])} connections, each ended after "
+        f"{max(ended for _, ended, _ in outcomes[0] if ended is not None):.2f} s at most; "
+        f"64 MiB at {speed:.0f} MB/s (baseline {baseline:.0f})"
+    )
 
 
 def test_a_client_that_resets_now_and_then_is_not_hit(h2server: ServerProcess) -> None:

@@ -54,9 +54,7 @@ def test_receivers_that_finish_first_are_not_reported_aborted(server: ServerProc
     for run in range(RUNS):
         url = f"http://127.0.0.1:{port}{unique_path('fan')}?n={RECEIVERS}"
         outputs = [tmp_path / f"out-{run}-{i}" for i in range(RECEIVERS - 1)]
-        receivers = [
-            subprocess.Popen(["curl", "-sS", "-o", str(out), url], stderr=subprocess.PIPE) for out in outputs
-        ]
+        receivers = [subprocess.Popen(["curl", "-sS", "-o", str(out), url], stderr=subprocess.PIPE) for out in outputs]
         slow_got: list[bytes] = []
         slow = threading.Thread(target=_slow_receiver, args=(port, url[url.index("/", 8) :], slow_got), daemon=True)
         slow.start()

@@ -33,9 +33,7 @@ def _upload_with_a_bad_chunk(port: int) -> tuple[socket.socket, socket.socket]:
     receiver.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     time.sleep(0.2)
     sender = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-    sender.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + _chunk(b"first")
-    )
+    sender.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + _chunk(b"first"))
     assert b"first" in recv_until(receiver, b"first")
     sender.sendall(b"zz\r\n")  # not a chunk size
     return sender, receiver

@@ -24,9 +24,7 @@ def _one_run(target: Target) -> tuple[bool, bool]:
     with connect(target, "http/1.1") as receiver, connect(target, "http/1.1") as sender:
         receiver.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         time.sleep(0.05)  # the receiver waits (checked below, from the sender's lines)
-        sender.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY
-        )
+        sender.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
         got = recv_until(receiver, b"\r\n\r\n")
         while not got.endswith(BODY) and len(got) < 65536:
             more = recv_until(receiver, BODY, timeout=WAIT_S)

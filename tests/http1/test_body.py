@@ -73,10 +73,30 @@ def test_splice_accounting() -> None:
 
 @pytest.mark.parametrize(
     "wire",
-    [b"zz\r\n", b"3\r\nabcd\r\n", b"3\nabc\n", b"-1\r\n", b"1" * 5000, b"3\r\nabc\r\n0\r\n" + b"X: y\r\n" * 20000,
-     b"3;\x01\r\nabc\r\n", b"3;a b\r\nabc\r\n", b'3;a="x\r\nabc\r\n', b"3 x\r\nabc\r\n"],
-    ids=["not-hex", "too-long-data", "bare-lf", "negative", "endless-size-line", "huge-trailers",
-         "control-in-extension", "space-in-extension-name", "unclosed-quoted-extension", "junk-after-size"],
+    [
+        b"zz\r\n",
+        b"3\r\nabcd\r\n",
+        b"3\nabc\n",
+        b"-1\r\n",
+        b"1" * 5000,
+        b"3\r\nabc\r\n0\r\n" + b"X: y\r\n" * 20000,
+        b"3;\x01\r\nabc\r\n",
+        b"3;a b\r\nabc\r\n",
+        b'3;a="x\r\nabc\r\n',
+        b"3 x\r\nabc\r\n",
+    ],
+    ids=[
+        "not-hex",
+        "too-long-data",
+        "bare-lf",
+        "negative",
+        "endless-size-line",
+        "huge-trailers",
+        "control-in-extension",
+        "space-in-extension-name",
+        "unclosed-quoted-extension",
+        "junk-after-size",
+    ],
 )
 def test_bad_chunked_is_refused(wire: bytes) -> None:
     with pytest.raises(ProtocolError):

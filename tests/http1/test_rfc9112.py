@@ -50,21 +50,48 @@ CASES = [
     _case("space-before-first-field", b"GET /version HTTP/1.1\r\n " + H + b"\r\n", 400),
     _case("bare-cr", b"GET /version HTTP/1.1\r\n" + H + b"X-A: b\rc\r\n\r\n", 400),
     # sections 6.1 and 6.3: framing; the connection closes
-    _case("te-and-cl", b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-          b"0\r\n\r\n", 400, closes=True),
-    _case("te-not-ending-chunked", b"POST /x HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\nabc", 400,
-          closes=True, reference=False),
-    _case("te-chunked-twice", b"POST /x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, chunked\r\n\r\n"
-          b"0\r\n\r\n", 400, closes=True),
-    _case("te-unknown-coding", b"POST /x HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-          501, closes=True, reference=False),
-    _case("te-in-http-1.0", b"POST /x HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
-          closes=True, reference=False),
+    _case(
+        "te-and-cl",
+        b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        closes=True,
+    ),
+    _case(
+        "te-not-ending-chunked",
+        b"POST /x HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\nabc",
+        400,
+        closes=True,
+        reference=False,
+    ),
+    _case(
+        "te-chunked-twice",
+        b"POST /x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        400,
+        closes=True,
+    ),
+    _case(
+        "te-unknown-coding",
+        b"POST /x HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+        closes=True,
+        reference=False,
+    ),
+    _case(
+        "te-in-http-1.0",
+        b"POST /x HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        closes=True,
+        reference=False,
+    ),
     _case("cl-not-a-number", b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 0x3\r\n\r\nabc", 400, closes=True),
     _case("cl-negative", b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400, closes=True),
     _case("cl-differing-list", b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 3, 4\r\n\r\nabcd", 400, closes=True),
-    _case("cl-differing-lines", b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-          400, closes=True),
+    _case(
+        "cl-differing-lines",
+        b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+        closes=True,
+    ),
 ]
 
 
@@ -103,7 +130,10 @@ def test_a_broken_must_gets_its_status(h1: Target, raw: bytes, status: int, clos
 
 def test_empty_host_and_absolute_form_are_fine(h1: Target) -> None:
     """What the RFC allows is not refused: an empty Host (no authority), an absolute-form target."""
-    for raw in (b"GET /version HTTP/1.1\r\nHost: \r\n\r\n", b"GET http://a/version HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"GET /version HTTP/1.0\r\n\r\n"):
+    for raw in (
+        b"GET /version HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET http://a/version HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /version HTTP/1.0\r\n\r\n",
+    ):
         reply, _ = _exchange(h1, raw, half_close=True)
         assert reply.split(b" ", 2)[1:2] == [b"200"], reply[:300]

@@ -86,8 +86,9 @@ def test_http10_receiver_gets_plain_body_then_close(h1: Target, tmp_path: object
     path = unique_path()
     receiver = open_receiver(h1, path, version="1.0")
     time.sleep(0.3)
-    subprocess.run(h1.curl("-T", "-", h1.url(path)), input=b"for an old client", capture_output=True,
-                   timeout=WAIT_S, check=True)
+    subprocess.run(
+        h1.curl("-T", "-", h1.url(path)), input=b"for an old client", capture_output=True, timeout=WAIT_S, check=True
+    )
     status, headers, body = split_response(recv_all(receiver))
     assert status.split()[1] == "200"
     assert "transfer-encoding" not in headers
@@ -109,8 +110,12 @@ def test_expect_100_continue_answered_before_body(h1: Target) -> None:
 
 def test_keep_alive_and_pipelined_pages_in_order(h1: Target) -> None:
     sock = raw_connect(h1)
-    sock.sendall(request("GET", "/version") + request("GET", "/robots.txt") + request("OPTIONS", "/x")
-                 + request("GET", "/favicon.ico"))
+    sock.sendall(
+        request("GET", "/version")
+        + request("GET", "/robots.txt")
+        + request("OPTIONS", "/x")
+        + request("GET", "/favicon.ico")
+    )
     data = b""
     deadline = time.monotonic() + WAIT_S
     while data.count(b"HTTP/1.1 ") < 4 and time.monotonic() < deadline:
@@ -185,8 +190,7 @@ def test_waiting_receiver_that_leaves_is_forgotten(h1: Target) -> None:
     time.sleep(0.3)
     second = subprocess.Popen(h1.curl(h1.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.3)
-    sent = subprocess.run(h1.curl("-T", "-", h1.url(path)), input=b"to the second", capture_output=True,
-                          timeout=WAIT_S)
+    sent = subprocess.run(h1.curl("-T", "-", h1.url(path)), input=b"to the second", capture_output=True, timeout=WAIT_S)
     assert b"reached limits" not in sent.stdout
     assert second.communicate(timeout=WAIT_S)[0] == b"to the second"
 
@@ -408,8 +412,10 @@ def test_bad_chunk_after_a_burst_never_reaches_the_receiver(
 
 # --- how the heads are written ------------------------------------------------------------------
 
-_DATE = re.compile(rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
-                   rb"\d{2}:\d{2}:\d{2} GMT$")
+_DATE = re.compile(
+    rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+    rb"\d{2}:\d{2}:\d{2} GMT$"
+)
 
 
 def _conventional(name: bytes) -> bytes:
@@ -424,8 +430,12 @@ def _head_lines(raw: bytes) -> list[tuple[bytes, bytes]]:
 def test_heads_write_conventional_names_and_a_date(h1: Target) -> None:
     """Content-Length, Content-Type, Access-Control-Allow-Origin... as the reference writes them; and Date."""
     heads: list[bytes] = []
-    for raw_request in (request("GET", "/version"), request("OPTIONS", "/x"), request("DELETE", "/x"),
-                        request("POST", "/help", {"Content-Length": "0"})):
+    for raw_request in (
+        request("GET", "/version"),
+        request("OPTIONS", "/x"),
+        request("DELETE", "/x"),
+        request("POST", "/help", {"Content-Length": "0"}),
+    ):
         sock = raw_connect(h1)
         sock.sendall(raw_request)
         heads.append(recv_until(sock, b"\r\n\r\n"))
@@ -434,13 +444,28 @@ def test_heads_write_conventional_names_and_a_date(h1: Target) -> None:
     receiver = open_receiver(h1, path)
     time.sleep(0.3)
     sender = raw_connect(h1)
-    sender.sendall(request("POST", path, {"Content-Length": "2", "Content-Type": "text/plain",
-                                          "Content-Disposition": "attachment", "X-Piping": "v"}) + b"hi")
+    sender.sendall(
+        request(
+            "POST",
+            path,
+            {"Content-Length": "2", "Content-Type": "text/plain", "Content-Disposition": "attachment", "X-Piping": "v"},
+        )
+        + b"hi"
+    )
     heads.append(recv_until(sender, b"\r\n\r\n"))
     heads.append(recv_until(receiver, b"\r\n\r\n"))
     written = {name for head in heads for name, _ in _head_lines(head)}
-    for expected in (b"Content-Length", b"Content-Type", b"Access-Control-Allow-Origin", b"Transfer-Encoding",
-                     b"Content-Disposition", b"X-Piping", b"X-Robots-Tag", b"Allow", b"Access-Control-Max-Age"):
+    for expected in (
+        b"Content-Length",
+        b"Content-Type",
+        b"Access-Control-Allow-Origin",
+        b"Transfer-Encoding",
+        b"Content-Disposition",
+        b"X-Piping",
+        b"X-Robots-Tag",
+        b"Allow",
+        b"Access-Control-Max-Age",
+    ):
         assert expected in written, (expected, written)
     assert all(name == _conventional(name) for name in written), written
     for head in heads:

@@ -69,8 +69,13 @@ def test_frames_cut_anywhere_arrive_whole(h2target: Target, server: ServerProces
 
 
 def _request_fields(path: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    return [(b":method", b"POST"), (b":path", path.encode()), (b":scheme", b"http"), (b":authority", b"127.0.0.1"),
-            *extra]
+    return [
+        (b":method", b"POST"),
+        (b":path", path.encode()),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1"),
+        *extra,
+    ]
 
 
 def _request_head(path: str, *extra: tuple[bytes, bytes]) -> bytes:

@@ -34,9 +34,15 @@ def _raw_request(target: Target, headers: list[tuple[bytes, bytes]], body: bytes
         ctx = ssl.create_default_context(cafile=target.ca_path)
         ctx.set_alpn_protocols(["h2"])
         sock = ctx.wrap_socket(sock, server_hostname=target.host)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=True, header_encoding=None, validate_outbound_headers=False,
-        normalize_outbound_headers=False, split_outbound_cookies=False))
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            split_outbound_cookies=False,
+        )
+    )
     conn.initiate_connection()
     sid = conn.get_next_available_stream_id()
     conn.send_headers(sid, headers, end_stream=body is None)
@@ -69,8 +75,13 @@ GET = [(b":method", b"GET"), (b":path", b"/version"), (b":scheme", b"http"), (b"
 
 
 def _post(path: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    return [(b":method", b"POST"), (b":path", path.encode()), (b":scheme", b"http"), (b":authority", b"127.0.0.1"),
-            *extra]
+    return [
+        (b":method", b"POST"),
+        (b":path", path.encode()),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1"),
+        *extra,
+    ]
 
 
 CASES = {
@@ -147,8 +158,9 @@ def test_one_date_when_a_worker_relays_the_stream(tmp_path: Path) -> None:
         receivers = [CurlExchange(target, target.url(p), tmp=tmp_path) for p in paths]
         time.sleep(0.5)
         for path in paths:
-            subprocess.run(target.curl("-T", "-", target.url(path)), input=b"x", capture_output=True,
-                           timeout=WAIT_S, check=True)
+            subprocess.run(
+                target.curl("-T", "-", target.url(path)), input=b"x", capture_output=True, timeout=WAIT_S, check=True
+            )
         for receiver in receivers:
             got = receiver.finish()
             assert got.body == b"x"

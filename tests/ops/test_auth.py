@@ -22,8 +22,9 @@ SECRET = "a-test-secret-of-32-bytes-or-more!!"
 
 def view(path: str = "/p", method: str = "GET", auth: str | None = None) -> RequestView:
     headers = [(b"authorization", auth.encode())] if auth is not None else []
-    return RequestView(method=method, path=path, query="", headers=headers, client="127.0.0.1", transport="h1",
-                       is_tls=False)
+    return RequestView(
+        method=method, path=path, query="", headers=headers, client="127.0.0.1", transport="h1", is_tls=False
+    )
 
 
 def gate(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Gate:
@@ -47,8 +48,13 @@ def test_hash_roundtrip(scheme: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["pbkdf2_sha256$10$c2FsdA==$aGFzaA==", "pbkdf2_sha256$1000$!!$aGFzaA==", "scrypt$3$8$1$c2FsdA==$aGFzaA==",
-     "pbkdf2_sha256$1000$c2FsdA==", "bcrypt$x"],
+    [
+        "pbkdf2_sha256$10$c2FsdA==$aGFzaA==",
+        "pbkdf2_sha256$1000$!!$aGFzaA==",
+        "scrypt$3$8$1$c2FsdA==$aGFzaA==",
+        "pbkdf2_sha256$1000$c2FsdA==",
+        "bcrypt$x",
+    ],
 )
 def test_malformed_hashes(bad: str) -> None:
     with pytest.raises(ValueError):
@@ -69,8 +75,11 @@ def test_no_auth_lets_everything_through(tmp_path: Path) -> None:
 
 def test_basic_auth(tmp_path: Path) -> None:
     hashed = hash_password("s3cret")
-    g = gate(tmp_path, f"[[auth.basic.users]]\nname = 'alice'\npassword_hash = '{hashed}'\n"
-                       "[[auth.basic.users]]\nname = 'bob'\npassword = 'plain'\npaths = ['/bob/*']\n")
+    g = gate(
+        tmp_path,
+        f"[[auth.basic.users]]\nname = 'alice'\npassword_hash = '{hashed}'\n"
+        "[[auth.basic.users]]\nname = 'bob'\npassword = 'plain'\npaths = ['/bob/*']\n",
+    )
     missing = g.check(view())
     assert missing is not None and missing.status == 401
     assert (b"www-authenticate", b'Basic realm="piping-server", charset="UTF-8"') in missing.headers
@@ -155,15 +164,20 @@ def test_jwt_scopes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256"])
 def test_jwt_public_key_file(tmp_path: Path, alg: str) -> None:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048) if alg == "RS256" \
+    private = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if alg == "RS256"
         else ec.generate_private_key(ec.SECP256R1())
-    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "pub.pem").write_bytes(pem)
     g = gate(tmp_path, f"[auth.jwt]\npublic_key_file = '{tmp_path / 'pub.pem'}'\n")
     assert g.check(view(auth=f"Bearer {token({}, key=private, alg=alg)}")) is None
-    other = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else \
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        if alg == "ES256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     assert g.check(view(auth=f"Bearer {token({}, key=other, alg=alg)}")) is not None
     # an HS256 token signed with the public key as the secret (algorithm confusion) is refused
     assert g.check(view(auth=f"Bearer {jwt.encode({'exp': int(time.time()) + 60}, 'x' * 32)}")) is not None
@@ -174,7 +188,8 @@ def test_both_schemes_challenge(tmp_path: Path) -> None:
     refusal = g.check(view())
     assert refusal is not None
     assert [v for k, v in refusal.headers if k == b"www-authenticate"] == [
-        b'Basic realm="piping-server", charset="UTF-8"', b'Bearer realm="piping-server"'
+        b'Basic realm="piping-server", charset="UTF-8"',
+        b'Bearer realm="piping-server"',
     ]
     assert g.check(view(auth=basic("a", "b"))) is None
     assert g.check(view(auth=f"Bearer {token({})}")) is None

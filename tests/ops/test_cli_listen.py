@@ -40,8 +40,15 @@ class Running:
 
 
 @contextmanager
-def running(args: list[str], tmp: Path, *, env: dict[str, str] | None = None, port: int | None = None,
-            pass_fds: tuple[int, ...] = (), ready: str = "Press Ctrl-C to stop") -> Iterator[Running]:
+def running(
+    args: list[str],
+    tmp: Path,
+    *,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    pass_fds: tuple[int, ...] = (),
+    ready: str = "Press Ctrl-C to stop",
+) -> Iterator[Running]:
     """The server started with ``args``; waits for ``ready`` in its output (and for ``port``)."""
     log_path = tmp / f"server-{uuid.uuid4().hex[:8]}.log"
     with log_path.open("wb") as out:
@@ -75,8 +82,13 @@ def one_line_error(args: list[str], env: dict[str, str]) -> str:
 def test_every_setting_from_its_variable(tmp_path: Path) -> None:
     """PIPING_SERVER_HTTP_PORT, _HOST, _MAX_N, _ACCESS_LOG and _ALLOW_PATH (a repeatable flag) all take effect."""
     port = free_port()
-    env = clean_env(PIPING_SERVER_HOST="127.0.0.1", PIPING_SERVER_HTTP_PORT=str(port), PIPING_SERVER_MAX_N="2",
-                    PIPING_SERVER_ACCESS_LOG="true", PIPING_SERVER_ALLOW_PATH="/a/* /b")
+    env = clean_env(
+        PIPING_SERVER_HOST="127.0.0.1",
+        PIPING_SERVER_HTTP_PORT=str(port),
+        PIPING_SERVER_MAX_N="2",
+        PIPING_SERVER_ACCESS_LOG="true",
+        PIPING_SERVER_ALLOW_PATH="/a/* /b",
+    )
     with running(SERVER, tmp_path, env=env, port=port) as proc:
         assert f"listening on http://127.0.0.1:{port}" in log_of(proc)
         assert request(port, "GET", "/a/x?n=3")[0] == 400  # --max-n 2
@@ -108,28 +120,36 @@ def test_flag_beats_variable_beats_port_beats_file(tmp_path: Path) -> None:
         assert f":{in_file}" in log_of(proc)
 
 
-@pytest.mark.parametrize(("variable", "value", "named"), [
-    ("PIPING_SERVER_HTTP_PORT", "eighty", "--http-port"),
-    ("PORT", "99999", "--http-port"),
-    ("PIPING_SERVER_ENABLE_HTTPS", "maybe", "--enable-https"),
-    ("PIPING_SERVER_MAX_N", "0", "--max-n"),
-    ("PIPING_SERVER_LOG_LEVEL", "loud", "--log-level"),
-    ("PIPING_SERVER_WORKERS", "many", "--workers"),
-    ("PIPING_SERVER_BACKLOG", "-1", "--backlog"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("PIPING_SERVER_HTTP_PORT", "eighty", "--http-port"),
+        ("PORT", "99999", "--http-port"),
+        ("PIPING_SERVER_ENABLE_HTTPS", "maybe", "--enable-https"),
+        ("PIPING_SERVER_MAX_N", "0", "--max-n"),
+        ("PIPING_SERVER_LOG_LEVEL", "loud", "--log-level"),
+        ("PIPING_SERVER_WORKERS", "many", "--workers"),
+        ("PIPING_SERVER_BACKLOG", "-1", "--backlog"),
+    ],
+)
 def test_bad_variable_is_one_line(variable: str, value: str, named: str) -> None:
     line = one_line_error([], clean_env(**{variable: value}))
     assert named in line, line
 
 
 def test_help_names_each_flags_variable_and_no_docs_path() -> None:
-    done = subprocess.run([*SERVER, "--help"], env=clean_env(COLUMNS="200"), capture_output=True, text=True,
-                          timeout=WAIT_S, check=True)
+    done = subprocess.run(
+        [*SERVER, "--help"], env=clean_env(COLUMNS="200"), capture_output=True, text=True, timeout=WAIT_S, check=True
+    )
     text = " ".join(done.stdout.split())
-    for flag, variable in [("--http-port", "PIPING_SERVER_HTTP_PORT, PORT"), ("--workers", "PIPING_SERVER_WORKERS"),
-                           ("--max-connections-per-client", "PIPING_SERVER_MAX_CONNECTIONS_PER_CLIENT"),
-                           ("--forwarded-allow-ips", "PIPING_SERVER_FORWARDED_ALLOW_IPS, FORWARDED_ALLOW_IPS"),
-                           ("--backlog", "PIPING_SERVER_BACKLOG"), ("--uds", "PIPING_SERVER_UDS")]:
+    for flag, variable in [
+        ("--http-port", "PIPING_SERVER_HTTP_PORT, PORT"),
+        ("--workers", "PIPING_SERVER_WORKERS"),
+        ("--max-connections-per-client", "PIPING_SERVER_MAX_CONNECTIONS_PER_CLIENT"),
+        ("--forwarded-allow-ips", "PIPING_SERVER_FORWARDED_ALLOW_IPS, FORWARDED_ALLOW_IPS"),
+        ("--backlog", "PIPING_SERVER_BACKLOG"),
+        ("--uds", "PIPING_SERVER_UDS"),
+    ]:
         assert re.search(rf"{re.escape(flag)} .*?\[env var: {re.escape(variable)}[;\]]", text), flag
     assert "docs/" not in done.stdout  # pip installs no docs/ folder: nothing may point there
     assert "--explain" in done.stdout
@@ -137,8 +157,9 @@ def test_help_names_each_flags_variable_and_no_docs_path() -> None:
 
 @pytest.mark.parametrize("topic", ["env", "workers", "proxy", "systemd"])
 def test_explain_prints_a_topic(topic: str) -> None:
-    done = subprocess.run([*SERVER, "--explain", topic], env=clean_env(), capture_output=True, text=True,
-                          timeout=WAIT_S, check=True)
+    done = subprocess.run(
+        [*SERVER, "--explain", topic], env=clean_env(), capture_output=True, text=True, timeout=WAIT_S, check=True
+    )
     assert len(done.stdout.splitlines()) >= 8 and "docs/" not in done.stdout
 
 
@@ -147,8 +168,18 @@ def test_explain_prints_a_topic(topic: str) -> None:
 
 def test_start_up_lines_single_process(tmp_path: Path, tls_files: tuple[str, str, str]) -> None:
     port, https_port = free_port(), free_port()
-    args = [*SERVER, "--http-port", str(port), "--enable-https", "--https-port", str(https_port),
-            "--crt-path", tls_files[0], "--key-path", tls_files[1]]
+    args = [
+        *SERVER,
+        "--http-port",
+        str(port),
+        "--enable-https",
+        "--https-port",
+        str(https_port),
+        "--crt-path",
+        tls_files[0],
+        "--key-path",
+        tls_files[1],
+    ]
     with running(args, tmp_path, port=port) as proc:
         log = log_of(proc)
     assert f"open http://localhost:{port}/ in a browser" in log
@@ -158,8 +189,9 @@ def test_start_up_lines_single_process(tmp_path: Path, tls_files: tuple[str, str
 
 def test_start_up_lines_workers_are_one_line(tmp_path: Path) -> None:
     port = free_port()
-    with running([*SERVER, "--host", "127.0.0.1", "--http-port", str(port), "--workers", "3"], tmp_path,
-                 port=port) as proc:
+    with running(
+        [*SERVER, "--host", "127.0.0.1", "--http-port", str(port), "--workers", "3"], tmp_path, port=port
+    ) as proc:
         log = log_of(proc)
     assert re.search(r"3 worker processes \(pids \d+, \d+, \d+\)\. Press Ctrl-C to stop", log), log
     assert "worker 0 started" not in log  # a line per worker only when one is restarted
@@ -171,8 +203,9 @@ def test_start_up_lines_workers_are_one_line(tmp_path: Path) -> None:
 
 def listen_backlog(port: int) -> int:
     """A listening TCP socket's backlog: ss shows it as Send-Q."""
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=WAIT_S,
-                         check=True).stdout
+    out = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=WAIT_S, check=True
+    ).stdout
     queues = {int(line.split()[2]) for line in out.splitlines() if line.startswith("LISTEN")}
     assert len(queues) == 1, out
     return queues.pop()
@@ -186,8 +219,22 @@ need_ss = pytest.mark.skipif(shutil.which("ss") is None, reason="ss is missing (
 def test_same_backlog_on_every_listener(workers: str, tmp_path: Path, tls_files: tuple[str, str, str]) -> None:
     """1024 by default with or without --workers, on HTTP and HTTPS (asyncio re-listens with 100 unless told)."""
     port, https_port = free_port(), free_port()
-    args = [*SERVER, "--host", "127.0.0.1", "--http-port", str(port), "--workers", workers, "--enable-https",
-            "--https-port", str(https_port), "--crt-path", tls_files[0], "--key-path", tls_files[1]]
+    args = [
+        *SERVER,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        "--workers",
+        workers,
+        "--enable-https",
+        "--https-port",
+        str(https_port),
+        "--crt-path",
+        tls_files[0],
+        "--key-path",
+        tls_files[1],
+    ]
     with running(args, tmp_path, port=port):
         assert wait_until(lambda: listen_backlog(port) == 1024), listen_backlog(port)
         assert listen_backlog(https_port) == 1024
@@ -206,8 +253,9 @@ def curl_transfer(curl_to: list[str], base: str, tmp: Path) -> None:
     out = tmp / "received"
     receiver = subprocess.Popen(["curl", "-sS", *curl_to, "-o", str(out), base + path], stderr=subprocess.PIPE)
     try:
-        sender = subprocess.run(["curl", "-sS", *curl_to, "-T", "-", base + path], input=data, capture_output=True,
-                                timeout=WAIT_S)
+        sender = subprocess.run(
+            ["curl", "-sS", *curl_to, "-T", "-", base + path], input=data, capture_output=True, timeout=WAIT_S
+        )
         _, err = receiver.communicate(timeout=WAIT_S)
     finally:
         stop_process(receiver)
@@ -237,14 +285,16 @@ def test_unix_socket_stale_replaced_live_and_file_refused(tmp_path: Path) -> Non
     stale.close()
     with running([*SERVER, "--uds", str(sock_path)], tmp_path):
         # a second server on the same path must not steal it
-        done = subprocess.run([*SERVER, "--uds", str(sock_path)], env=clean_env(), capture_output=True, text=True,
-                              timeout=WAIT_S)
+        done = subprocess.run(
+            [*SERVER, "--uds", str(sock_path)], env=clean_env(), capture_output=True, text=True, timeout=WAIT_S
+        )
         assert done.returncode == 1 and "another process listens there" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     regular = tmp_path / "a-file"
     regular.write_text("keep me")
-    done = subprocess.run([*SERVER, "--uds", str(regular)], env=clean_env(), capture_output=True, text=True,
-                          timeout=WAIT_S)
+    done = subprocess.run(
+        [*SERVER, "--uds", str(regular)], env=clean_env(), capture_output=True, text=True, timeout=WAIT_S
+    )
     assert done.returncode == 1 and "not a socket" in done.stderr and regular.read_text() == "keep me"
 
 
@@ -266,15 +316,23 @@ def test_inherited_socket(workers: str, tmp_path: Path) -> None:
 
 def test_fd_that_is_not_a_listener_is_one_line(tmp_path: Path) -> None:
     with (tmp_path / "f").open("w") as f:
-        done = subprocess.run([*SERVER, "--fd", str(f.fileno())], env=clean_env(), capture_output=True, text=True,
-                              timeout=WAIT_S, pass_fds=(f.fileno(),))
+        done = subprocess.run(
+            [*SERVER, "--fd", str(f.fileno())],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            pass_fds=(f.fileno(),),
+        )
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "not an open socket" in done.stderr or "not a TCP or Unix" in done.stderr
     one_line_error(["--uds", str(tmp_path / "s"), "--fd", "3"], clean_env())
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
-                    reason="systemd-socket-activate is missing (Debian: the systemd package)")
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-activate is missing (Debian: the systemd package)",
+)
 def test_systemd_socket_activation(tmp_path: Path) -> None:
     port = free_port()
     args = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *SERVER, "--fd", "3"]

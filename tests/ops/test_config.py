@@ -163,9 +163,19 @@ def test_bad_config_at_start_is_exit_2(tmp_path: Path) -> None:
     assert "log.level: must be one of" in result.stderr
 
 
-@pytest.mark.parametrize("flag", [["--max-n", "0"], ["--wait-timeout", "-1"], ["--log-format", "xml"],
-                                  ["--allow-path", "nope"], ["--live-max-lag", "-5"], ["--live-max-lag", "abc"],
-                                  ["--max-live-receivers", "0"], ["--forwarded-allow-ips", "1.2.3.4/99"]])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--max-n", "0"],
+        ["--wait-timeout", "-1"],
+        ["--log-format", "xml"],
+        ["--allow-path", "nope"],
+        ["--live-max-lag", "-5"],
+        ["--live-max-lag", "abc"],
+        ["--max-live-receivers", "0"],
+        ["--forwarded-allow-ips", "1.2.3.4/99"],
+    ],
+)
 def test_bad_flag_is_exit_2_without_traceback(flag: list[str]) -> None:
     result = run_cli("--http-port", "0", *flag)
     assert result.returncode == 2, result.stderr
@@ -199,8 +209,18 @@ def test_every_flag_has_a_config_key() -> None:
 
     # --workers shapes the processes (a supervisor forks the workers), and --backlog, --uds and --fd the
     # listeners made once at start: none is a setting a reload could change
-    meta = {"config_path", "check_config", "hash_password", "version", "help", "explain", "workers_flag",
-            "backlog", "uds", "fd"}
+    meta = {
+        "config_path",
+        "check_config",
+        "hash_password",
+        "version",
+        "help",
+        "explain",
+        "workers_flag",
+        "backlog",
+        "uds",
+        "fd",
+    }
     flags = {p.name for p in command.params} - meta
     assert flags == set(FLAG_KEYS), flags ^ set(FLAG_KEYS)
 

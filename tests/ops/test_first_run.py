@@ -28,9 +28,22 @@ def test_reference_run_counts_its_skip_reasons(tmp_path: Path) -> None:
     try:
         env = {**os.environ, "PIPING_TEST_BASE_URL": server.target().base_url}
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_pages_and_errors.py",
-             "-k", "test_version"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/e2e/test_pages_and_errors.py",
+                "-k",
+                "test_version",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         server.stop()
@@ -55,7 +68,10 @@ def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
     assert not (tree / "src/piping_server/pages/static/vendor").exists()
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"), str(tree)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PIP_NO_CACHE_DIR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PIP_NO_CACHE_DIR": "1"},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

@@ -82,22 +82,44 @@ def test_a_hashed_login_over_h2c_holds_the_body_until_it_is_checked(tmp_path: Pa
         url = f"http://127.0.0.1:{server.http_port}{unique_path()}"
         receiver = subprocess.Popen(["curl", "-sS", "-u", "alice:s3cret", url], stdout=subprocess.PIPE)
         data = b"through h2c after the hash\n" * 1000
-        sent = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-u", "alice:s3cret", "--data-binary", "@-",
-                               url], input=data, capture_output=True, timeout=WAIT_S)
+        sent = subprocess.run(
+            ["curl", "-sS", "--http2-prior-knowledge", "-u", "alice:s3cret", "--data-binary", "@-", url],
+            input=data,
+            capture_output=True,
+            timeout=WAIT_S,
+        )
         out, _ = receiver.communicate(timeout=WAIT_S)
         assert sent.returncode == 0 and out == data
-        refused = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-u", "alice:nope", "--data-binary", "@-",
-                                  "-w", "%{http_code}", url], input=data, capture_output=True, timeout=WAIT_S)
+        refused = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--http2-prior-knowledge",
+                "-u",
+                "alice:nope",
+                "--data-binary",
+                "@-",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+            input=data,
+            capture_output=True,
+            timeout=WAIT_S,
+        )
         assert refused.stdout == b"[ERROR] Wrong user name or password.\n401"
 
 
 def test_the_failure_budget_is_configurable(tmp_path: Path) -> None:
-    config = _users().replace("[[auth.basic.users]]", "[auth.basic]\nmax_failures = 3\nfailure_refill = 60\n\n"
-                              "[[auth.basic.users]]", 1)
+    config = _users().replace(
+        "[[auth.basic.users]]", "[auth.basic]\nmax_failures = 3\nfailure_refill = 60\n\n[[auth.basic.users]]", 1
+    )
     with server_with(config=config, tmp=tmp_path) as (server, _):
         port = server.http_port
-        answers = [request(port, "GET", unique_path(), headers={"Authorization": basic("alice", f"guess {i}")})
-                   for i in range(5)]
+        answers = [
+            request(port, "GET", unique_path(), headers={"Authorization": basic("alice", f"guess {i}")})
+            for i in range(5)
+        ]
         assert [status for status, _, _ in answers] == [401, 401, 401, 429, 429]
         status, headers, body = answers[-1]
         wait = int(headers["retry-after"][0])
@@ -111,8 +133,10 @@ def test_a_client_gone_while_its_password_is_checked(tmp_path: Path) -> None:
         path = unique_path()
         for password in ("s3cret", "wrong"):  # the first check of each is off the loop: the client leaves meanwhile
             with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
-                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('alice', password)}\r\n"
-                             "Content-Length: 100\r\n\r\npart of the body".encode())
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('alice', password)}\r\n"
+                    "Content-Length: 100\r\n\r\npart of the body".encode()
+                )
         # the path is still free and the server well
         assert request(port, "GET", "/version")[0] == 200
         receiver = Receiver(port, path, headers={"Authorization": basic("alice", "s3cret")})
@@ -135,10 +159,15 @@ def test_bad_tokens_spend_the_same_failure_budget(tmp_path: Path) -> None:
         good = jwt.encode({"aud": "piping", "exp": now + 600}, JWT_SECRET, algorithm="HS256")
         # verified once, before the guessing: then remembered, like a password
         assert request(port, "GET", unique_path() + "?n=0", headers={"Authorization": f"Bearer {good}"})[0] == 400
-        forged = [jwt.encode({"aud": "piping", "exp": now + 600, "i": i}, "not-the-secret-but-long-enough-bytes!!",
-                             algorithm="HS256") for i in range(5)]
-        answers = [request(port, "GET", unique_path(), headers={"Authorization": f"Bearer {token}"})
-                   for token in forged]
+        forged = [
+            jwt.encode(
+                {"aud": "piping", "exp": now + 600, "i": i}, "not-the-secret-but-long-enough-bytes!!", algorithm="HS256"
+            )
+            for i in range(5)
+        ]
+        answers = [
+            request(port, "GET", unique_path(), headers={"Authorization": f"Bearer {token}"}) for token in forged
+        ]
         assert [status for status, _, _ in answers] == [401, 401, 401, 429, 429]
         status, headers, body = answers[-1]
         wait = int(headers["retry-after"][0])

@@ -14,8 +14,15 @@ from .util import basic
 
 
 def view(auth: str, client: str = "192.0.2.1") -> RequestView:
-    return RequestView(method="GET", path="/x", query="", headers=[(b"authorization", auth.encode())], client=client,
-                       transport="h1", is_tls=False)
+    return RequestView(
+        method="GET",
+        path="/x",
+        query="",
+        headers=[(b"authorization", auth.encode())],
+        client=client,
+        transport="h1",
+        is_tls=False,
+    )
 
 
 def test_the_failure_budget_is_per_client() -> None:

@@ -31,8 +31,13 @@ def _raw(port: int, method: str, path: str) -> tuple[str, list[str], bytes]:
 
 
 def _check(port: int) -> None:
-    for method, path, status in [("GET", "/metrics", "200"), ("GET", "/healthz", "200"), ("HEAD", "/healthz", "200"),
-                                 ("GET", "/nope", "404"), ("POST", "/metrics", "405")]:
+    for method, path, status in [
+        ("GET", "/metrics", "200"),
+        ("GET", "/healthz", "200"),
+        ("HEAD", "/healthz", "200"),
+        ("GET", "/nope", "404"),
+        ("POST", "/metrics", "405"),
+    ]:
         line, names, body = _raw(port, method, path)
         assert line.split(" ")[1] == status, (method, path, line)
         assert sorted(names) == sorted(EXPECTED_NAMES), (method, path, names)

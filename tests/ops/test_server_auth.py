@@ -40,8 +40,9 @@ def test_basic_auth(tmp_path: Path) -> None:
         assert status == 401 and body == b"[ERROR] Authentication required.\n"
         assert headers["www-authenticate"] == ['Basic realm="piping-server", charset="UTF-8"']
         assert headers["access-control-allow-origin"] == ["*"]
-        status, _, body = request(port, "POST", unique_path(), headers={"Authorization": basic("alice", "wrong")},
-                                  body=b"x")
+        status, _, body = request(
+            port, "POST", unique_path(), headers={"Authorization": basic("alice", "wrong")}, body=b"x"
+        )
         assert status == 401 and body == b"[ERROR] Wrong user name or password.\n"
         assert transfer(port, unique_path(), basic("alice", "s3cret")) == b"hello\n"
         # pages stay open by default; the preflight stays open and advertises Authorization

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.ours
 
 
 def curl(*args: str) -> str:
-    result = subprocess.run(["curl", "-sS", "-i", "--http2-prior-knowledge", *args], capture_output=True,
-                            timeout=WAIT_S, check=True)
+    result = subprocess.run(
+        ["curl", "-sS", "-i", "--http2-prior-knowledge", *args], capture_output=True, timeout=WAIT_S, check=True
+    )
     return result.stdout.decode()
 
 

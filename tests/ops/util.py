@@ -23,8 +23,15 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def request(port: int, method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes = b"",
-            timeout: float = WAIT_S) -> tuple[int, dict[str, list[str]], bytes]:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    timeout: float = WAIT_S,
+) -> tuple[int, dict[str, list[str]], bytes]:
     """One whole request on its own connection; returns (status, headers, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
@@ -165,8 +172,9 @@ def metrics(port: int) -> dict[str, float]:
 
 
 @contextmanager
-def server_with(*args: str, config: str | None = None, tmp: Path, env: dict[str, str] | None = None,
-                metrics_port: bool = False) -> Iterator[tuple[ServerProcess, int]]:
+def server_with(
+    *args: str, config: str | None = None, tmp: Path, env: dict[str, str] | None = None, metrics_port: bool = False
+) -> Iterator[tuple[ServerProcess, int]]:
     """Our server with these flags (and config text); yields it and its metrics port (0 when none)."""
     extra = list(args)
     if config is not None:
@@ -213,8 +221,15 @@ class JwksServer:
         self.httpd.server_close()
 
 
-def run_cli(*args: str, input: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m piping_server`` with these arguments, to its end."""
-    return subprocess.run([sys.executable, "-m", "piping_server", *args], input=input, capture_output=True,
-                          text=True, timeout=WAIT_S, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "piping_server", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env={**os.environ, **(env or {})},
+    )

@@ -35,8 +35,10 @@ def test_shares_add_up_to_the_limit() -> None:
     assert [share_of(5, i, 2) for i in range(2)] == [3, 2]
     assert [share_of(7, i, 3) for i in range(3)] == [3, 2, 2]
     assert [share_of(1, i, 2) for i in range(2)] == [1, 1]  # never 0: a worker would refuse everything
-    config = Config(limits=LimitsConfig(max_connections=10, max_waiting_per_client=3, max_n=4),
-                    auth=AuthConfig(basic=BasicAuthConfig(max_failures=10, failure_refill=2.0)))
+    config = Config(
+        limits=LimitsConfig(max_connections=10, max_waiting_per_client=3, max_n=4),
+        auth=AuthConfig(basic=BasicAuthConfig(max_failures=10, failure_refill=2.0)),
+    )
     second = share_config(config, 1, 3)
     assert (second.limits.max_connections, second.limits.max_waiting_per_client) == (3, 1)
     assert second.limits.max_n == 4  # a per-request bound is not shared
@@ -72,8 +74,10 @@ def test_max_waiting_is_server_wide(tmp_path: Path) -> None:
 
 
 def test_failed_login_budget_is_server_wide(tmp_path: Path) -> None:
-    config = (f"[auth.basic]\nmax_failures = 2\nfailure_refill = 60\n\n"
-              f"[[auth.basic.users]]\nname = 'alice'\npassword_hash = '{hash_password('s3cret')}'\n")
+    config = (
+        f"[auth.basic]\nmax_failures = 2\nfailure_refill = 60\n\n"
+        f"[[auth.basic.users]]\nname = 'alice'\npassword_hash = '{hash_password('s3cret')}'\n"
+    )
     with server_with("--workers", "2", config=config, tmp=tmp_path) as (server, _):
         port = server.http_port
         bad = {"Authorization": basic("alice", "guess")}

@@ -101,8 +101,9 @@ def test_owner_is_stable_and_ignores_the_query() -> None:
 def test_bad_workers_flag_is_a_usage_error() -> None:
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "piping_server", "--workers", "many"], capture_output=True,
-                          timeout=WAIT_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "piping_server", "--workers", "many"], capture_output=True, timeout=WAIT_S
+    )
     assert done.returncode == 2
     assert done.stderr.decode().strip().splitlines() == [
         "piping-server: error: --workers must be a count of at least 1 or 'auto', not 'many'"
@@ -113,8 +114,21 @@ def test_port_taken_is_one_line(workers_server: ServerProcess) -> None:
     """The supervisor binds the ports before any worker starts: a taken port is one line and exit code 1."""
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "piping_server", "--host", "127.0.0.1", "--http-port",
-                           str(workers_server.http_port), "--workers", "2"], capture_output=True, timeout=WAIT_S)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "piping_server",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(workers_server.http_port),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        timeout=WAIT_S,
+    )
     assert done.returncode == 1
     port = workers_server.http_port
     assert done.stderr.decode().strip().splitlines() == [
@@ -131,8 +145,9 @@ def test_keep_alive_requests_move_between_workers(workers_server: ServerProcess)
             path = owned_by(owner)
             recv = subprocess.Popen(target.curl(target.url(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             body = b"request %d on one connection\n" % i
-            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                         % (path.encode(), len(body), body))
+            sock.sendall(
+                b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+            )
             reply = recv_until(sock, b"0\r\n\r\n")
             assert reply.startswith(b"HTTP/1.1 200 "), reply
             assert ALL_OK in reply
@@ -215,8 +230,12 @@ def test_tls_http1_requests_to_every_worker(workers_server: ServerProcess) -> No
         path = owned_by(owner)
         data = os.urandom(500_000)
         recv = target.popen_curl(target.url(path))
-        sent = subprocess.run(target.curl("-v", "-H", "Expect: 100-continue", "-T", "-", target.url(path)),
-                              input=data, capture_output=True, timeout=WAIT_S)
+        sent = subprocess.run(
+            target.curl("-v", "-H", "Expect: 100-continue", "-T", "-", target.url(path)),
+            input=data,
+            capture_output=True,
+            timeout=WAIT_S,
+        )
         assert sent.returncode == 0 and sent.stdout.endswith(ALL_OK), sent.stderr[-500:]
         assert b"< HTTP/1.1 100 Continue" in sent.stderr
         assert recv.communicate(timeout=WAIT_S)[0] == data
@@ -231,8 +250,9 @@ def test_relayed_requests_are_logged_with_the_clients_transport(tls_files: tuple
             for owner in range(2):
                 path = owned_by(owner, workers=2)
                 recv = target.popen_curl(target.url(path))
-                sent = subprocess.run(target.curl("-T", "-", target.url(path)), input=b"hello",
-                                      capture_output=True, timeout=WAIT_S)
+                sent = subprocess.run(
+                    target.curl("-T", "-", target.url(path)), input=b"hello", capture_output=True, timeout=WAIT_S
+                )
                 assert sent.returncode == 0 and recv.communicate(timeout=WAIT_S)[0] == b"hello"
                 line = re.compile(rf'"(?:GET|PUT) {path}" 200 .* (\S+)$', re.M)
                 assert wait_until(lambda rx=line: len(rx.findall(server.log())) == 2), server.log()[-2000:]
@@ -246,12 +266,17 @@ def test_pipelined_requests_to_different_workers(workers_server: ServerProcess) 
     target = workers_server.target("h1")
     paths = [owned_by(0), owned_by(1)]
     bodies = [b"first " * 1000, b"second " * 1000]
-    receivers = [subprocess.Popen(target.curl(target.url(p)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for p in paths]
+    receivers = [
+        subprocess.Popen(target.curl(target.url(p)), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in paths
+    ]
     sock = raw_connect(target)
     try:
-        sock.sendall(b"".join(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                              % (p.encode(), len(b), b) for p, b in zip(paths, bodies, strict=True)))
+        sock.sendall(
+            b"".join(
+                b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (p.encode(), len(b), b)
+                for p, b in zip(paths, bodies, strict=True)
+            )
+        )
         reply = b""
         deadline = time.monotonic() + WAIT_S
         for _ in range(2):  # one complete chunked response after the other
@@ -351,7 +376,10 @@ def test_h2_refusal_comes_back_from_the_owner(workers_server: ServerProcess) -> 
             second = client.request("POST", path, headers=[(b"content-length", b"1")], end=False)
             client.send(second, b"x", end=True)
             assert client.pump_until(lambda second=second: client.streams[second].ended), (
-                owner, client.streams[second], client.closed)
+                owner,
+                client.streams[second],
+                client.closed,
+            )
             results.append((client.streams[second].status, bytes(client.streams[second].data)))
             client.reset(first)
         for (status, body), owner in zip(results, range(3), strict=True):

@@ -77,8 +77,21 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
 
 class _Mallinfo2(ctypes.Structure):
     # glibc's struct mallinfo2 (2.33 on): every field a size_t
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 @functools.cache
@@ -140,8 +153,12 @@ async def release_when_quiet(check_s: float = RELEASE_CHECK_S, above: int = RELE
             last_s = time.monotonic()
             freed = in_use - after
             every_s = COLLECT_EVERY_S if freed >= above // 2 else min(COLLECT_EVERY_MAX_S, every_s * 2)
-            log.debug("heap: %d MiB in use, %d MiB after a full collection (%.1f ms)", in_use >> 20, after >> 20,
-                      (last_s - now) * 1000)
+            log.debug(
+                "heap: %d MiB in use, %d MiB after a full collection (%.1f ms)",
+                in_use >> 20,
+                after >> 20,
+                (last_s - now) * 1000,
+            )
         free = free_heap_bytes()
         if free is not None and free > above:
             release_free_heap()  # (glibc counts the pages it gave back as free still: cheap when repeated)

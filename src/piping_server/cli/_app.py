@@ -74,8 +74,10 @@ def _crypto(confirm: bool) -> Callable[[F], F]:
     """``--pass``/``-e``: a sender (``confirm``: asked twice) encrypts, a receiver decrypts."""
     if confirm:
         pass_help = f"Encrypt end to end with this passphrase (OpenPGP, as gpg -c) [env: {PASS_ENV}]."
-        ask_help = ("Ask for a passphrase on the terminal (twice) and encrypt end to end. "
-                    f"Without a terminal: --pass or {PASS_ENV}.")
+        ask_help = (
+            "Ask for a passphrase on the terminal (twice) and encrypt end to end. "
+            f"Without a terminal: --pass or {PASS_ENV}."
+        )
     else:
         pass_help = f"Decrypt with this passphrase what was sent encrypted (OpenPGP, as gpg -d) [env: {PASS_ENV}]."
         ask_help = f"Ask for the passphrase on the terminal and decrypt. Without a terminal: --pass or {PASS_ENV}."
@@ -88,8 +90,10 @@ def _crypto(confirm: bool) -> Callable[[F], F]:
     return deco
 
 
-NO_TERMINAL = ("-e asks for the passphrase on a terminal and there is none: give it with --pass PASSPHRASE "
-               f"or the {PASS_ENV} environment variable")
+NO_TERMINAL = (
+    "-e asks for the passphrase on a terminal and there is none: give it with --pass PASSPHRASE "
+    f"or the {PASS_ENV} environment variable"
+)
 
 
 def _passphrase(passphrase: str | None, encrypt: bool, confirm: bool) -> str | None:

@@ -1,9 +1,9 @@
 """Exceptions raised by the Piping client; each carries a one-line, user-facing message.
 
-    piping_server.core.PipingError     the package's one root
-    └── client.PipingError             what the client raises; ``exit_code`` for the CLI
-        ├── UsageError (2), ServerUnreachableError (3), ServerRejectedError (4),
-        └── TransferInterruptedError, DecryptionError, IntegrityError, ArchiveError ...
+piping_server.core.PipingError     the package's one root
+└── client.PipingError             what the client raises; ``exit_code`` for the CLI
+    ├── UsageError (2), ServerUnreachableError (3), ServerRejectedError (4),
+    └── TransferInterruptedError, DecryptionError, IntegrityError, ArchiveError ...
 """
 
 from __future__ import annotations

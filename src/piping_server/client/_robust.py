@@ -63,9 +63,7 @@ async def _post(url: str, data: bytes, content_type: str, verify_tls: bool) -> N
         await asyncio.sleep(_backoff(tries))
 
 
-async def send_chunks(
-    base: str, path: str, body: AsyncIterator[bytes], *, verify_tls: bool = True
-) -> None:
+async def send_chunks(base: str, path: str, body: AsyncIterator[bytes], *, verify_tls: bool = True) -> None:
     """Send ``body`` to ``base/path/1``, ``/2``... and the finish mark after it."""
     num = 1
     async for chunk in _rechunk(body):

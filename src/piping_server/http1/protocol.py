@@ -546,8 +546,13 @@ class Http1Protocol(asyncio.Protocol):
                 if self._sweep is not None:
                     self._sweep.leave(self)  # (HTTP/2 keeps its own timeouts)
                     self._sweep = None
-                self._successor = h2c_take_over(self.transport, self.relay, data,  # type: ignore[arg-type]
-                                                is_tls=self.is_tls, handoff=(self.client, self.refusal, self._counted))
+                self._successor = h2c_take_over(
+                    self.transport,  # type: ignore[arg-type]
+                    self.relay,
+                    data,
+                    is_tls=self.is_tls,
+                    handoff=(self.client, self.refusal, self._counted),
+                )
                 self._successor.counted_as = self  # the hooks saw this object connect: they see it leave
                 self.transport = None
                 return
@@ -956,9 +961,11 @@ class Http1Protocol(asyncio.Protocol):
             return
         if self._head_buffer:
             message = b"[ERROR] Too many connections to this server; try again later.\n"
-            self.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                       b"Access-Control-Allow-Origin: *\r\nDate: %s\r\nRetry-After: 5\r\nContent-Length: %d\r\n"
-                       b"Connection: close\r\n\r\n%s" % (http_date(), len(message), message))
+            self.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                b"Access-Control-Allow-Origin: *\r\nDate: %s\r\nRetry-After: 5\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (http_date(), len(message), message)
+            )
         self.close()
 
     # --- used by the splice relay ----------------------------------------------------------------------
@@ -1055,11 +1062,17 @@ class Http1Protocol(asyncio.Protocol):
         if on_access is None:
             return
         request = RequestView(
-            method="-", path="-", query="", headers=[], client=self.client or self.peer_address(), transport="h1",
+            method="-",
+            path="-",
+            query="",
+            headers=[],
+            client=self.client or self.peer_address(),
+            transport="h1",
             is_tls=self.is_tls,
         )
-        on_access(AccessRecord(request=request, status=status, bytes_in=0, bytes_out=0, duration_s=0.0,
-                               role="malformed"))
+        on_access(
+            AccessRecord(request=request, status=status, bytes_in=0, bytes_out=0, duration_s=0.0, role="malformed")
+        )
 
     def fail_request(self, status: int, message: str) -> None:
         """The bytes on this connection cannot be parsed: answer if nothing is being answered, then close."""

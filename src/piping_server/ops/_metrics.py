@@ -88,9 +88,7 @@ class Metrics:
         )
         if connections is not None:
             Gauge("piping_open_connections", "Client connections open now.", registry=reg).set_function(connections)
-        self.rejections = Counter(
-            "piping_rejections", "Requests refused, by reason.", ["reason"], registry=reg
-        )
+        self.rejections = Counter("piping_rejections", "Requests refused, by reason.", ["reason"], registry=reg)
         self.reclaimed = Counter(
             "piping_connections_reclaimed",
             "Connections with no request in progress closed to make room for new ones (--max-connections).",

@@ -139,8 +139,12 @@ class Operator:
         if self.share is not None and self.share[0] == 0:
             low = below_workers(self.configured, self.share[1])
             if low:
-                log.warning("%s below the number of workers (%d): each worker allows at least 1, so the server "
-                            "allows up to %d", ", ".join(low), self.share[1], self.share[1])
+                log.warning(
+                    "%s below the number of workers (%d): each worker allows at least 1, so the server allows up to %d",
+                    ", ".join(low),
+                    self.share[1],
+                    self.share[1],
+                )
         if self.active:
             auth = self.config.auth
             schemes = [name for name, on in (("basic", auth.basic_enabled), ("jwt", auth.jwt_enabled)) if on]
@@ -327,8 +331,15 @@ def ignored_settings(config: Config) -> list[str]:
     server, metrics = config.server, config.metrics
     ignored: list[str] = []
     if not server.enable_https:
-        given = [name for name, value in (("--https-port", server.https_port), ("--crt-path", server.crt_path),
-                                          ("--key-path", server.key_path)) if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("--https-port", server.https_port),
+                ("--crt-path", server.crt_path),
+                ("--key-path", server.key_path),
+            )
+            if value is not None
+        ]
         if given:
             ignored.append(f"{', '.join(given)} ignored: HTTPS is off (add --enable-https)")
     if metrics.port is None and metrics.host != MetricsConfig().host:

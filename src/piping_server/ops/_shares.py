@@ -31,9 +31,7 @@ def share_config(config: Config, index: int, count: int) -> Config:
         return config
     limits = config.limits
     split = {
-        name: share_of(value, index, count)
-        for name in SPLIT_LIMITS
-        if (value := getattr(limits, name)) is not None
+        name: share_of(value, index, count) for name in SPLIT_LIMITS if (value := getattr(limits, name)) is not None
     }
     basic = config.auth.basic
     # the budget of failures, and the pace it is regained at, divided alike: the workers together allow the same

@@ -14,7 +14,6 @@ from ._text import render_help, render_version
 __all__ = ["RESERVED_PATHS", "is_reserved", "render_page"]
 
 
-
 def _canonical(path: str) -> str:
     # "An empty path is `/`" (docs/protocol.md section 2), e.g. from an absolute-form request target.
     return path or "/"

@@ -16,8 +16,18 @@ __all__ = ["INDEX_HTML", "INDEX_CSS", "INDEX_JS", "NOSCRIPT_HTML", "NOSCRIPT_CSS
 # receive, chat, share, vnc, ssh, call) is one file registered here, between the shared ones and
 # the boot file.
 JS_MODULES: tuple[str, ...] = (
-    "core.js", "sha256.js", "pgp.js", "keyexchange.js", "send.js", "receive.js", "chat.js", "share.js", "vnc.js",
-    "ssh.js", "call.js", "main.js",
+    "core.js",
+    "sha256.js",
+    "pgp.js",
+    "keyexchange.js",
+    "send.js",
+    "receive.js",
+    "chat.js",
+    "share.js",
+    "vnc.js",
+    "ssh.js",
+    "call.js",
+    "main.js",
 )
 
 # Third-party browser libraries, bundled from npm by frontend/ when the package is built (setup.py)

@@ -147,9 +147,7 @@ class Pipe:
         if boundary is None:
             self._start_heads(info)
             return
-        self._form = FirstPart(
-            boundary, on_headers=self._part_headers, on_data=self._broadcast, on_end=self._part_end
-        )
+        self._form = FirstPart(boundary, on_headers=self._part_headers, on_data=self._broadcast, on_end=self._part_end)
         self.feed = self._feed_form
 
     @property

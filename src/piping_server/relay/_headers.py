@@ -22,9 +22,7 @@ ALLOWED_METHODS = b"GET, HEAD, POST, PUT, OPTIONS"
 MESSAGE_HEADERS: Headers = [TEXT_PLAIN, ALLOW_ORIGIN]
 
 # Media types a browser would run as a document in our origin: rewritten to text/plain.
-_DOCUMENT_TYPES = frozenset(
-    {b"text/html", b"application/xhtml+xml", b"image/svg+xml", b"text/xml", b"application/xml"}
-)
+_DOCUMENT_TYPES = frozenset({b"text/html", b"application/xhtml+xml", b"image/svg+xml", b"text/xml", b"application/xml"})
 
 
 def preflight_headers(request_headers: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -111,9 +109,7 @@ def http_date() -> bytes:
 
 # RFC 9112 3.2 (Host) and RFC 9113 8.3.1 (:authority): uri-host [ ":" port ], from RFC 3986
 # (IP-literal, IPv4address or reg-name; no userinfo)
-_HOST = re.compile(
-    rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
-)
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 
 
 def valid_host(value: bytes) -> bool:

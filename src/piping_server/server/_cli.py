@@ -46,79 +46,188 @@ def _explain(ctx: click.Context, _: click.Parameter, topic: str | None) -> None:
     ctx.exit()
 
 
-@click.command(context_settings={"help_option_names": ["--help", "-h"], "max_content_width": 100},
-               epilog=EPILOG)
+@click.command(context_settings={"help_option_names": ["--help", "-h"], "max_content_width": 100}, epilog=EPILOG)
 @_setting("--host", default=None, metavar="HOST", help="Address to listen on (default: every interface).")
-@_setting("--http-port", type=click.IntRange(0, 65535), default=8080, show_default=True, also_env="PORT",
-          help="HTTP port (HTTP/1.x and cleartext HTTP/2); PORT is read when neither this flag nor its "
-          "variable is given.")
+@_setting(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    also_env="PORT",
+    help="HTTP port (HTTP/1.x and cleartext HTTP/2); PORT is read when neither this flag nor its variable is given.",
+)
 @_setting("--enable-https", is_flag=True, help="Also serve HTTPS (needs --https-port, --crt-path, --key-path).")
 @_setting("--https-port", type=click.IntRange(0, 65535), default=None, help="HTTPS port.")
 @_setting("--crt-path", type=click.Path(dir_okay=False), default=None, help="Certificate file (PEM).")
 @_setting("--key-path", type=click.Path(dir_okay=False), default=None, help="Private key file (PEM).")
-@_setting("--forwarded-allow-ips", default=DEFAULT_FORWARDED_ALLOW_IPS, show_default=True, metavar="IPS",
-          also_env="FORWARDED_ALLOW_IPS",
-              help="Proxies (comma-separated IPs or networks, '*' for any, '' for none) whose X-Forwarded-For, "
-              "X-Forwarded-Proto or Forwarded headers name the client for logs, limits and access rules.")
-@_setting("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="TOML file of settings, reloaded on change or SIGHUP; flags given here override it.")
-@click.option("--check-config", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Validate a config file (and the PIPING_* environment), then exit.")
-@click.option("--hash-password", is_flag=True,
-              help="Read a password (prompt, or one line of stdin), print its hash for the config, then exit.")
+@_setting(
+    "--forwarded-allow-ips",
+    default=DEFAULT_FORWARDED_ALLOW_IPS,
+    show_default=True,
+    metavar="IPS",
+    also_env="FORWARDED_ALLOW_IPS",
+    help="Proxies (comma-separated IPs or networks, '*' for any, '' for none) whose X-Forwarded-For, "
+    "X-Forwarded-Proto or Forwarded headers name the client for logs, limits and access rules.",
+)
+@_setting(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="TOML file of settings, reloaded on change or SIGHUP; flags given here override it.",
+)
+@click.option(
+    "--check-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Validate a config file (and the PIPING_* environment), then exit.",
+)
+@click.option(
+    "--hash-password",
+    is_flag=True,
+    help="Read a password (prompt, or one line of stdin), print its hash for the config, then exit.",
+)
 @_setting("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True, help="Log level.")
-@_setting("--log-format", type=click.Choice(LOG_FORMATS), default="plain", show_default=True,
-              help="Log lines as text or as one JSON object each.")
+@_setting(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="plain",
+    show_default=True,
+    help="Log lines as text or as one JSON object each.",
+)
 @_setting("--access-log/--no-access-log", default=False, help="Log one line per finished request.")
-@_setting("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus /metrics and /healthz on this port (off by default).")
-@_setting("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
-              help="Address of the metrics listener.")
-@_setting("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, metavar="SECONDS",
-              help="On SIGTERM or SIGINT, let running transfers finish this long before cutting them; a second "
-              "signal cuts them at once; 0: cut at once.  [default: 30]")
-@_setting("--wait-timeout", type=_SECONDS, default=None, metavar="SECONDS",
-              help="Give up on a sender or receiver that waits unmatched this long.")
-@_setting("--idle-timeout", type=_SECONDS, default=None, metavar="SECONDS",
-              help="Cut a running transfer when no byte moves for this long.")
+@_setting(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics and /healthz on this port (off by default).",
+)
+@_setting(
+    "--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST", help="Address of the metrics listener."
+)
+@_setting(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    metavar="SECONDS",
+    help="On SIGTERM or SIGINT, let running transfers finish this long before cutting them; a second "
+    "signal cuts them at once; 0: cut at once.  [default: 30]",
+)
+@_setting(
+    "--wait-timeout",
+    type=_SECONDS,
+    default=None,
+    metavar="SECONDS",
+    help="Give up on a sender or receiver that waits unmatched this long.",
+)
+@_setting(
+    "--idle-timeout",
+    type=_SECONDS,
+    default=None,
+    metavar="SECONDS",
+    help="Cut a running transfer when no byte moves for this long.",
+)
 @_setting("--max-n", type=_COUNT, default=None, help="Most receivers one transfer may have (?n=).")
-@_setting("--live-max-lag", type=_COUNT, default=None, metavar="BYTES",
-              help="Cut a receiver of a live transfer (?live) that falls this far behind.  [default: 8388608]")
+@_setting(
+    "--live-max-lag",
+    type=_COUNT,
+    default=None,
+    metavar="BYTES",
+    help="Cut a receiver of a live transfer (?live) that falls this far behind.  [default: 8388608]",
+)
 @_setting("--max-live-receivers", type=_COUNT, default=None, help="Most receivers one live path may have.")
-@_setting("--max-connections", type=_COUNT, default=None,
-          help="Most client connections open at once, server-wide (with --workers, each worker takes its "
-          "share). At the limit, the oldest connection with no request in progress is closed to make room; "
-          "only when every one is busy is a new one refused (503).")
-@_setting("--max-connections-per-client", type=_COUNT, default=None,
-          help="... from one client address (at it, that client's own idle connections make room; else 429).")
-@_setting("--max-waiting", type=_COUNT, default=None,
-          help="Most senders and receivers waiting at once, server-wide (with --workers, split among them).")
+@_setting(
+    "--max-connections",
+    type=_COUNT,
+    default=None,
+    help="Most client connections open at once, server-wide (with --workers, each worker takes its "
+    "share). At the limit, the oldest connection with no request in progress is closed to make room; "
+    "only when every one is busy is a new one refused (503).",
+)
+@_setting(
+    "--max-connections-per-client",
+    type=_COUNT,
+    default=None,
+    help="... from one client address (at it, that client's own idle connections make room; else 429).",
+)
+@_setting(
+    "--max-waiting",
+    type=_COUNT,
+    default=None,
+    help="Most senders and receivers waiting at once, server-wide (with --workers, split among them).",
+)
 @_setting("--max-waiting-per-client", type=_COUNT, default=None, help="... from one client address.")
-@_setting("--max-header-bytes", type=click.IntRange(256, 1 << 20), default=None,
-              help="Most bytes of a request line plus headers (431 past it).  [default: 65536]")
-@_setting("--header-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Close a connection whose request head is not complete this long after it opened or its "
-              "previous response ended; 0: no limit.  [default: 60]")
-@_setting("--keepalive-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Close a connection with no request in progress (HTTP/2: no open stream) after this long; "
-              "0: no limit. Never cuts a running or waiting transfer.  [default: 75]")
-@_setting("--workers", "workers_flag", default="1", show_default=True, metavar="N|auto",
-              help="Worker processes sharing the ports, one per core with 'auto'; each path's requests meet in the "
-          "worker that owns it (--explain workers).")
-@_setting("--backlog", type=click.IntRange(1, 1 << 16), default=DEFAULT_BACKLOG, show_default=True,
-          help="Length of each listener's queue of connections not yet accepted (the kernel caps it at "
-          "net.core.somaxconn).")
-@_setting("--uds", default=None, metavar="PATH", type=click.Path(dir_okay=False),
-          help="Serve HTTP on this Unix socket instead of --host/--http-port (for a proxy on this machine; "
-          "--explain proxy).")
-@_setting("--fd", type=click.IntRange(0), default=None, metavar="N",
-          help="Serve HTTP on this inherited listening socket instead of --host/--http-port (systemd socket "
-          "activation: --fd 3; --explain systemd).")
-@click.option("--explain", type=click.Choice(sorted(TOPICS)), default=None, metavar="TOPIC", is_eager=True,
-              expose_value=False, callback=_explain,
-              help=f"Print how to use a feature, then exit: {', '.join(sorted(TOPICS))}.")
-@_setting("--allow-path", multiple=True, metavar="PATTERN",
-              help='Only these paths may carry transfers: "/exact", "/prefix/*", "re:REGEX"; repeatable.')
+@_setting(
+    "--max-header-bytes",
+    type=click.IntRange(256, 1 << 20),
+    default=None,
+    help="Most bytes of a request line plus headers (431 past it).  [default: 65536]",
+)
+@_setting(
+    "--header-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Close a connection whose request head is not complete this long after it opened or its "
+    "previous response ended; 0: no limit.  [default: 60]",
+)
+@_setting(
+    "--keepalive-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Close a connection with no request in progress (HTTP/2: no open stream) after this long; "
+    "0: no limit. Never cuts a running or waiting transfer.  [default: 75]",
+)
+@_setting(
+    "--workers",
+    "workers_flag",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Worker processes sharing the ports, one per core with 'auto'; each path's requests meet in the "
+    "worker that owns it (--explain workers).",
+)
+@_setting(
+    "--backlog",
+    type=click.IntRange(1, 1 << 16),
+    default=DEFAULT_BACKLOG,
+    show_default=True,
+    help="Length of each listener's queue of connections not yet accepted (the kernel caps it at net.core.somaxconn).",
+)
+@_setting(
+    "--uds",
+    default=None,
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Serve HTTP on this Unix socket instead of --host/--http-port (for a proxy on this machine; --explain proxy).",
+)
+@_setting(
+    "--fd",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="Serve HTTP on this inherited listening socket instead of --host/--http-port (systemd socket "
+    "activation: --fd 3; --explain systemd).",
+)
+@click.option(
+    "--explain",
+    type=click.Choice(sorted(TOPICS)),
+    default=None,
+    metavar="TOPIC",
+    is_eager=True,
+    expose_value=False,
+    callback=_explain,
+    help=f"Print how to use a feature, then exit: {', '.join(sorted(TOPICS))}.",
+)
+@_setting(
+    "--allow-path",
+    multiple=True,
+    metavar="PATTERN",
+    help='Only these paths may carry transfers: "/exact", "/prefix/*", "re:REGEX"; repeatable.',
+)
 @click.version_option(__version__, "--version", message="%(version)s")
 def command(
     host: str | None,
@@ -153,8 +262,9 @@ def command(
     try:
         workers = parse_workers(workers_flag)
     except ValueError:
-        click.echo(f"piping-server: error: --workers must be a count of at least 1 or 'auto', not {workers_flag!r}",
-                   err=True)
+        click.echo(
+            f"piping-server: error: --workers must be a count of at least 1 or 'auto', not {workers_flag!r}", err=True
+        )
         sys.exit(2)
     if uds is not None and fd is not None:
         click.echo("piping-server: error: --uds and --fd each name the HTTP listener: give one of them", err=True)
@@ -213,8 +323,11 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 
 def _say_tcp_flags_ignored(ctx: click.Context, listener: str) -> None:
     """--host and --http-port name the TCP listener that --uds or --fd replaces: said, never dropped silently."""
-    given = [f"--{name.replace('_', '-')}" for name in ("host", "http_port")
-             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("host", "http_port")
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
     if given:
         logging.getLogger("piping_server").warning("%s ignored: %s serves HTTP instead", ", ".join(given), listener)
 

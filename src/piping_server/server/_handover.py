@@ -290,8 +290,11 @@ class _Channel:
                     continue
                 self.sock = await _connect(self.place.socket_path("hand", self.owner))
                 if self.sock is None:
-                    log.warning("worker %d: worker %d cannot be reached: a moved connection is dropped",
-                                self.place.index, self.owner)
+                    log.warning(
+                        "worker %d: worker %d cannot be reached: a moved connection is dropped",
+                        self.place.index,
+                        self.owner,
+                    )
                     queue.popleft()
                     os.close(fd)
                     continue
@@ -307,8 +310,9 @@ class _Channel:
                 if fd >= 0 and not retried:
                     retried = True  # a channel to a sibling since restarted fails once: open a new one
                     continue
-                log.warning("worker %d: could not hand a connection to worker %d: %s",
-                            self.place.index, self.owner, exc)
+                log.warning(
+                    "worker %d: could not hand a connection to worker %d: %s", self.place.index, self.owner, exc
+                )
             queue.popleft()
             retried = False
             if fd >= 0:

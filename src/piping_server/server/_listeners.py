@@ -132,7 +132,7 @@ def announce(http: socket.socket, https: socket.socket | None, processes: str) -
     if https is not None:
         log.info("listening on %s", address(https, "https"))
     if http.family == socket.AF_UNIX:
-        where = address(http, "http")[len("unix:"):]
+        where = address(http, "http")[len("unix:") :]
         opens = [f"curl --unix-socket {where} http://localhost/help"]
     else:
         opens = [f"{url_to_open(http, 'http')} in a browser ({url_to_open(http, 'http')}help: the curl commands)"]

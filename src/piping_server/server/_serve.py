@@ -85,9 +85,11 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
             if worker_metrics is not None:
                 servers.append(worker_metrics)  # kept: uvloop closes a server nobody refers to
             hand_over = handover.hand_over
-            servers.append(await loop.create_server(
-                lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket, backlog=options.backlog
-            ))
+            servers.append(
+                await loop.create_server(
+                    lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket, backlog=options.backlog
+                )
+            )
         else:
             listener = http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd)
             servers.append(

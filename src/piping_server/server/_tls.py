@@ -83,9 +83,7 @@ def build_context(crt_path: str, key_path: str) -> ssl.SSLContext:
     except PermissionError as exc:
         raise CertificateError(f"cannot read {exc.filename or f'{crt_path} or {key_path}'}: permission denied") from exc
     except ssl.SSLError as exc:
-        raise CertificateError(
-            f"cannot use certificate {crt_path} with key {key_path}: {_ssl_reason(exc)}"
-        ) from exc
+        raise CertificateError(f"cannot use certificate {crt_path} with key {key_path}: {_ssl_reason(exc)}") from exc
     except OSError as exc:
         raise CertificateError(f"cannot read {crt_path} or {key_path}: {exc.strerror or exc}") from exc
     return ctx

@@ -78,9 +78,10 @@ def run_workers(options: ServerOptions, count: int) -> None:
     config = options.config or Config()
     listeners: list[socket.socket] = []
     try:
-        http = _listen(listeners, lambda: http_listener(
-            options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd
-        ))
+        http = _listen(
+            listeners,
+            lambda: http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd),
+        )
         https = None
         if options.enable_https and options.https_port is not None:
             https_port = options.https_port
@@ -153,8 +154,10 @@ class Supervisor:
         server = await asyncio.start_server(self._serve_metrics, sock=self.metrics) if self.metrics else None
         if server is not None:
             assert self.metrics is not None
-            log.info("metrics on http://%s:%d/metrics (and /healthz), summed over the workers",
-                     *self.metrics.getsockname()[:2])
+            log.info(
+                "metrics on http://%s:%d/metrics (and /healthz), summed over the workers",
+                *self.metrics.getsockname()[:2],
+            )
         for index in range(self.count):
             self._spawn(index)
         pids = ", ".join(str(pid) for pid in self.pids)
@@ -219,8 +222,10 @@ class Supervisor:
             if self.stopping:
                 continue
             lived = time.monotonic() - self._started_s.get(index, 0.0)
-            pause = RESTART_PAUSE_S if lived >= STABLE_AFTER_S else min(
-                RESTART_PAUSE_MAX_S, self._pause_s.get(index, RESTART_PAUSE_S / 2) * 2
+            pause = (
+                RESTART_PAUSE_S
+                if lived >= STABLE_AFTER_S
+                else min(RESTART_PAUSE_MAX_S, self._pause_s.get(index, RESTART_PAUSE_S / 2) * 2)
             )
             self._pause_s[index] = pause
             log.warning("worker %d (pid %d) %s; restarting it", index, pid, _describe(status))
