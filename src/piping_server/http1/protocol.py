@@ -960,12 +960,8 @@ class Http1Protocol(asyncio.Protocol):
             self._successor.reclaim()
             return
         if self._head_buffer:
-            message = b"[ERROR] Too many connections to this server; try again later.\n"
-            self.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                b"Access-Control-Allow-Origin: *\r\nDate: %s\r\nRetry-After: 5\r\nContent-Length: %d\r\n"
-                b"Connection: close\r\n\r\n%s" % (http_date(), len(message), message)
-            )
+            message = "[ERROR] Too many connections to this server; try again later.\n"
+            self.write(_closing_answer(503, message, b"Retry-After: 5\r\n"))
         self.close()
 
     # --- used by the splice relay ----------------------------------------------------------------------
@@ -1080,17 +1076,22 @@ class Http1Protocol(asyncio.Protocol):
         if incoming is not None and incoming is not self._active:
             incoming = None
         if self._active is None or (incoming is self._active and not incoming.response_ended and not incoming._role):
-            head = (
-                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\nDate: %s\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n"
-                % (status, _REASONS[status], http_date(), len(message))
-            )
-            self.write(head + message.encode())
+            self.write(_closing_answer(status, message))
             self._report_malformed(status)
         elif self._incoming is not None and self._incoming.pipe is not None and self._incoming._role == "sender":
             # the upload's framing broke mid-transfer: its receivers must see a cut stream
             self._incoming.pipe.fail()
         self.close()
+
+
+def _closing_answer(status: int, message: str, extra_headers: bytes = b"") -> bytes:
+    """A whole plain-text answer after which the connection closes (no exchange to write it)."""
+    body = message.encode()
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\nDate: %s\r\n"
+        b"%sContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (status, _REASONS[status], http_date(), extra_headers, len(body), body)
+    )
 
 
 def _head_end(buffered: bytes) -> int:
