@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ._common import check_transfer_path
 from ._errors import PipingError, ServerRejectedError, ServerUnreachableError, TransferInterruptedError, UsageError
-from ._get import GetResult, _FileSink, _plan_destination
+from ._get import GetResult, _Landing, _plan_destination
 from ._http import HttpConnection
 from ._keyexchange import (
     MAX_PARCEL_BYTES,
@@ -37,7 +37,6 @@ from ._openpgp import Decryptor, decrypt_bytes, encrypt_bytes
 from ._progress import Reporter
 from ._robust import receive_chunks, send_chunks
 from ._send import SendResult, SendSource, _counted, _encrypted, _prepare, send_async
-from ._tar import TarUnpacker
 from ._url import SERVER_ENV, resolve_url
 
 __all__ = ["ExchangeError", "get_exchange_async", "send_exchange_async", "split_exchange_target"]
@@ -265,54 +264,26 @@ async def _receive(
 ) -> GetResult:
     result = GetResult(f"{base}/{ex.main_path}", 0, archive, sender_name)
     decryptor = Decryptor(passphrase)
-    memory: list[bytes] | None = [] if dest is None else None
-    stream: BinaryIO | None = dest if hasattr(dest, "write") else None  # type: ignore[assignment]
-    unpacker: TarUnpacker | None = None
-    sink: _FileSink | None = None
-    if planned is not None:
-        path, names_folder = planned
-        if archive and extract:
-            unpacker = TarUnpacker(path)
-        else:
-            sink = _FileSink(path, names_folder)
+    landing = _Landing(dest, planned, archive=archive, extract=extract)
 
     def name() -> str | None:
         return sender_name or decryptor.filename or None
 
     async def deliver(data: bytes) -> None:
-        if not data:
-            return
-        result.size += len(data)
-        reporter.advance(len(data))
-        if memory is not None:
-            memory.append(data)
-        elif stream is not None:
-            stream.write(data)
-        elif unpacker is not None:
-            await unpacker.feed(data)
-        elif sink is not None:
-            sink.write(data, name())
+        if data:
+            result.size += len(data)
+            reporter.advance(len(data))
+            await landing.deliver(data, name())
 
     reporter.begin(None if archive else size, sender_name or "receiving")
     try:
         async for chunk in receive_chunks(base, ex.main_path, verify_tls=verify_tls):
             await deliver(decryptor.feed(chunk))
         await deliver(decryptor.close())  # the integrity check: nothing is put in place before it passed
-        if stream is not None:
-            stream.flush()
-        if unpacker is not None:
-            result.paths = await unpacker.finish()
-        elif sink is not None:
-            result.paths = [sink.commit(name())]
+        await landing.finish(result, name())
     except BaseException:
-        if unpacker is not None:
-            unpacker.abort()
-        if sink is not None:
-            sink.abort()
+        landing.abort()
         raise
     finally:
         reporter.end()
-    result.filename = name()
-    if memory is not None:
-        result.data = b"".join(memory)
     return result

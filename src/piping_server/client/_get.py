@@ -142,39 +142,18 @@ async def get_async(
         decryptor = Decryptor(passphrase) if passphrase else None
         result = GetResult(full_url, 0, archive, header_name)
 
-        stream: BinaryIO | None = None
-        memory: list[bytes] | None = None
-        unpacker: TarUnpacker | None = None
-        sink: _FileSink | None = None
-        if dest is None:
-            memory = []
-        elif hasattr(dest, "write"):
-            stream = dest  # type: ignore[assignment]
-        else:
-            assert planned is not None
-            path, names_folder = planned
-            if archive and extract:
-                unpacker = TarUnpacker(path)
-            else:
-                sink = _FileSink(path, names_folder)
-                if not passphrase:
-                    sink.open(header_name)  # decide before taking the data (encrypted: the name is inside)
+        landing = _Landing(dest, planned, archive=archive, extract=extract)
+        stream = landing.stream
+        if landing.sink is not None and not passphrase:
+            landing.sink.open(header_name)  # decide before taking the data (encrypted: the name is inside)
 
         def name() -> str | None:
             return (decryptor.filename if decryptor is not None else None) or header_name
 
         async def deliver(data: bytes) -> None:
-            if not data:
-                return
-            result.size += len(data)
-            if memory is not None:
-                memory.append(data)
-            elif stream is not None:
-                stream.write(data)
-            elif unpacker is not None:
-                await unpacker.feed(data)
-            elif sink is not None:
-                sink.write(data, name())
+            if data:
+                result.size += len(data)
+                await landing.deliver(data, name())
 
         reporter.begin(total, safe_filename(header_name, "receiving"))
         out_fd = _fileno(stream) if stream is not None else None
@@ -195,23 +174,12 @@ async def get_async(
             if decryptor is not None:
                 # The integrity check (MDC) happens here; nothing is put in place before it passed.
                 await deliver(decryptor.close())
-            if stream is not None:
-                stream.flush()
-            if unpacker is not None:
-                result.paths = await unpacker.finish()
-            elif sink is not None:
-                result.paths = [sink.commit(name())]
+            await landing.finish(result, name())
         except BaseException:
-            if unpacker is not None:
-                unpacker.abort()
-            if sink is not None:
-                sink.abort()
+            landing.abort()
             raise
         finally:
             reporter.end()
-        result.filename = name()
-        if memory is not None:
-            result.data = b"".join(memory)
         return result
     except OSError as e:
         if isinstance(e, BrokenPipeError):
@@ -219,6 +187,51 @@ async def get_async(
         raise PipingError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
     finally:
         conn.abort()
+
+
+class _Landing:
+    """Where a received body lands, put in place only at the end: in memory (no destination), a stream the
+    caller gave, or a planned path (a tar unpacked into a folder, else one file)."""
+
+    def __init__(self, dest: object, planned: tuple[Path, bool] | None, *, archive: bool, extract: bool) -> None:
+        self.memory: list[bytes] | None = [] if dest is None else None
+        self.stream: BinaryIO | None = dest if hasattr(dest, "write") else None  # type: ignore[assignment]
+        self.unpacker: TarUnpacker | None = None
+        self.sink: _FileSink | None = None
+        if planned is not None and self.memory is None and self.stream is None:
+            path, names_folder = planned
+            if archive and extract:
+                self.unpacker = TarUnpacker(path)
+            else:
+                self.sink = _FileSink(path, names_folder)
+
+    async def deliver(self, data: bytes, name: str | None) -> None:
+        if self.memory is not None:
+            self.memory.append(data)
+        elif self.stream is not None:
+            self.stream.write(data)
+        elif self.unpacker is not None:
+            await self.unpacker.feed(data)
+        elif self.sink is not None:
+            self.sink.write(data, name)
+
+    async def finish(self, result: GetResult, name: str | None) -> None:
+        """Everything arrived (and was verified): put it in place and say where in ``result``."""
+        if self.stream is not None:
+            self.stream.flush()
+        if self.unpacker is not None:
+            result.paths = await self.unpacker.finish()
+        elif self.sink is not None:
+            result.paths = [self.sink.commit(name)]
+        result.filename = name
+        if self.memory is not None:
+            result.data = b"".join(self.memory)
+
+    def abort(self) -> None:
+        if self.unpacker is not None:
+            self.unpacker.abort()
+        if self.sink is not None:
+            self.sink.abort()
 
 
 def _fileno(stream: BinaryIO) -> int | None:
