@@ -86,6 +86,8 @@ def test_full_file_loads(tmp_path: Path) -> None:
         ("[limits]\nmax_n = true\n", "limits.max_n: expected an integer, got a boolean"),
         ("[limits]\nmax_n = 0\n", "limits.max_n: must be at least 1, got 0"),
         ("[limits]\nwait_timeout = 0\n", "limits.wait_timeout: must be more than 0, got 0"),
+        ("[limits]\nheader_timeout = -1\n", "limits.header_timeout: must be at least 0, got -1"),
+        ("[limits]\nkeepalive_timeout = 'soon'\n", "limits.keepalive_timeout: expected a number"),
         ("[log]\nformat = 'xml'\n", "log.format: must be one of plain, json, got 'xml'"),
         ("[server]\nhttp_port = 70000\n", "server.http_port: must be at most 65535, got 70000"),
         ("limits = 3\n", "limits: expected a table"),
@@ -173,6 +175,8 @@ def test_bad_config_at_start_is_exit_2(tmp_path: Path) -> None:
         ["--live-max-lag", "-5"],
         ["--live-max-lag", "abc"],
         ["--max-live-receivers", "0"],
+        ["--header-timeout", "-1"],
+        ["--keepalive-timeout", "never"],
         ["--forwarded-allow-ips", "1.2.3.4/99"],
     ],
 )
