@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._runtime.collector import tune_gc
 from .._runtime.malloc import tune_malloc
 from ..http1.protocol import Http1Protocol
 from ..ops._config import Config
@@ -191,6 +192,7 @@ async def _serve_worker_metrics(worker: Worker, operator: Operator) -> asyncio.S
 def run(options: ServerOptions, *, worker: Worker | None = None) -> None:
     """Run ``serve`` on uvloop when it is installed, plain asyncio otherwise."""
     tune_malloc()  # read buffers from the heap, not fresh pages each time (_malloc.py)
+    tune_gc()
     try:
         import uvloop
     except ImportError:
