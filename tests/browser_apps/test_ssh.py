@@ -221,7 +221,7 @@ def test_the_session_gets_the_browsers_language_as_lang(
         _type(page, 'echo "lang=[$LANG]"\n')
         _wait_screen(page, f"lang=[{SESSION_LANG}]")
         # Typed into readline, then printed by the shell: the output line differs from the typed one.
-        _type(page, f"x='{NON_ASCII}'; echo \"<$x>\" $(printf %s \"$x\" | wc -c)\n")
+        _type(page, f'x=\'{NON_ASCII}\'; echo "<$x>" $(printf %s "$x" | wc -c)\n')
         _wait_screen(page, f"<{NON_ASCII}> {len(NON_ASCII.encode())}")
         page.click("#ssh-disconnect")
         page.wait_for_function("document.body.dataset.sshState === 'disconnected'")
