@@ -5,10 +5,15 @@ hash of the path as the hub compares it (docs/protocol.md section 1: normalised,
 picks one of the N workers. Whichever worker accepts a connection then brings each request to the
 owner of its path:
 
-* HTTP/1.x over plain TCP moves: the worker that read the request head sends the socket itself
-  (``SCM_RIGHTS`` on a Unix socket) with the bytes already read to the owner, which serves the
-  connection exactly as a single process would, splicing included. On a kept-alive connection the
-  next request may belong to another worker: it moves again.
+* HTTP/1.x over plain TCP moves: the socket itself goes to the owner (``SCM_RIGHTS`` on a Unix
+  socket), which serves the connection exactly as a single process would, splicing included.
+  A new connection moves before anything is read from it: the listener has ``TCP_DEFER_ACCEPT``,
+  so its request line is usually there when it is accepted, and ``_Door`` peeks at it
+  (``MSG_PEEK``) before any protocol or parser exists. The kernel cannot do this choice itself:
+  ``SO_REUSEPORT`` (and a BPF program choosing among the sockets) picks a listener when the SYN
+  comes, before any byte of the request exists. A connection whose line was not there yet, and
+  a kept-alive one whose next request belongs to another worker, move when a request head has
+  been read: with the bytes already read.
 * HTTP/2 streams and TLS connections cannot move: their requests are relayed to the owner over an
   internal HTTP/1.1 connection (``_forward.Forward``); the owner serves them on ``InternalProtocol``.
 
@@ -16,8 +21,8 @@ Pages, preflights and refused methods are the same in every worker: served where
 
 Each worker listens on two Unix sockets in the supervisor's private directory: ``hand-<i>`` for
 moved connections and ``fwd-<i>`` for relayed requests (and ``metrics-<i>`` for the supervisor).
-A record on ``hand-<i>`` is a 4-byte big-endian length, then that many bytes already read; the
-socket's descriptor rides with the length's first byte.
+A record on ``hand-<i>`` is a 4-byte big-endian length, then that many bytes already read (none
+for a connection moved by the door); the socket's descriptor rides with the length's first byte.
 """
 
 from __future__ import annotations
