@@ -84,7 +84,10 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in COMPILED_MODULES:
             return None
-        return importlib.util.spec_from_file_location(fullname, _paths(fullname)[0])
+        source = _paths(fullname)[0]
+        if not os.path.exists(source):  # a frozen executable: only what it holds can be imported
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
 
 
 def use_sources_if_stale() -> None:
