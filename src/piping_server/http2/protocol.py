@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 import time
@@ -139,7 +140,8 @@ def _short_data_repr(self: hyperframe.frame.DataFrame) -> str:
 # h2 logs every received frame as ``repr(frame)``, built even when nothing is logged; a DATA frame's
 # repr copies and hex-encodes its whole payload, a third of the cost of receiving an upload. Only that
 # repr changes here: a summary, no copy.
-hyperframe.frame.DataFrame._body_repr = _short_data_repr  # type: ignore[method-assign,assignment]
+# (partialmethod: this module may be compiled, and a compiled function does not bind as a method)
+hyperframe.frame.DataFrame._body_repr = functools.partialmethod(_short_data_repr)  # type: ignore[method-assign,assignment]
 
 #: Frame header (RFC 9113 section 4.1): 24-bit length, type, flags, stream id.
 _FRAME_HEAD = struct.Struct(">HBBBL")
