@@ -541,14 +541,19 @@ class _Branch:
 
     __slots__ = ("out", "pipe_r", "pipe_w", "in_pipe", "pending", "gone")
 
-    def __init__(self, out_fd: int, pipe_size: int, gone: Callable[[], bool]) -> None:
-        self.out = os.dup(out_fd)
-        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, pipe_size)
+    def __init__(self, out: int, pipe_r: int, pipe_w: int, gone: Callable[[], bool]) -> None:
+        self.out, self.pipe_r, self.pipe_w = out, pipe_r, pipe_w
         self.in_pipe = 0  # bytes tee'd into this branch's pipe, not yet in its socket
         self.pending = b""  # framing to write before the pipe's bytes
         self.gone = gone
+
+    @classmethod
+    def opened(cls, out_fd: int, pipe_size: int, gone: Callable[[], bool]) -> _Branch:
+        """A branch with its own duplicate of ``out_fd`` and a pipe of its own."""
+        pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, pipe_size)
+        return cls(os.dup(out_fd), pipe_r, pipe_w, gone)
 
     def close(self) -> None:
         for fd in (self.out, self.pipe_r, self.pipe_w):
@@ -597,13 +602,13 @@ class FanOutRelay(SpliceRelay):
             count=count,
             cancelled=cancelled,
         )
-        first = _Branch.__new__(_Branch)  # the primary uses the relay's own pipe and descriptor
-        first.out, first.pipe_r, first.pipe_w = self._out, self._pipe_r, self._pipe_w
-        first.in_pipe, first.pending, first.gone = 0, b"", gone[0]
+        first = _Branch(
+            self._out, self._pipe_r, self._pipe_w, gone[0]
+        )  # the primary: the relay's own pipe and descriptor
         self._branches: list[_Branch | None] = [first]
         try:
             for fd, is_gone in zip(out_fds[1:], gone[1:], strict=True):
-                self._branches.append(_Branch(fd, self._pipe_size, is_gone))
+                self._branches.append(_Branch.opened(fd, self._pipe_size, is_gone))
         except OSError:
             self.stop()
             raise
