@@ -514,6 +514,8 @@ def run_stream(
         rss0 = proc_status_kib(pid, "VmRSS")
         if send_mode == "h2":
             send_args = ["h2send", "--port", str(send_port), "--path", path, *common]
+            if getattr(ctx.args, "h2_delayed_acks", False):  # (h2_ceiling.py's context has no such flag)
+                send_args.append("--delayed-acks")
         else:
             send_args = ["send", "--port", str(send_port), "--path", path, "--mode", send_mode, *common]
         if send_mode in ("length", "rawfile"):
@@ -1214,6 +1216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scp-mb", type=int, default=50, help="MB sent by scp in (12) (default 50)")
     parser.add_argument(
         "--with-copy", action="store_true", help="(1), (2): also our server with splice/tee off (PIPING_SPLICE=0)"
+    )
+    parser.add_argument(
+        "--h2-delayed-acks",
+        action="store_true",
+        help="(7): the light h2 sender keeps delayed ACKs while it waits for a window, as curl and h2load do"
+        " (by default it ACKs at once: hyper's Nagle would otherwise stall the Rust server 40 ms a window)",
     )
     parser.add_argument("--no-ref", action="store_true", help="ours only: no reference (its columns stay empty)")
     parser.add_argument(
