@@ -302,3 +302,36 @@ def test_response_head_larger_than_a_frame(h2target: Target) -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+def test_response_heads_decode_right_as_the_header_table_changes(h2target: Target) -> None:
+    """Heads repeat on one receiver connection (their HPACK bytes are reused while the table holds
+    still), between heads that add to the table and a client that shrinks its table twice: to 40
+    bytes (no field fits: the table stays empty) and then, empty, to nothing, which the server must
+    still announce at the start of the next block."""
+    import h2.settings
+
+    sender = H2Client(h2target)
+    receiver = H2Client(h2target)
+    kinds = [b"a/x", b"b/y", b"a/x", b"c/new-0", b"b/y", b"a/x", b"c/new-1", b"a/x", b"b/y", b"a/x"]
+    table_sizes = {4: 40, 7: 0}  # the receiver's table size from these transfers on
+    try:
+        for i, kind in enumerate(kinds):
+            if i in table_sizes:
+                receiver.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: table_sizes[i]})
+                receiver.flush()
+                size = table_sizes[i]  # (the client's decoder holds the server to it once the server has ACKed)
+                assert receiver.pump_until(lambda: receiver.conn.decoder.max_allowed_table_size == size)  # noqa: B023
+            path = unique_path(f"hpack-{i}")
+            rid = receiver.request("GET", path)
+            sid = sender.request("POST", path, headers=[(b"content-type", kind)], end=False)
+            sender.send(sid, b"%d" % i, end=True)
+            assert receiver.pump_until(lambda: receiver.streams[rid].ended)  # noqa: B023
+            got = receiver.streams[rid]
+            assert got.status == 200 and got.data == b"%d" % i
+            assert (b"content-type", kind) in got.headers, (i, got.headers)
+            assert (b"cache-control", b"no-store") in got.headers
+        assert receiver.terminated is None
+    finally:
+        sender.close()
+        receiver.close()
