@@ -335,3 +335,34 @@ def test_response_heads_decode_right_as_the_header_table_changes(h2target: Targe
     finally:
         sender.close()
         receiver.close()
+
+
+def test_a_huge_header_table_setting_does_not_grow_the_servers_table(h2target: Target) -> None:
+    """A client may allow a dynamic table of 2^31 bytes; the server's encoder keeps to 4 KiB all the
+    same (the client's decoder mirrors the encoder's table, so its size is what the server holds)."""
+    import h2.settings
+
+    sender = H2Client(h2target)
+    receiver = H2Client(h2target)
+    huge = 2**31 - 1
+    try:
+        receiver.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: huge})
+        receiver.flush()
+        assert receiver.pump_until(lambda: receiver.conn.decoder.max_allowed_table_size == huge)
+        for i in range(8):  # 8 heads with 2 KiB of fields each that no head repeats: 16 KiB if all were kept
+            path = unique_path(f"table-{i}")
+            rid = receiver.request("GET", path)
+            x_piping = [(b"x-piping", b"%d-%s" % (i, b"v" * 1000)), (b"x-piping", b"%d-%s" % (i, b"w" * 1000))]
+            sid = sender.request("POST", path, headers=x_piping, end=False)
+            sender.send(sid, b"body", end=True)
+            assert receiver.pump_until(lambda: receiver.streams[rid].ended)  # noqa: B023
+            got = receiver.streams[rid]
+            assert got.status == 200 and got.data == b"body"
+            assert all(field in got.headers for field in x_piping)
+            table = receiver.conn.decoder.header_table
+            held = sum(32 + len(name) + len(value) for name, value in table.dynamic_entries)  # RFC 7541 4.1
+            assert table.maxsize <= 4096 and held <= 4096, (i, table.maxsize, held)
+        assert receiver.terminated is None
+    finally:
+        sender.close()
+        receiver.close()

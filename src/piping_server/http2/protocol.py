@@ -124,6 +124,11 @@ TURN_S = 0.0005
 TURN_FREE_EVENTS = 32
 #: Encoded response header blocks a connection keeps for reuse (Http2Protocol._encode).
 KEPT_BLOCKS = 16
+#: Our HPACK encoder's dynamic table at most (the default). A client's SETTINGS_HEADER_TABLE_SIZE says what
+#: its decoder allows, up to 2^32 - 1, and h2 makes it the encoder's size: every field of every head sent
+#: would stay in memory (a date a second, the senders' X-Piping values). An encoder may use less than the
+#: decoder allows, and says so with a size update (RFC 7541 section 4.2).
+ENCODER_TABLE_BYTES = 4096
 #: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
 ABORT_GRACE_S = 2.0
 #: Header list bytes (decoded) are at least the block's HPACK bytes; this covers a frame's padding and priority.
@@ -898,6 +903,9 @@ class Http2Protocol(asyncio.Protocol):
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._wake_all()  # a new initial window may open every stream
             self._spend_control()
+            encoder = self._h2.encoder
+            if encoder.header_table_size > ENCODER_TABLE_BYTES:
+                encoder.header_table_size = ENCODER_TABLE_BYTES
         elif isinstance(event, h2.events.PingReceived):
             # (not PRIORITY: h2 reports one for every HEADERS that carries a priority, as browsers' do)
             self._spend_control()
