@@ -122,8 +122,10 @@ WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
 TURN_S = 0.0005
 #: Events one read may cause before the turn's clock starts: an ordinary read never reads the clock.
 TURN_FREE_EVENTS = 32
-#: Encoded response header blocks a connection keeps for reuse (Http2Protocol._encode).
+#: Encoded response header blocks a connection keeps for reuse (Http2Protocol._encode), each of at most
+#: KEPT_BLOCK_BYTES of fields (a sender's X-Piping values reach its receivers' heads).
 KEPT_BLOCKS = 16
+KEPT_BLOCK_BYTES = 4096
 #: Our HPACK encoder's dynamic table at most (the default). A client's SETTINGS_HEADER_TABLE_SIZE says what
 #: its decoder allows, up to 2^32 - 1, and h2 makes it the encoder's size: every field of every head sent
 #: would stay in memory (a date a second, the senders' X-Piping values). An encoder may use less than the
@@ -1011,7 +1013,12 @@ class Http2Protocol(asyncio.Protocol):
             return kept[0]
         size, resized = len(entries), table.resized  # (a resized table's first block begins with the new size)
         block: bytes = encoder.encode(headers)
-        if not resized and (entries[0] if entries else None) is newest and len(entries) == size:
+        if (
+            not resized
+            and (entries[0] if entries else None) is newest
+            and len(entries) == size
+            and sum(len(name) + len(value) for name, value in headers) <= KEPT_BLOCK_BYTES
+        ):
             if len(self._blocks) >= KEPT_BLOCKS:
                 self._blocks.clear()  # (the blocks a connection repeats are few: its responses' heads)
             self._blocks[key] = (block, newest, size)
