@@ -7,6 +7,10 @@ editable install (``pip install -e .``) included, runs ``npm ci && npm run build
 when those files are missing or older than their sources, and fails with a clear message when npm
 is not there. ``PIPING_SKIP_FRONTEND=1`` skips the step (the page then says its VNC and encryption
 are unavailable).
+
+It also compiles the transfer path with mypyc (the modules in ``src/piping_server/_compiled.py``)
+where a C compiler and Python's headers are there: a small transfer costs about half the CPU.
+Without them, or with ``PIPING_COMPILE=0``, the package is plain Python, and works the same.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -71,8 +77,46 @@ class BuildPyWithFrontend(build_py):
         super().run()
 
 
+def _compiler() -> str | None:
+    """Why the transfer path cannot be compiled here (None: it can)."""
+    if os.environ.get("PIPING_COMPILE") == "0":
+        return "PIPING_COMPILE=0"
+    try:
+        import mypyc.build  # noqa: F401  (in mypy, a build requirement in pyproject.toml)
+    except ImportError:
+        return "mypyc is not installed"
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler})"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "no Python.h (Debian: python3-dev)"
+    return None
+
+
+def compiled_extensions() -> list[Extension]:
+    """The transfer path compiled by mypyc, or nothing (plain Python) where it cannot be."""
+    reason = _compiler()
+    if reason is not None:
+        print(f"piping-server: not compiling the transfer path ({reason}): plain Python", flush=True)
+        return []
+    from mypyc.build import mypycify
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from piping_server._compiled import COMPILED_MODULES
+
+    files = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in COMPILED_MODULES]
+    # mypy's checks are the project's own business (scripts/test runs them strictly): here only the
+    # types matter, and the runtime dependencies need not be in the build environment.
+    options = ["--config-file=", "--ignore-missing-imports", "--python-version=3.11"]
+    try:
+        return mypycify([*options, *files], opt_level="3", group_name="piping_server")
+    except SystemExit as exc:  # mypyc refused a module (it prints why): the package still works uncompiled
+        print(f"piping-server: mypyc failed ({exc}): not compiling the transfer path: plain Python", flush=True)
+        return []
+
+
 # The bundles' folder must exist before setup() discovers the packages (pyproject.toml's find, with
 # namespaces): created only later by build_py, it would be missed, and setuptools warns (~40 lines)
 # that package data lies in a folder absent from `packages`.
 VENDOR.mkdir(parents=True, exist_ok=True)
-setup(cmdclass={"build_py": BuildPyWithFrontend})
+setup(cmdclass={"build_py": BuildPyWithFrontend}, ext_modules=compiled_extensions())

@@ -208,8 +208,10 @@ class Context:
 
 
 def server_command(ctx: Context, name: str, port: int, https_port: int | None) -> list[str]:
-    if name in ("ours", "base"):  # (base: the same command, its tree first on PYTHONPATH)
+    if name in ("ours", "base", "pure"):  # (base: the same command, its tree first on PYTHONPATH)
         cmd = [sys.executable, "-m", "piping_server", "--host", HOST, "--http-port", str(port)]
+    elif name == "floor":  # the least relay on our stack (bench/floor.py)
+        cmd = [sys.executable, str(Path(__file__).with_name("floor.py")), "--host", HOST, "--http-port", str(port)]
     elif name in ctx.peer_bins:  # the peers take the reference's flags
         cmd = [str(ctx.peer_bins[name]), "--host", HOST, "--http-port", str(port)]
     else:
@@ -237,6 +239,8 @@ def start_server(ctx: Context, name: str, *, https: bool = False) -> Server:
     if name == "base":
         assert ctx.base_src is not None
         env = base_env(ctx.base_src)
+    if name == "pure":  # our server from its sources, not the modules the install compiled (docs/design.md)
+        env = {**os.environ, "PIPING_PURE": "1"}
     cmd = server_command(ctx, "ours" if name == "ours-copy" else name, port, https_port)
     proc = spawn(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ctx.workdir, env=env)
     logf.close()
@@ -1234,6 +1238,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the other Piping Servers beside the reference: all (those found; the default, but none with"
         " --no-ref), none, or a list (go,rust)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="line (4) adds pure (our server from its sources: PIPING_PURE=1) and floor (bench/floor.py, the least"
+        " relay on uvloop and httptools)",
+    )
     parser.add_argument("--peers-dir", type=Path, default=PEERS_DIR, help=f"where they are (default {PEERS_DIR})")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 32 MiB, 1 run, 200 transfers, 200 waiting, 10 x 4 MiB at once"
@@ -1289,6 +1299,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = ["ours", *(["base"] if ctx.base_src else []), *(["ref"] if ref_bin else [])]
     peers = list(ctx.peer_bins)
     columns = (["base"] if ctx.base_src else []) + peers
+    floor = ["pure", "floor"] if args.floor else []  # line (4) only
+    columns += floor
 
     if args.profile_only:
         run_profile(ctx, size, args.profile_mode)
@@ -1484,7 +1496,7 @@ def main(argv: list[str] | None = None) -> int:
                     add("3-mbs", target, res["mb_s"])
                     add("3-cpu", target, res["cpu_per_gib"])
         if 4 in only:
-            for target in interleaved(targets + peers, run):
+            for target in interleaved(targets + peers + floor, run):
                 res = guarded(run_small, ctx, target, args.small_count, args.small_pairs, args.small_procs)
                 record("4-small", target, run, res)
                 if "tps" in res:

@@ -47,6 +47,12 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT$extras"
         touch "$stamp"
     fi
+    # the transfer path is compiled by mypyc at install (setup.py): an edited source makes the package
+    # run every compiled module from source (src/piping_server/_compiled.py) until it is compiled again
+    if "$VENV/bin/python" -c 'import sys, piping_server._compiled as c; sys.exit(0 if c.needs_rebuild() else 1)' 2>/dev/null; then
+        step "compiling the transfer path again (mypyc): one of its sources changed"
+        "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT"
+    fi
     if [ ! -f "$VENDOR/novnc.js" ] || [ ! -f "$VENDOR/openpgp.js" ] || [ ! -f "$VENDOR/ssh.js" ]; then
         echo "error: the install did not bundle the web page's libraries into $VENDOR (see frontend/ and setup.py)" >&2
         exit 1

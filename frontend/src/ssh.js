@@ -7,7 +7,7 @@
 //   - OpenSSH's own private key file ("BEGIN OPENSSH PRIVATE KEY", what ssh-keygen writes), also
 //     passphrase-protected ones (bcrypt-pbkdf from npm, AES-CTR from WebCrypto); PEM keys
 //     (PKCS#1, SEC1, PKCS#8) go to the library's key package;
-//   - the "pty-req" and "window-change" channel requests (RFC 4254 6.2 and 6.7) a terminal needs.
+//   - the "pty-req", "env" and "window-change" channel requests (RFC 4254 6.2, 6.4 and 6.7) a terminal needs.
 import {
   BaseStream, BigInt as SshBigInt, ChannelRequestMessage, PublicKeyAlgorithm, SshAlgorithms,
   SshAuthenticationType, SshClientSession, SshDataReader, SshDataWriter, SshSessionConfiguration,
@@ -161,6 +161,23 @@ class WindowChangeMessage extends ChannelRequestMessage {
     writer.writeUInt32(this.rows);
     writer.writeUInt32(0);
     writer.writeUInt32(0);
+  }
+}
+
+/**
+ * "env" (RFC 4254 6.4): one environment variable, before the shell starts. No reply asked, as
+ * OpenSSH's client does it: sshd takes only the names its AcceptEnv lists and ignores the others.
+ */
+class EnvRequestMessage extends ChannelRequestMessage {
+  constructor(name, value) {
+    super("env", false);
+    Object.assign(this, { name, value });
+  }
+
+  onWrite(writer) {
+    super.onWrite(writer);
+    writer.writeString(this.name, "utf8");
+    writer.writeString(this.value, "utf8");
   }
 }
 
@@ -354,10 +371,11 @@ export async function login(session, { username, password, key }) {
 }
 
 /**
- * Open a shell with a terminal of `columns` x `rows`; `onData(bytes)` gets its output from the very
+ * Open a shell with a terminal of `columns` x `rows` and the variables of `env` (e.g. { LANG }),
+ * sent in OpenSSH's order: pty-req, env, shell. `onData(bytes)` gets its output from the very
  * first byte (the window is re-opened after it returns). Returns { channel, resize(columns, rows) }.
  */
-export async function openShell(session, { columns, rows, term = "xterm-256color", onData }) {
+export async function openShell(session, { columns, rows, term = "xterm-256color", env = {}, onData }) {
   const channel = await session.openChannel();
   channel.onDataReceived((data) => {
     onData(data);
@@ -366,6 +384,7 @@ export async function openShell(session, { columns, rows, term = "xterm-256color
   if (!(await channel.request(new PtyRequestMessage(term, columns, rows)))) {
     throw new Error("the server refused a terminal (pty-req)");
   }
+  for (const [name, value] of Object.entries(env)) await channel.request(new EnvRequestMessage(name, value));
   const shell = new ChannelRequestMessage("shell", true);
   if (!(await channel.request(shell))) throw new Error("the server refused a shell");
   return {

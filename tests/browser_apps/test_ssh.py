@@ -72,7 +72,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
         "PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
-        f"AllowUsers {TEST_USER}\n"
+        # As Debian's default sshd_config: the client's locale is taken, nothing else of its environment.
+        f"AcceptEnv LANG LC_*\nAllowUsers {TEST_USER}\n"
     )
     log = (d / "sshd.log").open("wb")
     proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
@@ -117,10 +118,12 @@ def _tunnel(http_base: str, port: int, path1: str, path2: str, log: Path) -> Ite
             stop_process(proc)
 
 
-def _open(new_page: Callable[..., Any], https_base: str, fragment: str = "ssh", **fields: str) -> tuple[Any, str, str]:
+def _open(
+    new_page: Callable[..., Any], https_base: str, fragment: str = "ssh", locale: str | None = None, **fields: str
+) -> tuple[Any, str, str]:
     base = f"ssh-{uuid.uuid4().hex[:10]}"
     path1, path2 = f"{base}/c-to-s", f"{base}/s-to-c"
-    page = new_page(f"{https_base}/#{fragment}")
+    page = new_page(f"{https_base}/#{fragment}", **({"locale": locale} if locale else {}))
     page.fill("#ssh-path1", path1)
     page.fill("#ssh-path2", path2)
     page.fill("#ssh-user", TEST_USER)
@@ -192,6 +195,36 @@ def test_password_login_runs_commands_follows_resizes_and_disconnects(
         page.click("#ssh-disconnect")
         page.wait_for_function("document.body.dataset.sshState === 'disconnected'")
         assert "Disconnected" in (page.text_content("#ssh-status") or "")
+
+
+# A browser language, the LANG it gives, and text typed in a shell that has LANG and no other locale setting.
+BROWSER_LOCALE, SESSION_LANG = "de-DE", "de_DE.UTF-8"
+NON_ASCII = "Grüße, καλημέρα, 5 €"
+
+
+def test_the_session_gets_the_browsers_language_as_lang(
+    http_base: str, https_base: str, new_page: Callable[..., Any], sshd: Sshd, tmp_path: Path
+) -> None:
+    """Issue 21 item 11: no LANG was sent, so in a server without a default locale the shell ran in
+    "C", and readline turned typed UTF-8 into escape sequences. sshd (UsePAM no) sets no LANG itself."""
+    if subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.find("de_DE.utf8") < 0:
+        # The user's locale exists on the server (else the shell falls back to "C" whatever is sent).
+        if shutil.which("localedef") is None:
+            pytest.skip(f"{SESSION_LANG} is not installed and there is no localedef (apt-get install locales)")
+        subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", SESSION_LANG], check=True, capture_output=True)
+    page, path1, path2 = _open(new_page, https_base, locale=BROWSER_LOCALE, password=sshd.password)
+    with _tunnel(http_base, sshd.port, path1, path2, tmp_path / "tunnel.log"):
+        page.click("#ssh-connect")
+        page.wait_for_function("document.body.dataset.sshState === 'host-key'")
+        page.click("#ssh-accept")
+        page.wait_for_function("document.body.dataset.sshState === 'connected'")
+        _type(page, 'echo "lang=[$LANG]"\n')
+        _wait_screen(page, f"lang=[{SESSION_LANG}]")
+        # Typed into readline, then printed by the shell: the output line differs from the typed one.
+        _type(page, f'x=\'{NON_ASCII}\'; echo "<$x>" $(printf %s "$x" | wc -c)\n')
+        _wait_screen(page, f"<{NON_ASCII}> {len(NON_ASCII.encode())}")
+        page.click("#ssh-disconnect")
+        page.wait_for_function("document.body.dataset.sshState === 'disconnected'")
 
 
 @pytest.mark.parametrize("kind", list(KEYS))

@@ -180,7 +180,7 @@ def test_receiver_gets_no_proxy_buffering_headers(target: Target, tmp_path: Path
     sender(target, path, tmp_path).finish(input=b"z")
     got = recv.finish()
     assert got.header("x-accel-buffering") == "no"
-    assert got.header("cache-control") == "no-store"
+    assert got.header("cache-control") == "private, no-cache, no-transform"
     assert got.header("access-control-expose-headers") is None  # no X-Piping was sent
 
 

@@ -223,6 +223,34 @@ def test_moved_upload_keeps_the_bytes_read_with_its_head(workers_server: ServerP
         sock.close()
 
 
+def test_new_connections_reach_the_owner_however_their_first_line_comes(workers_server: ServerProcess) -> None:
+    """A new connection is moved on what its first bytes say, before it is read (the door peeks): a
+    request line that comes whole after a pause, and one split across writes (the door sees no whole
+    line: the head moves once read), each make a byte-exact transfer on every worker's paths. (A request
+    left on the wrong worker would still be relayed to the owner: what fails here is a door that takes
+    bytes from the socket, or loses the connection.)"""
+    target = workers_server.target("h1")
+    for owner in range(3):
+        for split in (False, True):
+            path = owned_by(owner)
+            body = b"to worker %d, split %s\n" % (owner, str(split).encode())
+            recv = target.popen_curl(target.url(path))
+            request = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+            sock = raw_connect(target)
+            try:
+                time.sleep(0.1)  # connected, nothing said yet
+                if split:
+                    sock.sendall(request[:7])  # "POST /w": no whole request line
+                    time.sleep(0.2)
+                    sock.sendall(request[7:])
+                else:
+                    sock.sendall(request)
+                assert ALL_OK in recv_until(sock, b"0\r\n\r\n")
+            finally:
+                sock.close()
+            assert recv.communicate(timeout=WAIT_S)[0] == body
+
+
 def test_tls_http1_requests_to_every_worker(workers_server: ServerProcess) -> None:
     """HTTP/1.1 over TLS cannot move: relayed to the owner, with the owner's answers and a 100 Continue."""
     target = workers_server.target("h1-tls")

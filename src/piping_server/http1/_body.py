@@ -203,8 +203,10 @@ def measure_framing(data: bytes, *, closes_chunk: bool) -> tuple[int, int] | Non
             return None
         pos = 2
     end = data.find(b"\r\n", pos)
+    if end < 0:
+        return None
     digits = data[pos:end]
-    if end < 0 or not digits or len(digits) > 16 or not _HEX.issuperset(digits):
+    if not digits or len(digits) > 16 or not _HEX.issuperset(digits):
         return None
     size = int(digits, 16)
     return (end + 2, size) if size else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 #: How often the connections are looked at: how late a timeout may close a connection.
 SWEEP_S = 1.0
@@ -26,7 +26,7 @@ class IdleSweep:
 
     __slots__ = ("_loop", "_members", "_handle")
 
-    _by_loop: dict[asyncio.AbstractEventLoop, IdleSweep] = {}
+    _by_loop: ClassVar[dict[asyncio.AbstractEventLoop, IdleSweep]] = {}
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 import time
@@ -150,7 +151,8 @@ def _short_frame_repr(self: hyperframe.frame.Frame) -> str:
 # repr copied and hex-encodes its whole payload (a third of the cost of receiving an upload), a HEADERS
 # frame's its header block, and the flags are sorted and joined (3 % of a small transfer's CPU, bench
 # line 10). Every frame's repr is a short summary here: no copy, no hex.
-hyperframe.frame.Frame.__repr__ = _short_frame_repr  # type: ignore[method-assign]
+# (partialmethod: this module may be compiled, and a compiled function does not bind as a method)
+hyperframe.frame.Frame.__repr__ = functools.partialmethod(_short_frame_repr)  # type: ignore[method-assign,assignment]
 
 #: Frame header (RFC 9113 section 4.1): 24-bit length, type, flags, stream id.
 _FRAME_HEAD = struct.Struct(">HBBBL")

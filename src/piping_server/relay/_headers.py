@@ -71,9 +71,13 @@ def receiver_headers(
         headers.append((b"access-control-expose-headers", b"X-Piping"))
     headers += [
         (b"x-robots-tag", b"none"),
-        # a reverse proxy must neither buffer nor cache the stream (beyond the reference)
+        # a reverse proxy must neither buffer nor cache the stream (beyond the reference): "private"
+        # keeps shared caches from storing it, "no-cache" any cache from reusing it, "no-transform"
+        # proxies from recompressing it. Not "no-store": Chromium reports a no-store response whose
+        # body came in several pieces and was read with a stream reader as failed (net::ERR_ABORTED),
+        # every byte received (issue 21 item 12, docs/browser-apps.md).
         (b"x-accel-buffering", b"no"),
-        (b"cache-control", b"no-store"),
+        (b"cache-control", b"private, no-cache, no-transform"),
     ]
     return headers
 

@@ -5,10 +5,15 @@ hash of the path as the hub compares it (docs/protocol.md section 1: normalised,
 picks one of the N workers. Whichever worker accepts a connection then brings each request to the
 owner of its path:
 
-* HTTP/1.x over plain TCP moves: the worker that read the request head sends the socket itself
-  (``SCM_RIGHTS`` on a Unix socket) with the bytes already read to the owner, which serves the
-  connection exactly as a single process would, splicing included. On a kept-alive connection the
-  next request may belong to another worker: it moves again.
+* HTTP/1.x over plain TCP moves: the socket itself goes to the owner (``SCM_RIGHTS`` on a Unix
+  socket), which serves the connection exactly as a single process would, splicing included.
+  A new connection moves before anything is read from it: the listener has ``TCP_DEFER_ACCEPT``,
+  so its request line is usually there when it is accepted, and ``_Door`` peeks at it
+  (``MSG_PEEK``) before any protocol or parser exists. The kernel cannot do this choice itself:
+  ``SO_REUSEPORT`` (and a BPF program choosing among the sockets) picks a listener when the SYN
+  comes, before any byte of the request exists. A connection whose line was not there yet, and
+  a kept-alive one whose next request belongs to another worker, move when a request head has
+  been read: with the bytes already read.
 * HTTP/2 streams and TLS connections cannot move: their requests are relayed to the owner over an
   internal HTTP/1.1 connection (``_forward.Forward``); the owner serves them on ``InternalProtocol``.
 
@@ -16,12 +21,13 @@ Pages, preflights and refused methods are the same in every worker: served where
 
 Each worker listens on two Unix sockets in the supervisor's private directory: ``hand-<i>`` for
 moved connections and ``fwd-<i>`` for relayed requests (and ``metrics-<i>`` for the supervisor).
-A record on ``hand-<i>`` is a 4-byte big-endian length, then that many bytes already read; the
-socket's descriptor rides with the length's first byte.
+A record on ``hand-<i>`` is a 4-byte big-endian length, then that many bytes already read (none
+for a connection moved by the door); the socket's descriptor rides with the length's first byte.
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import logging
@@ -30,8 +36,9 @@ import socket
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, cast
 
 from ..core import is_reserved, split_target
 from ..http1.protocol import Http1Exchange, Http1Protocol
@@ -47,6 +54,11 @@ _RECV_BYTES = 256 * 1024
 #: Descriptors accepted per read of a hand-over socket.
 _MAX_FDS = 64
 _TRANSFER_METHODS = (b"GET", b"POST", b"PUT")
+#: Bytes of a new connection looked at (``MSG_PEEK``) for its request line; a longer line takes the slow path.
+_PEEK_BYTES = 2048
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+#: A record with no bytes carried: a connection moved before anything was read from it.
+_EMPTY_RECORD = struct.pack("!I", 0)
 
 
 def owner_of(path: str, workers: int) -> int:
@@ -81,9 +93,10 @@ class Worker:
 class Handover:
     """This worker's side of the meeting: moving connections out, taking them in, relaying streams."""
 
-    def __init__(self, place: WorkerPlace, relay: Relay) -> None:
+    def __init__(self, place: WorkerPlace, relay: Relay, family: int = socket.AF_INET) -> None:
         self.place = place
         self.relay = relay
+        self.family = family  # the HTTP listener's: every moved connection came from it
         self._channels: dict[int, _Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
@@ -99,14 +112,36 @@ class Handover:
         owner = owner_of(path, self.place.count)
         return None if owner == self.place.index else owner
 
+    def door(self) -> asyncio.Protocol:
+        """The HTTP listener's protocol factory: each new connection goes first to its first request's owner."""
+        return _Door(self)
+
+    def owner_of_line(self, line: bytes) -> int | None:
+        """The other worker that owns the path of this request line, or None."""
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in _TRANSFER_METHODS:
+            return None  # malformed or not a transfer: answered here, as anywhere
+        return self.owner(parts[1].decode("latin-1"))
+
+    def move_new(self, owner: int, fd: int) -> None:
+        """Send a new connection, nothing read from it, to ``owner``; ``fd`` stays the caller's to close."""
+        channel = self._channels.get(owner)
+        if channel is None:
+            channel = self._channels[owner] = _Channel(self.place, owner)
+        channel.send(fd, _EMPTY_RECORD, borrowed=True)
+
+    def after_first(self, conn: Http1Protocol, head: bytes, data: bytes) -> bool:
+        """The hook of a connection whose first request the door saw is this worker's: the next ones may move."""
+        conn.hand_over = self.hand_over
+        return False
+
     def hand_over(self, conn: Http1Protocol, head: bytes, data: bytes) -> bool:
         """``Http1Protocol``'s hook: send the connection to the owner of the head's path, if not ours."""
-        line = head[: head.find(b"\n")].split()
-        if len(line) != 3 or line[0] not in _TRANSFER_METHODS:
-            return False  # malformed or not a transfer: answered here, as anywhere
-        owner = self.owner(line[1].decode("latin-1"))
+        owner = self.owner_of_line(head[: head.find(b"\n")])
+        if owner is None:
+            return False
         sock = conn.socket()
-        if owner is None or sock is None:
+        if sock is None:
             return False
         fd = os.dup(sock.fileno())
         conn.close()  # our descriptor only: the connection lives on in ``fd``
@@ -204,6 +239,9 @@ class Handover:
 
     def _adopt(self, fd: int, carried: bytes) -> None:
         """Serve a moved connection as if this worker had accepted it, starting with the bytes already read."""
+        if not carried:
+            self._adopt_new(fd)
+            return
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         relay, hand_over = self.relay, self.hand_over
@@ -217,6 +255,82 @@ class Handover:
                 sock.close()
 
         self._spawn(adopt())
+
+    def _adopt_new(self, fd: int) -> None:
+        """Serve a connection moved before anything was read from it: a plain connection of this worker.
+
+        ``connect_accepted_socket`` is driven here rather than in a task: the transport and the
+        protocol are made by its first step, the rest only waits for ``connection_made``.
+        """
+        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)  # (given, not looked up)
+        relay, hook = self.relay, self.after_first  # its first request is ours: the sender checked
+        loop = asyncio.get_running_loop()
+        steps = loop.connect_accepted_socket(lambda: Http1Protocol(relay, hand_over=hook), sock)
+        try:
+            waiter = steps.send(None)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as exc:
+            log.debug("worker %d: a moved connection could not be served: %s", self.place.index, exc)
+            sock.close()
+            return
+        waiter.add_done_callback(lambda _: _finish(steps))
+
+
+def _finish(steps: Coroutine[Any, Any, object]) -> None:
+    """The last step of ``connect_accepted_socket``: it returns at once, its waiter being done."""
+    try:
+        steps.send(None)
+    except StopIteration:
+        pass
+    except (Exception, asyncio.CancelledError) as exc:  # the connection failed: its transport is closed
+        log.debug("a moved connection could not be served: %r", exc)
+
+
+class _Door(asyncio.Protocol):
+    """A new connection of a worker's HTTP listener, before any byte is read from it.
+
+    The listener has ``TCP_DEFER_ACCEPT``, so the request's first bytes are usually in the socket
+    when it is accepted: they are peeked at (``MSG_PEEK``: left in the socket), and a connection
+    whose first request belongs to another worker is sent there at once, with no protocol, parser
+    or read of its own; the owner reads it as a connection of its own. Any other connection (its
+    request line not there yet, not a transfer, a path of this worker) becomes an ``Http1Protocol``
+    here, and its requests still move as they come (``Handover.hand_over``).
+    """
+
+    __slots__ = ("handover",)
+
+    def __init__(self, handover: Handover) -> None:
+        self.handover = handover
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio subclasses)
+        handover = self.handover
+        hook = handover.hand_over
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            fd = sock.fileno()
+            probe = _socket.socket(handover.family, socket.SOCK_STREAM, 0, fd)
+            try:
+                head = probe.recv(_PEEK_BYTES, _PEEK_FLAGS)
+            except OSError:
+                head = b""
+            finally:
+                probe.detach()  # the descriptor stays the transport's
+            end = head.find(b"\n")
+            if end >= 0:  # the whole request line is there
+                owner = handover.owner_of_line(head[:end])
+                if owner is not None:
+                    handover.move_new(owner, fd)
+                    transport.abort()  # closes our descriptor only: the owner has its own
+                    return
+                hook = handover.after_first  # the first request stays here: only the next ones may move
+        conn = Http1Protocol(handover.relay, hand_over=hook)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """A moved connection's transport is closed: nothing to do."""
 
 
 class _Inbound:
@@ -252,7 +366,8 @@ class _Channel:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
-    def send(self, fd: int, record: bytes) -> None:
+    def send(self, fd: int, record: bytes, *, borrowed: bool = False) -> None:
+        """Send ``record`` with ``fd``, which is closed here (``borrowed``: left open, a copy waits if need be)."""
         if self.sock is not None and not self.queue:
             try:
                 sent = socket.send_fds(self.sock, [record], [fd])
@@ -262,11 +377,12 @@ class _Channel:
                 self.sock.close()
                 self.sock = None  # the task reconnects
             else:
-                os.close(fd)
+                if not borrowed:
+                    os.close(fd)
                 if sent < len(record):
                     self._queue(-1, record[sent:])
                 return
-        self._queue(fd, record)
+        self._queue(os.dup(fd) if borrowed else fd, record)
 
     def _queue(self, fd: int, record: bytes) -> None:
         self.queue.append((fd, record))

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._runtime.collector import tune_gc
 from .._runtime.malloc import tune_malloc
 from ..http1.protocol import Http1Protocol
 from ..ops._config import Config
@@ -75,7 +76,7 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
         where = f"{config.metrics.host}:{config.metrics.port}"
         raise StartupError(f"cannot listen on {where} (metrics): {exc.strerror}") from exc
     servers: list[asyncio.Server] = []
-    handover = Handover(worker.place, relay) if worker is not None else None
+    handover = Handover(worker.place, relay, worker.http_socket.family) if worker is not None else None
     listener: socket.socket | None = None
     try:
         if worker is not None and handover is not None:
@@ -84,12 +85,7 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
             worker_metrics = await _serve_worker_metrics(worker, operator)
             if worker_metrics is not None:
                 servers.append(worker_metrics)  # kept: uvloop closes a server nobody refers to
-            hand_over = handover.hand_over
-            servers.append(
-                await loop.create_server(
-                    lambda: Http1Protocol(relay, hand_over=hand_over), sock=worker.http_socket, backlog=options.backlog
-                )
-            )
+            servers.append(await loop.create_server(handover.door, sock=worker.http_socket, backlog=options.backlog))
         else:
             listener = http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd)
             servers.append(
@@ -191,6 +187,7 @@ async def _serve_worker_metrics(worker: Worker, operator: Operator) -> asyncio.S
 def run(options: ServerOptions, *, worker: Worker | None = None) -> None:
     """Run ``serve`` on uvloop when it is installed, plain asyncio otherwise."""
     tune_malloc()  # read buffers from the heap, not fresh pages each time (_malloc.py)
+    tune_gc()
     try:
         import uvloop
     except ImportError:

@@ -49,8 +49,10 @@ RESTART_PAUSE_S = 0.1
 RESTART_PAUSE_MAX_S = 5.0
 #: A worker's figures must arrive within this for a scrape.
 SCRAPE_TIMEOUT_S = 5.0
-#: A metrics request's head may not exceed this (bytes).
 _PR_SET_PDEATHSIG = 1
+#: TCP_DEFER_ACCEPT on the HTTP port: a connection is accepted when its first bytes come, or after about this
+#: (one SYN-ACK resent): a client that says nothing is then served as before (and timed out by --header-timeout).
+DEFER_ACCEPT_S = 1
 
 
 def parse_workers(value: str) -> int:
@@ -82,6 +84,9 @@ def run_workers(options: ServerOptions, count: int) -> None:
             listeners,
             lambda: http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd),
         )
+        if http.family in (socket.AF_INET, socket.AF_INET6) and options.fd is None:
+            # accepted once the request's first bytes are in: a worker can see at once whose it is (_handover._Door)
+            http.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
         https = None
         if options.enable_https and options.https_port is not None:
             https_port = options.https_port

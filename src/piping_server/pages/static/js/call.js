@@ -22,6 +22,8 @@
   const KEYFRAME_MS = 1000;
   const CANDIDATE_TYPES = ['video/webm;codecs="vp8,opus"', 'video/webm;codecs="vp9,opus"', "video/webm"];
   const PATHS = { first: ["call-1", "call-2"], second: ["call-2", "call-1"] };
+  // How long a call that ended waits for its requests to end by themselves before it aborts them.
+  const SETTLE_MS = 3000;
 
   // Set by start(): fills the room from a "#call?room=x" link.
   let applyParams = () => {};
@@ -34,7 +36,8 @@
       remote: $("call-remote"), local: $("call-local"), view: $("call-view"),
     };
     ui.room.value = Piping.randomPath();
-    let call = null; // the call in progress: { media, recorder, feed, controller, objectUrl }
+    // The call in progress: { media, recorder, feed, controller, playController, uploadDone, playDone, objectUrl }
+    let call = null;
     // Runs on every showing, so a "#call?room=x" link opened in a page already open fills the form
     // too; never during a call.
     applyParams = (params) => {
@@ -75,7 +78,13 @@
             // already closed or errored
           }
         }
-        current.controller.abort();
+        // The upload was closed above: the other side sees a clean end, and the server answers it
+        // (or has already). A request still running after a moment (a cut network) is aborted; the
+        // other side's stream at once when this side hangs up (its own choice), else it ends by itself.
+        const settle = (done) => Promise.race([done, new Promise((resolve) => setTimeout(resolve, SETTLE_MS))]);
+        settle(current.uploadDone).then(() => current.controller.abort());
+        if (state === "ended" || state === "failed" || state === "busy") current.playController.abort();
+        else settle(current.playDone).then(() => current.playController.abort());
         ui.local.srcObject = null;
         ui.remote.pause();
         ui.remote.removeAttribute("src");
@@ -116,7 +125,11 @@
         return;
       }
       const [sendPath, receivePath] = PATHS[role].map((name) => `${room}/${name}`);
-      const current = { media, controller: new AbortController(), role };
+      // One controller for the upload, one for the other side's stream: they end at different times.
+      const current = {
+        media, controller: new AbortController(), playController: new AbortController(), role,
+        uploadDone: Promise.resolve(), playDone: Promise.resolve(),
+      };
       call = current;
       setBusy(true);
       ui.local.srcObject = media;
@@ -132,7 +145,7 @@
         if (call === current) finish(`The call could not start: ${error.message || error}`, "error", "failed");
         return;
       }
-      play(current, Piping.pathUrl(receivePath).href, passphrase);
+      current.playDone = play(current, Piping.pathUrl(receivePath).href, passphrase);
     }
 
     /** The server refused a path of the room: someone already has that side of the call. */
@@ -156,6 +169,8 @@
         mimeType, videoBitsPerSecond: 1_000_000, videoKeyFrameIntervalDuration: KEYFRAME_MS,
       });
       current.recorder = recorder;
+      // Settled once the server's answer has been read to its end (after the body was closed).
+      current.uploadDone = upload.then((response) => response.clone().text(), () => {}).catch(() => {});
       recorder.addEventListener("dataavailable", async (event) => {
         if (event.data.size === 0 || call !== current) return;
         const bytes = new Uint8Array(await event.data.arrayBuffer());
@@ -188,7 +203,7 @@
       const source = new MediaSource();
       current.objectUrl = URL.createObjectURL(source);
       try {
-        const response = await fetch(url, { signal: current.controller.signal, cache: "no-store" });
+        const response = await fetch(url, { signal: current.playController.signal, cache: "no-store" });
         if (!response.ok) {
           if (call === current) finish(busy(current.role), "error", "busy");
           return;

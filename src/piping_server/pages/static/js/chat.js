@@ -2,15 +2,24 @@
  * chat.js: the "chat" mode. Two people join the same room; each side's typing streams to the
  * other keystroke by keystroke, over two long requests that stay open for the whole chat:
  *
- *   ROOM/hello  who comes first: both POST a small body there; the server takes the first
- *               (it waits for a receiver) and refuses the second ("Another sender..."), which then
- *               GETs it. So the first is side "a", the second side "b", with no other coordination.
+ *   ROOM/hello  who comes first, as a live transfer (docs/protocol.md section 11), whose live
+ *               receivers may be any number and are never refused: each side GETs ROOM/hello?live;
+ *               one that no stream answers within a moment POSTs its own there (a random token,
+ *               one line, written again every half second). Every side then reads the first whole
+ *               line it gets: its own token makes it side "a", another's side "b". Side a ends
+ *               its hello stream once side b is there, which ends every GET of it cleanly.
  *   ROOM/a      side a's typing, one streamed POST (fetch() with a ReadableStream body);
- *   ROOM/b      side b's typing; each side GETs the other's path and shows it as it comes.
+ *   ROOM/b      side b's typing; each side GETs the other's path and shows it as it comes. Side b
+ *               starts its POST at once, side a once its GET of ROOM/b has answered: so a
+ *               third person, who becomes an "a" of its own, is told the room is busy by that GET.
+ *
+ * So no request of a chat that works is refused (a 4xx, which the browser's console logs as an
+ * error) or aborted: only two people who click within the same moment may both POST a hello, and
+ * the second of those POSTs is refused (the page goes on as side b).
  *
  * The streams are plain UTF-8 text: characters as typed, "\b" (backspace) to take one back, "\n"
- * to end a line. So a terminal can join too: `curl -sS URL/ROOM/hello` (as side b), then
- * `curl -sSN URL/ROOM/a` to read and `curl -sSNT - URL/ROOM/b` to type.
+ * to end a line. So a terminal can join too, as side b: `curl -sSN URL/ROOM/a` to read and
+ * `curl -sSNT - URL/ROOM/b` to type.
  *
  * With a passphrase (the same on both sides), each side's stream is a series of lines, each the
  * base64 of one whole OpenPGP message (as `gpg -c` writes) that holds what was typed since the
@@ -30,8 +39,13 @@
   "use strict";
 
   const BACKSPACE = "\b";
-  // The first sender waits for the second person at most this long before the page gives up.
-  const HELLO_TIMEOUT_MS = 30 * 60 * 1000;
+  // How long a side waits for a hello stream before it offers its own: random in this range, so
+  // that two people who click at once rarely both offer one.
+  const HELLO_PAUSE_MS = [400, 1000];
+  // How often side a writes its token again (a side that joins a live stream reads from then on).
+  const HELLO_REPEAT_MS = 500;
+  // A hello line longer than this is not a token: the path is used by something else.
+  const MAX_HELLO_CHARS = 256;
   // A line of the encrypted form longer than this is not ours: the stream is refused.
   const MAX_LINE_CHARS = 1 << 20;
   const BASE64_LINE = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -166,58 +180,62 @@
       ui.log.scrollTop = ui.log.scrollHeight;
     }
 
-    /** Be side "a" or "b" of the room (see the top of this file). */
+    /**
+     * Be side "a" or "b" of the room (see the top of this file): { me, peer, hello } where `hello`
+     * is side a's own hello stream (its close() ends it), or null.
+     */
     async function handshake(room, signal) {
-      const helloUrl = Piping.pathUrl(`${room}/hello`).href;
-      const response = await fetch(helloUrl, {
-        method: "POST", body: "piping-chat\n", headers: { "Content-Type": "text/plain" }, signal,
-      });
-      if (response.ok) {
-        // First here: the server answers at once and tells when the other side took the hello.
-        status(`Waiting for someone to join room "${room}"...`, "");
-        const busy = await roomIsBusy(room, signal);
-        if (busy) throw chatError(busy);
+      const helloUrl = Piping.pathUrl(`${room}/hello`);
+      helloUrl.search = "live";
+      const token = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
+        .join("");
+      const answer = fetch(helloUrl.href, { signal, cache: "no-store" });
+      const [low, high] = HELLO_PAUSE_MS;
+      const pause = new Promise((resolve) => setTimeout(resolve, low + Math.random() * (high - low)));
+      let mine = null;
+      let repeat = 0;
+      const stopOffering = () => {
+        clearInterval(repeat);
+        if (mine !== null) mine.close();
+      };
+      if (await Promise.race([answer.then(() => false, () => false), pause.then(() => true)])) {
+        mine = Piping.streamingPost(helloUrl.href, { contentType: "text/plain; charset=utf-8" });
+        // Its answer comes once the stream ends (a 400 if another side offered one first).
+        mine.done.then((response) => response.text(), () => {}).catch(() => {});
+        mine.write(`${token}\n`);
+        repeat = setInterval(() => mine.write(`${token}\n`), HELLO_REPEAT_MS);
+        signal.addEventListener("abort", stopOffering, { once: true });
+      }
+      try {
+        const response = await answer;
+        if (!response.ok) throw chatError(explainRefusal(await response.text(), room) || `HTTP ${response.status}`);
+        // Joined a stream under way: its first bytes may be the end of a line.
+        let skip = Number(response.headers.get("Piping-Live-Offset") || 0) > 0;
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let text = "";
-        const deadline = Date.now() + HELLO_TIMEOUT_MS;
-        while (Date.now() < deadline) {
+        let first = null;
+        while (first === null) {
           const { value, done } = await reader.read();
-          if (done) break;
+          if (done) throw new Error("the hello stream ended before a whole line");
           text += value;
-          if (/\[INFO\] All receiver\(s\) was\/were received successfully\./.test(text)) return { me: "a", peer: "b" };
+          let newline;
+          while (first === null && (newline = text.indexOf("\n")) >= 0) {
+            if (!skip) first = text.slice(0, newline);
+            skip = false;
+            text = text.slice(newline + 1);
+          }
+          if (text.length > MAX_HELLO_CHARS) throw chatError(`Room "${room}" is used by something else than a chat.`);
         }
-        throw new Error("the other side did not arrive");
-      }
-      const refusal = await response.text();
-      if (!/Another sender has been connected/.test(refusal)) {
-        throw chatError(explainRefusal(refusal, room) || `HTTP ${response.status}`);
-      }
-      // Someone is already waiting: take their hello.
-      const hello = await fetch(helloUrl, { signal, cache: "no-store" });
-      if (!hello.ok) throw chatError(explainRefusal(await hello.text(), room));
-      await hello.text();
-      return { me: "b", peer: "a" };
-    }
-
-    /**
-     * Whether two people already chat in this room: then side a's path is taken (the server
-     * refuses a second sender there), while the hello path is free again. An empty POST asks; if
-     * the path was free, that POST became a waiting sender, which is dropped at once.
-     */
-    async function roomIsBusy(room, signal) {
-      const probe = new AbortController();
-      signal.addEventListener("abort", () => probe.abort(), { once: true });
-      try {
-        const response = await fetch(Piping.pathUrl(`${room}/a`).href, {
-          method: "POST", body: "", headers: { "Content-Type": "text/plain" }, signal: probe.signal,
-        });
-        if (response.ok) return "";
-        const text = await response.text();
-        return /established already|Another sender/.test(text) ? explainRefusal(text, room) : "";
-      } catch {
-        return "";
-      } finally {
-        probe.abort();
+        // Read to its end (side a ends it soon), so that the request ends cleanly, not cancelled.
+        (async () => {
+          for (;;) if ((await reader.read()).done) return;
+        })().catch(() => {});
+        if (first === token) return { me: "a", peer: "b", hello: { close: stopOffering } };
+        stopOffering(); // another side was first (we both offered one: ours was refused)
+        return { me: "b", peer: "a", hello: null };
+      } catch (error) {
+        stopOffering();
+        throw error;
       }
     }
 
@@ -236,7 +254,7 @@
       }
       const controller = new AbortController();
       const passphrase = ui.pass.value;
-      session = { controller, upload: null, typed: "", passphrase, outbox: "", sealing: null, sealer: null };
+      session = { controller, upload: null, hello: null, typed: "", passphrase, outbox: "", sealing: null, sealer: null };
       ui.join.disabled = true;
       ui.room.disabled = true;
       ui.pass.disabled = true;
@@ -249,24 +267,42 @@
         if (session === null || session.controller !== controller) return;
         session.sealer = sealer;
         const roles = await handshake(room, controller.signal);
-        if (session === null || session.controller !== controller) return;
-        // No abort signal: leaving closes this body, so the other side sees a clean end, not a cut.
-        const upload = Piping.streamingPost(Piping.pathUrl(`${room}/${roles.me}`).href, {
-          contentType: "text/plain; charset=utf-8",
-        });
-        session.upload = upload;
-        // The empty first message: the other side checks the passphrase before anyone types.
-        if (sealer !== null) upload.write(toBase64(sealer.first) + "\n");
-        upload.done.then(
-          () => {},
-          (error) => {
-            if (!controller.signal.aborted) end(Piping.explainStreamingFailure(error), "error");
-          },
-        );
-        const response = await fetch(Piping.pathUrl(`${room}/${roles.peer}`).href, {
-          signal: controller.signal, cache: "no-store",
-        });
-        if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+        if (session === null || session.controller !== controller) {
+          if (roles.hello !== null) roles.hello.close();
+          return;
+        }
+        session.hello = roles.hello;
+        const peerUrl = Piping.pathUrl(`${room}/${roles.peer}`).href;
+        const startUpload = () => {
+          // No abort signal: leaving closes this body, so the other side sees a clean end, not a cut.
+          const upload = Piping.streamingPost(Piping.pathUrl(`${room}/${roles.me}`).href, {
+            contentType: "text/plain; charset=utf-8",
+          });
+          session.upload = upload;
+          // The empty first message: the other side checks the passphrase before anyone types.
+          if (sealer !== null) upload.write(toBase64(sealer.first) + "\n");
+          upload.done.then(
+            (response) => response.text(),
+            (error) => {
+              if (!controller.signal.aborted) end(Piping.explainStreamingFailure(error), "error");
+            },
+          ).catch(() => {});
+          return upload;
+        };
+        let upload = null;
+        let response;
+        if (roles.me === "a") {
+          status(`Waiting for someone to join room "${room}"...`, "");
+          // Side b streams first; a refusal here means two people already chat in this room.
+          response = await fetch(peerUrl, { signal: controller.signal, cache: "no-store" });
+          if (!response.ok) throw chatError(explainRefusal(await response.text(), room) || `HTTP ${response.status}`);
+          upload = startUpload();
+          roles.hello.close();
+        } else {
+          upload = startUpload();
+          response = await fetch(peerUrl, { signal: controller.signal, cache: "no-store" });
+          if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+        }
         status(`Connected in room "${room}" (you are side ${roles.me})` +
           (passphrase ? ", end-to-end encrypted." : "."), "ok");
         document.body.dataset.chatState = "connected";
@@ -425,8 +461,9 @@
 
     function end(text, kind) {
       if (session === null) return;
-      const { controller, upload, sealing } = session;
+      const { controller, upload, sealing, hello } = session;
       session = null;
+      if (hello !== null) hello.close();
       // A message still being sealed goes out first, then the body ends cleanly.
       if (upload !== null) Promise.resolve(sealing).finally(() => upload.close());
       controller.abort();

@@ -42,6 +42,25 @@
     }
   }
 
+  /**
+   * The LANG an OpenSSH client on this user's machine would send: the browser's language as a
+   * UTF-8 locale, "en-US" -> "en_US.UTF-8". Without it a server with no default locale runs the
+   * shell in "C", and typed non-ASCII text comes out garbled. A bare language ("de") takes the
+   * region of a later entry of the same language ("de-DE"); if none, C.UTF-8 (a locale without a
+   * region, "de.UTF-8", does not exist on most systems: the shell would fall back to "C").
+   */
+  function browserLang(languages = navigator.languages || [navigator.language]) {
+    const tags = languages.filter(Boolean).map((tag) => {
+      const parts = tag.split("-");
+      const region = parts.slice(1).find((part) => /^([A-Za-z]{2}|\d{3})$/.test(part));
+      return { language: parts[0].toLowerCase(), region: region && region.toUpperCase() };
+    }).filter(({ language }) => /^[a-z]{2,3}$/.test(language));
+    if (tags.length === 0) return "C.UTF-8";
+    const { language } = tags[0];
+    const match = tags.find((tag) => tag.language === language && tag.region);
+    return match ? `${language}_${match.region}.UTF-8` : "C.UTF-8";
+  }
+
   // Set by start(): fills the form from a "#ssh?path1=...&path2=...&user=..." link.
   let applyParams = () => {};
 
@@ -294,6 +313,8 @@
         const shell = await lib.openShell(session, {
           columns: term.cols,
           rows: term.rows,
+          // As OpenSSH's SendEnv LANG (Debian's sshd accepts it: AcceptEnv LANG LC_*).
+          env: { LANG: browserLang() },
           // A copy: the library reuses its buffer once this returns, and xterm.js parses later.
           onData: (data) => term.write(new Uint8Array(data)),
         });
