@@ -45,7 +45,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import h2.config
 import h2.connection
@@ -1007,7 +1007,8 @@ class Http2Protocol(asyncio.Protocol):
         kept and reused while the table's newest entry and size are the same: the encoder's search of
         the table for every field was 6 % of a small transfer's CPU (bench line 10)."""
         table = encoder.header_table
-        entries = table.dynamic_entries
+        # (entries as objects: compiled, an entry typed as a tuple would be unboxed and lose its identity)
+        entries: Sequence[object] = table.dynamic_entries
         newest = entries[0] if entries else None
         key = tuple(headers)
         kept = self._blocks.get(key)
