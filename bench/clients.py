@@ -14,6 +14,7 @@ They are written so that the server, not the client, is what limits a transfer:
              prior knowledge): the ``h2`` library keeps the connection's state, but DATA frames are
              framed here as large as the peer allows (h2's ``send_data`` costs more per frame than
              the server it would measure), with h2's window accounting kept as ``send_data`` keeps it;
+             the sender ACKs at once while it waits for a window (``--delayed-acks``: not);
 * ``h2small`` many 1 KiB transfers over HTTP/2: many streams on a few connections;
 * ``multi``  many one-to-one streams at once in one process (non-blocking sockets, a selector):
              aggregate bytes and each receiver's time to first byte.
@@ -588,7 +589,7 @@ _H2_DATA_HEAD = struct.Struct(">HBBBL")  # 24-bit length, type 0 (DATA), flags, 
 class _H2:
     """A blocking HTTP/2 client connection: h2 keeps the state, this class moves the bytes."""
 
-    def __init__(self, port: int, tls: bool, timeout: float) -> None:
+    def __init__(self, port: int, tls: bool, timeout: float, quickack: bool = False) -> None:
         import h2.config
         import h2.connection
         import h2.settings
@@ -597,6 +598,7 @@ class _H2:
         if tls:
             sock = _tls(sock, "h2")
         self.sock = sock
+        self.quickack = quickack
         self.scheme = b"https" if tls else b"http"
         self.authority = f"{HOST}:{port}".encode()
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
@@ -635,6 +637,9 @@ class _H2:
         return sid
 
     def events(self, nbytes: int = RECV_BUF) -> list[Any]:
+        if self.quickack:
+            # re-armed before every wait: the kernel leaves quick-ack mode by itself (tcp(7))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         data = self.sock.recv(nbytes)
         if not data:
             raise ClientError("the server closed the HTTP/2 connection")
@@ -660,7 +665,11 @@ def run_h2send(args: argparse.Namespace) -> None:
 
     size: int = args.size
     deadline = time.monotonic() + args.deadline
-    c = _H2(args.port, args.tls, args.timeout)
+    # A sender that waits for a window ACKs what it reads at once (TCP_QUICKACK): a server with Nagle on
+    # (hyper sets TCP_NODELAY off) holds a second small WINDOW_UPDATE until the first is ACKed, and a
+    # delayed ACK then stalls every window for 40 ms, whatever the client (curl and h2load too).
+    # --delayed-acks keeps the kernel's default, as an ordinary client has it.
+    c = _H2(args.port, args.tls, args.timeout, quickack=not args.delayed_acks)
     conn = c.conn
     sid = c.request(b"POST", args.path, end=False)
     pattern = _pattern() * 16  # 1 MiB: frames are slices of it
@@ -1139,7 +1148,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("recv", parents=[common])
     p.add_argument("--mode", choices=["http", "raw"], default="http")
     p.add_argument("--announce", action="store_true", help="print 'connected' once connected (raw)")
-    sub.add_parser("h2send", parents=[common])
+    p = sub.add_parser("h2send", parents=[common])
+    p.add_argument(
+        "--delayed-acks", action="store_true", help="keep delayed ACKs while waiting for a window (no TCP_QUICKACK)"
+    )
     p = sub.add_parser("h2recv", parents=[common])
     p.add_argument("--announce", action="store_true", help="print 'connected' once the request is sent")
     p = sub.add_parser("h2small", parents=[common])

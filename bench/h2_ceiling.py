@@ -10,12 +10,13 @@ Three commands:
   pairs at a time each) against this server, ours and the reference, interleaved run by run
   (the order flips every run); medians of transfers/s and server CPU per transfer. ``--base-src
   DIR`` adds our server run from another source tree (``PYTHONPATH=DIR``), for before/after
-  (``--ours-src DIR`` likewise for "ours": two snapshots, whatever the working tree holds).
+  (``--ours-src DIR`` likewise for "ours": two snapshots, whatever the working tree holds); ``--peers
+  go,rust`` adds the Go and Rust Piping Servers (bench/run.py's ``--peers``).
 
 * ``streams``: line (7)'s one stream with the light h2 clients (h2c, and h2 over TLS) on two source
   trees of ours, interleaved: the before/after of a change to the HTTP/2 code.
 
-    python bench/h2_ceiling.py compare --runs 3 --count 5000
+    python bench/h2_ceiling.py compare --runs 3 --count 5000 [--peers go,rust]
     python bench/h2_ceiling.py compare --runs 3 --base-src /tmp/piping-base/src --no-ref
     git archive HEAD~1 src | tar -x -C /tmp/piping-base   # a source tree to compare with
     python bench/h2_ceiling.py streams --runs 5 --size-mib 512 --base-src /tmp/piping-base/src
@@ -191,6 +192,8 @@ def _server(target: str, args: argparse.Namespace, crt: Path, key: Path, workdir
     http = ["--host", HOST, "--http-port", str(bench.free_port())]
     if target == "ref":
         return _start(target, [str(args.ref_bin), *http, *tls], port, None, workdir)
+    if target in args.peer_bins:  # (the Go and Rust Piping Servers take the reference's flags)
+        return _start(target, [str(args.peer_bins[target]), *http, *tls], port, None, workdir)
     src = args.base_src if target == "base" else args.ours_src
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())} if src else None
     return _start(target, [sys.executable, "-m", "piping_server", *http, *tls], port, env, workdir)
@@ -210,6 +213,8 @@ def _one(target: str, args: argparse.Namespace, crt: Path, key: Path, workdir: P
             cmd = ["h2small", "--tls", "--port", str(server.port), "--size", "1024", "--count", str(share)]
             cmd += ["--concurrency", str(pairs // procs), "--conns", "2", "--prefix", f"c{tag}-{i}"]
             cmd += ["--timeout", "30", "--deadline", str(deadline_s)]
+            if target in args.peer_bins:  # (they end a sender's answer with an earlier line)
+                cmd += ["--done-line", "[INFO] Sent successfully!"]
             clients.append(bench.client(cmd))
         results = [bench.collect(c, deadline) for c in clients]
         cpu1 = server.cpu()
@@ -224,6 +229,8 @@ def compare(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="piping-h2ceiling-"))
     crt, key = bench.make_cert(workdir)
     targets, args.ref_bin = bench.side_targets("ceiling", args)
+    args.peer_bins = bench.find_peers(args.peers, args.peers_dir)
+    targets += list(args.peer_bins)
     runs = bench.run_interleaved(
         targets,
         args.runs,
@@ -305,6 +312,8 @@ def main() -> None:
     p.add_argument("--base-src", help="also run our server from this source tree (PYTHONPATH), e.g. a git archive")
     p.add_argument("--ours-src", help="run 'ours' from this source tree instead of the installed one")
     p.add_argument("--no-ref", action="store_true")
+    p.add_argument("--peers", default="none", help="the Go and Rust Piping Servers too: all, none or go,rust")
+    p.add_argument("--peers-dir", type=Path, default=bench.PEERS_DIR, help="where they are")
     p.add_argument("--json", help="write every run's numbers here")
     p = sub.add_parser("streams", help="line (7)'s one stream on two source trees of ours (before/after)")
     p.add_argument("--runs", type=int, default=3)

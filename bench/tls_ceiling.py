@@ -12,9 +12,12 @@ Two commands:
 * ``compare``: line (8)'s light clients (``clients.py send``/``recv --tls``; raw bytes for the relay,
   a chunked upload for the servers) against the relay, ours and the reference, interleaved run by
   run (the order flips every run); medians of MB/s and CPU-s per GiB of the relay or server.
-  ``--base-src DIR`` adds our server run from another source tree (``PYTHONPATH=DIR``).
+  ``--base-src DIR`` adds our server run from another source tree (``PYTHONPATH=DIR``). ``--h2``: the
+  servers get line (7)'s light h2 clients instead (one upload over h2 with TLS; the relay is the same),
+  and ``--peers go,rust`` adds the Go and Rust Piping Servers: what HTTP/2 costs above TLS alone.
 
     python bench/tls_ceiling.py compare --runs 3 --size-mib 512
+    python bench/tls_ceiling.py compare --runs 5 --size-mib 512 --h2 --peers go,rust
 """
 
 from __future__ import annotations
@@ -196,6 +199,9 @@ def _server(target: str, args: argparse.Namespace, ctx: bench.Context) -> tuple[
 
 def _one(target: str, args: argparse.Namespace, ctx: bench.Context) -> dict[str, Any]:
     size = int(args.size_mib * bench.MiB)
+    if args.h2 and target != "relay":
+        res = bench.run_stream(ctx, target, size, "chunked", 1, "h2")  # line (7)'s h2 over TLS
+        return {**res, "clients_per_gib": res.get("client_cpu_per_gib", 0.0)}
     deadline_s = bench.stream_deadline(size)
     deadline = time.monotonic() + deadline_s
     server, send_port, recv_port = _server(target, args, ctx)
@@ -239,6 +245,10 @@ def compare(args: argparse.Namespace) -> None:
     ctx = bench.Context(args=argparse.Namespace(), workdir=workdir, ref_bin=None, sendfile_source=workdir / "unused")
     ctx.cert = bench.make_cert(workdir)
     targets, ctx.ref_bin = bench.side_targets("relay", args)
+    ctx.base_src = Path(args.base_src) if args.base_src else None
+    if args.h2:
+        ctx.peer_bins = bench.find_peers(args.peers, args.peers_dir)
+        targets += list(ctx.peer_bins)
     runs = bench.run_interleaved(
         targets,
         args.runs,
@@ -247,7 +257,8 @@ def compare(args: argparse.Namespace) -> None:
             f"{res['mb_s']:.0f} MB/s, {res['cpu_per_gib']:.2f} s/GiB, clients {res['clients_per_gib']:.2f} s/GiB"
         ),
     )
-    print(f"one {args.size_mib:g} MiB stream over TLS, light clients, medians of {args.runs} interleaved runs")
+    servers = "h2 (light h2 clients)" if args.h2 else "HTTP/1.1 chunked"
+    print(f"one {args.size_mib:g} MiB stream over TLS, servers {servers}, medians of {args.runs} interleaved runs")
     print(f"{'target':8} {'MB/s':>8} {'CPU-s/GiB':>10} {'clients CPU-s/GiB':>18}")
     summary: dict[str, dict[str, float]] = {}
     for target, rs in runs.items():
@@ -280,6 +291,9 @@ def main() -> None:
     p.add_argument("--deadline", type=float, default=600, help="the relay process's lifetime at most, seconds")
     p.add_argument("--base-src", help="also run our server from this source tree (PYTHONPATH), e.g. a git archive")
     p.add_argument("--no-ref", action="store_true")
+    p.add_argument("--h2", action="store_true", help="the servers over h2 (line 7's light h2 clients)")
+    p.add_argument("--peers", default="none", help="with --h2: the Go and Rust servers too (all, none, go,rust)")
+    p.add_argument("--peers-dir", type=Path, default=bench.PEERS_DIR, help="where they are")
     args = parser.parse_args()
     {"relay": relay, "compare": compare}[args.cmd](args)
 

@@ -98,6 +98,32 @@ def test_what_protocol_py_builds_frames_with_is_there() -> None:
     stream.outbound_flow_control_window -= 10
     assert server.outbound_flow_control_window == window - 10
     assert isinstance(server.max_outbound_frame_size, int)
-    # the DATA frame repr replaced in protocol.py
-    assert hasattr(hyperframe.frame.DataFrame, "_body_repr")
+    # the frame repr replaced in protocol.py: the base class's, which no frame class overrides
+    assert all("__repr__" not in vars(cls) for cls in hyperframe.frame.FRAMES.values())
+    assert repr(hyperframe.frame.DataFrame(1, b"x" * 100_000)) == "DataFrame(stream_id=1)"
     assert len(H2_PREFACE) == 24
+
+
+def test_kept_header_blocks_are_bounded_in_number_and_size() -> None:
+    """Http2Protocol._encode keeps at most KEPT_BLOCKS blocks, none with more than KEPT_BLOCK_BYTES of fields,
+    and what it gives back decodes to the block asked for."""
+    import hpack
+
+    from piping_server.http2 import protocol
+    from piping_server.relay._flow import Relay
+
+    conn = protocol.Http2Protocol(Relay())
+    encoder, decoder = hpack.Encoder(), hpack.Decoder()
+    for i in range(3 * protocol.KEPT_BLOCKS):
+        head = [(b":status", b"200"), (b"x-piping", b"%d" % (i % 40))]
+        for _ in range(2):  # the second time from the kept bytes once the table holds still
+            assert decoder.decode(conn._encode(encoder, head), raw=True) == head
+        assert len(conn._blocks) <= protocol.KEPT_BLOCKS
+    big = [(b":status", b"200"), (b"x-piping", b"v" * protocol.KEPT_BLOCK_BYTES)]
+    for _ in range(3):
+        assert decoder.decode(conn._encode(encoder, big), raw=True) == big
+    assert tuple(big) not in conn._blocks
+    head = [(b":status", b"200"), (b"x-piping", b"again")]
+    conn._encode(encoder, head)  # adds the field to the table: not kept
+    kept = conn._encode(encoder, head)  # only refers to the table: kept
+    assert conn._encode(encoder, head) is kept

@@ -302,3 +302,67 @@ def test_response_head_larger_than_a_frame(h2target: Target) -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+def test_response_heads_decode_right_as_the_header_table_changes(h2target: Target) -> None:
+    """Heads repeat on one receiver connection (their HPACK bytes are reused while the table holds
+    still), between heads that add to the table and a client that shrinks its table twice: to 40
+    bytes (no field fits: the table stays empty) and then, empty, to nothing, which the server must
+    still announce at the start of the next block."""
+    import h2.settings
+
+    sender = H2Client(h2target)
+    receiver = H2Client(h2target)
+    kinds = [b"a/x", b"b/y", b"a/x", b"c/new-0", b"b/y", b"a/x", b"c/new-1", b"a/x", b"b/y", b"a/x"]
+    table_sizes = {4: 40, 7: 0}  # the receiver's table size from these transfers on
+    try:
+        for i, kind in enumerate(kinds):
+            if i in table_sizes:
+                receiver.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: table_sizes[i]})
+                receiver.flush()
+                size = table_sizes[i]  # (the client's decoder holds the server to it once the server has ACKed)
+                assert receiver.pump_until(lambda: receiver.conn.decoder.max_allowed_table_size == size)  # noqa: B023
+            path = unique_path(f"hpack-{i}")
+            rid = receiver.request("GET", path)
+            sid = sender.request("POST", path, headers=[(b"content-type", kind)], end=False)
+            sender.send(sid, b"%d" % i, end=True)
+            assert receiver.pump_until(lambda: receiver.streams[rid].ended)  # noqa: B023
+            got = receiver.streams[rid]
+            assert got.status == 200 and got.data == b"%d" % i
+            assert (b"content-type", kind) in got.headers, (i, got.headers)
+            assert (b"x-accel-buffering", b"no") in got.headers
+        assert receiver.terminated is None
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_a_huge_header_table_setting_does_not_grow_the_servers_table(h2target: Target) -> None:
+    """A client may allow a dynamic table of 2^31 bytes; the server's encoder keeps to 4 KiB all the
+    same (the client's decoder mirrors the encoder's table, so its size is what the server holds)."""
+    import h2.settings
+
+    sender = H2Client(h2target)
+    receiver = H2Client(h2target)
+    huge = 2**31 - 1
+    try:
+        receiver.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: huge})
+        receiver.flush()
+        assert receiver.pump_until(lambda: receiver.conn.decoder.max_allowed_table_size == huge)
+        for i in range(8):  # 8 heads with 2 KiB of fields each that no head repeats: 16 KiB if all were kept
+            path = unique_path(f"table-{i}")
+            rid = receiver.request("GET", path)
+            x_piping = [(b"x-piping", b"%d-%s" % (i, b"v" * 1000)), (b"x-piping", b"%d-%s" % (i, b"w" * 1000))]
+            sid = sender.request("POST", path, headers=x_piping, end=False)
+            sender.send(sid, b"body", end=True)
+            assert receiver.pump_until(lambda: receiver.streams[rid].ended)  # noqa: B023
+            got = receiver.streams[rid]
+            assert got.status == 200 and got.data == b"body"
+            assert all(field in got.headers for field in x_piping)
+            table = receiver.conn.decoder.header_table
+            held = sum(32 + len(name) + len(value) for name, value in table.dynamic_entries)  # RFC 7541 4.1
+            assert table.maxsize <= 4096 and held <= 4096, (i, table.maxsize, held)
+        assert receiver.terminated is None
+    finally:
+        sender.close()
+        receiver.close()

@@ -45,13 +45,14 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
@@ -122,6 +123,15 @@ WHOLE_QUEUE_LIMIT = 4 * 1024 * 1024
 TURN_S = 0.0005
 #: Events one read may cause before the turn's clock starts: an ordinary read never reads the clock.
 TURN_FREE_EVENTS = 32
+#: Encoded response header blocks a connection keeps for reuse (Http2Protocol._encode), each of at most
+#: KEPT_BLOCK_BYTES of fields (a sender's X-Piping values reach its receivers' heads).
+KEPT_BLOCKS = 16
+KEPT_BLOCK_BYTES = 4096
+#: Our HPACK encoder's dynamic table at most (the default). A client's SETTINGS_HEADER_TABLE_SIZE says what
+#: its decoder allows, up to 2^32 - 1, and h2 makes it the encoder's size: every field of every head sent
+#: would stay in memory (a date a second, the senders' X-Piping values). An encoder may use less than the
+#: decoder allows, and says so with a size update (RFC 7541 section 4.2).
+ENCODER_TABLE_BYTES = 4096
 #: A connection ended for abuse or a timeout is cut this long after its GOAWAY if its client does not read.
 ABORT_GRACE_S = 2.0
 #: Header list bytes (decoded) are at least the block's HPACK bytes; this covers a frame's padding and priority.
@@ -133,15 +143,16 @@ BACKED_UP_BYTES = 4 * WRITE_HIGH_WATER
 _YIELDED, _BACKED_UP = 1, 2
 
 
-def _short_data_repr(self: hyperframe.frame.DataFrame) -> str:
-    return f"<{len(self.data)} bytes: {bytes(self.data[:8]).hex()}...>"
+def _short_frame_repr(self: hyperframe.frame.Frame) -> str:
+    return f"{type(self).__name__}(stream_id={self.stream_id})"
 
 
-# h2 logs every received frame as ``repr(frame)``, built even when nothing is logged; a DATA frame's
-# repr copies and hex-encodes its whole payload, a third of the cost of receiving an upload. Only that
-# repr changes here: a summary, no copy.
+# h2 logs every received frame as ``repr(frame)``, built even when nothing is logged: a DATA frame's
+# repr copied and hex-encodes its whole payload (a third of the cost of receiving an upload), a HEADERS
+# frame's its header block, and the flags are sorted and joined (3 % of a small transfer's CPU, bench
+# line 10). Every frame's repr is a short summary here: no copy, no hex.
 # (partialmethod: this module may be compiled, and a compiled function does not bind as a method)
-hyperframe.frame.DataFrame._body_repr = functools.partialmethod(_short_data_repr)  # type: ignore[method-assign,assignment]
+hyperframe.frame.Frame.__repr__ = functools.partialmethod(_short_frame_repr)  # type: ignore[method-assign,assignment]
 
 #: Frame header (RFC 9113 section 4.1): 24-bit length, type, flags, stream id.
 _FRAME_HEAD = struct.Struct(">HBBBL")
@@ -622,6 +633,8 @@ class Http2Protocol(asyncio.Protocol):
         self._windows: dict[Http2Stream, int] = {}  # stream -> window increment owed at the next write
         self._drain_callbacks: list[Callable[[], None]] = []  # run once the next write has left
         self._output: list[bytes | memoryview] = []  # frames to write, in order
+        # header blocks -> (their HPACK bytes, the dynamic table's newest entry and size they hold for)
+        self._blocks: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, object, int]] = {}
         # --- what a hostile client can make this connection cost (docs/security.md, "HTTP/2") ---
         now = time.monotonic()
         self._resets = Budget(RESET_BURST, RESET_RATE, now)  # streams reset or refused
@@ -894,6 +907,9 @@ class Http2Protocol(asyncio.Protocol):
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._wake_all()  # a new initial window may open every stream
             self._spend_control()
+            encoder = self._h2.encoder
+            if encoder.header_table_size > ENCODER_TABLE_BYTES:
+                encoder.header_table_size = ENCODER_TABLE_BYTES
         elif isinstance(event, h2.events.PingReceived):
             # (not PRIORITY: h2 reports one for every HEADERS that carries a priority, as browsers' do)
             self._spend_control()
@@ -968,7 +984,7 @@ class Http2Protocol(asyncio.Protocol):
         )
         if end:
             h2stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
-        block = h2conn.encoder.encode(headers)
+        block = self._encode(h2conn.encoder, headers)
         frames = self.take_h2_output()  # what h2 has queued goes first: the order on the wire is kept
         max_frame = h2conn.max_outbound_frame_size
         kind = _HEADERS
@@ -981,6 +997,35 @@ class Http2Protocol(asyncio.Protocol):
             frames.append(piece)
             kind, flags = _CONTINUATION, 0
         self._schedule()
+
+    def _encode(self, encoder: hpack.Encoder, headers: Headers) -> bytes:
+        """HPACK-encode a header block with h2's encoder, or reuse the bytes it gave for the same block.
+
+        A block whose encoding left the dynamic table as it was only referred to the tables (or was
+        never indexed): encoding it again gives the same bytes as long as the table has not changed
+        since (entries are only ever added at its front, or evicted with a resize). So the bytes are
+        kept and reused while the table's newest entry and size are the same: the encoder's search of
+        the table for every field was 6 % of a small transfer's CPU (bench line 10)."""
+        table = encoder.header_table
+        # (entries as objects: compiled, an entry typed as a tuple would be unboxed and lose its identity)
+        entries: Sequence[object] = table.dynamic_entries
+        newest = entries[0] if entries else None
+        key = tuple(headers)
+        kept = self._blocks.get(key)
+        if kept is not None and kept[1] is newest and kept[2] == len(entries) and not table.resized:
+            return kept[0]
+        size, resized = len(entries), table.resized  # (a resized table's first block begins with the new size)
+        block: bytes = encoder.encode(headers)
+        if (
+            not resized
+            and (entries[0] if entries else None) is newest
+            and len(entries) == size
+            and sum(len(name) + len(value) for name, value in headers) <= KEPT_BLOCK_BYTES
+        ):
+            if len(self._blocks) >= KEPT_BLOCKS:
+                self._blocks.clear()  # (the blocks a connection repeats are few: its responses' heads)
+            self._blocks[key] = (block, newest, size)
+        return block
 
     def acknowledge(self, size: int, stream_id: int) -> None:
         """Give ``size`` flow-controlled bytes back to the client (batched until the next write)."""
