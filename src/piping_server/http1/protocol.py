@@ -137,7 +137,7 @@ class Http1Exchange(Exchange):
     absolute_form = True
 
     @property
-    def transport_name(self) -> str:  # type: ignore[override]
+    def transport_name(self) -> str:
         return self.conn.edge_transport
 
     @property

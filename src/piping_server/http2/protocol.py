@@ -235,7 +235,9 @@ class Http2Stream(Exchange):
 
     # --- what Exchange asks of a transport ----------------------------------------------------------------
 
-    transport_name = "h2"
+    @property
+    def transport_name(self) -> str:
+        return "h2"
 
     @property
     def relay(self) -> Relay:

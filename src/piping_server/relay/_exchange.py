@@ -50,9 +50,6 @@ class Exchange:
         "_origin",
     )
 
-    #: "h1" or "h2", for the operator's hooks
-    transport_name = ""
-
     def __init__(self, method: str, target: str, headers: Headers) -> None:
         self.method = method
         self.target = target
@@ -71,6 +68,11 @@ class Exchange:
         self._origin: tuple[str, bool] | None = None  # (client, is_tls) once worked out
 
     # --- what the transport supplies -------------------------------------------------------------------
+
+    @property
+    def transport_name(self) -> str:
+        """"h1" or "h2", for the operator's hooks (a property in every class: the path may be compiled)."""
+        return ""
 
     @property
     def relay(self) -> Relay:
