@@ -71,7 +71,7 @@ class Exchange:
 
     @property
     def transport_name(self) -> str:
-        """"h1" or "h2", for the operator's hooks (a property in every class: the path may be compiled)."""
+        """The transport, "h1" or "h2", for the operator's hooks (a property in every class: it may be compiled)."""
         return ""
 
     @property
