@@ -89,11 +89,17 @@ def test_a_share_waiting_for_its_viewer_logs_no_errors(https_base: str, new_page
     _none(waiting)
 
 
-def test_chat_logs_no_errors_on_either_side(https_base: str, new_page: Callable[..., Any]) -> None:
+def _two_sides(
+    https_base: str, new_page: Callable[..., Any], mode: str, names: tuple[str, str]
+) -> tuple[list[Any], list[Trouble]]:
+    """Two pages in one new room of ``mode`` (chat, call), each with its troubles watched."""
     room = f"room-{uuid.uuid4().hex[:10]}"
-    alice = new_page(f"{https_base}/#chat?room={room}")
-    bob = new_page(f"{https_base}/#chat?room={room}")
-    troubles = [Trouble(alice, "alice"), Trouble(bob, "bob")]
+    pages = [new_page(f"{https_base}/#{mode}?room={room}") for _ in names]
+    return pages, [Trouble(page, name) for page, name in zip(pages, names, strict=True)]
+
+
+def test_chat_logs_no_errors_on_either_side(https_base: str, new_page: Callable[..., Any]) -> None:
+    (alice, bob), troubles = _two_sides(https_base, new_page, "chat", ("alice", "bob"))
     alice.click("#chat-join")
     alice.wait_for_function("document.body.dataset.chatState === 'joining'")
     time.sleep(1)  # alice waits first, on her hello
@@ -111,10 +117,7 @@ def test_chat_logs_no_errors_on_either_side(https_base: str, new_page: Callable[
 
 
 def test_call_logs_no_errors_on_either_side(https_base: str, new_page: Callable[..., Any]) -> None:
-    room = f"room-{uuid.uuid4().hex[:10]}"
-    first = new_page(f"{https_base}/#call?room={room}")
-    second = new_page(f"{https_base}/#call?room={room}")
-    troubles = [Trouble(first, "first"), Trouble(second, "second")]
+    (first, second), troubles = _two_sides(https_base, new_page, "call", ("first", "second"))
     first.click("#call-start")
     first.wait_for_function("document.body.dataset.callState === 'waiting'")
     second.click("#call-join")
