@@ -46,6 +46,9 @@ COMPILED_MODULES: tuple[str, ...] = (
 #: mypyc's library of the group (setup.py: ``group_name="piping_server"``), a top-level module.
 SHARED_LIBRARY = "piping_server__mypyc"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: Two reasons of ``why_sources`` that are no fault of the build: asked for, or nothing compiled.
+_PURE = "PIPING_PURE=1"
+_NOT_COMPILED = "not compiled at install"
 
 
 def _paths(module: str) -> tuple[str, str]:
@@ -57,10 +60,10 @@ def _paths(module: str) -> tuple[str, str]:
 def why_sources() -> str | None:
     """Why the compiled modules are not used (None: they are), in a few words."""
     if os.environ.get("PIPING_PURE") == "1":
-        return "PIPING_PURE=1"
+        return _PURE
     built = [(source, compiled) for source, compiled in map(_paths, COMPILED_MODULES) if os.path.exists(compiled)]
     if not built:
-        return "not compiled at install"
+        return _NOT_COMPILED
     if len(built) < len(COMPILED_MODULES):
         return "only some modules are compiled"
     if importlib.util.find_spec(SHARED_LIBRARY) is None:
@@ -73,7 +76,7 @@ def why_sources() -> str | None:
 
 def needs_rebuild() -> bool:
     """The install compiled these modules, but that build no longer matches the sources."""
-    return why_sources() not in (None, "PIPING_PURE=1", "not compiled at install")
+    return why_sources() not in (None, _PURE, _NOT_COMPILED)
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
@@ -93,10 +96,8 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
 def use_sources_if_stale() -> None:
     """Import every compiled module from its source if the compiled set cannot be used as a whole."""
     reason = why_sources()
-    if reason is None:
+    if reason is None or reason == _NOT_COMPILED:
         return
-    compiled_exists = any(os.path.exists(_paths(module)[1]) for module in COMPILED_MODULES)
-    if compiled_exists:
-        sys.meta_path.insert(0, _SourceFinder())
-        if reason != "PIPING_PURE=1":
-            print(f"piping_server: running the sources, not the compiled modules: {reason}", file=sys.stderr)
+    sys.meta_path.insert(0, _SourceFinder())  # (with PIPING_PURE=1 and nothing compiled: the same imports)
+    if reason != _PURE:
+        print(f"piping_server: running the sources, not the compiled modules: {reason}", file=sys.stderr)
