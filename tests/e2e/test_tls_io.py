@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -320,3 +321,68 @@ def test_waiting_sender_closing_without_close_notify_has_left(
     assert done.returncode == 0 and b"Another sender" not in done.stdout, done.stdout
     assert receiving.wait(timeout=30) == 0
     assert out.read_bytes() == second
+
+
+def test_write_limits_set_on_a_tls_connection_already_gone_log_nothing(tls_files: tuple[str, str, str]) -> None:
+    """Between uvloop's TLS transport seeing the connection gone and HTTP/1 being told so (a turn of the
+    loop later), HTTP/1 may still set its write limits (``notify_when_empty``): uvloop then calls the
+    pause_writing of a protocol it has dropped, and the loop logs that AttributeError as a traceback.
+    In process, on a real socket: a probe sets the limits in that very turn; nothing is logged."""
+    import asyncio
+
+    import uvloop
+
+    from piping_server.server._tls import _DecryptInto, _GatheredWrites, build_context
+
+    crt, key, ca = tls_files
+    errors: list[dict[str, object]] = []
+    seen: list[str] = []  # what the probe saw, in order: "closing" (limits set then), "lost"
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(b"!")  # the handshake is done on both sides: the client may go
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            seen.append("lost")
+
+    class Wrap(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            probe = Probe()
+            reader = _DecryptInto(probe)
+            transport.set_protocol(reader)
+            gathered = _GatheredWrites(transport, reader)  # type: ignore[arg-type]
+            probe.connection_made(gathered)
+            loop = asyncio.get_running_loop()
+
+            def poll() -> None:  # each turn of the loop until the transport says it is closing
+                if gathered.is_closing():
+                    if not seen:
+                        seen.append("closing")
+                        gathered.set_write_buffer_limits(high=0, low=0)
+                elif not seen:
+                    loop.call_soon(poll)
+
+            loop.call_soon(poll)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        server = await loop.create_server(Wrap, "127.0.0.1", 0, ssl=build_context(crt, key))
+        port = server.sockets[0].getsockname()[1]
+        client = ssl.create_default_context(cafile=ca)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="127.0.0.1")
+        writer.write(b"?")
+        assert await asyncio.wait_for(reader.readexactly(1), WAIT_S) == b"!"
+        writer.transport.abort()  # gone at once, no close_notify
+        deadline = loop.time() + WAIT_S
+        while "lost" not in seen and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        server.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert seen == ["closing", "lost"]  # the limits were set in the window, before the loss was told
+    assert errors == []

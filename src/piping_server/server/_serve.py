@@ -52,17 +52,6 @@ class StartupError(Exception):
     """The server cannot start as configured (port taken, bad certificate...): a one-line reason."""
 
 
-def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """uvloop's TLS transport may tell a connection already gone that its buffer filled or drained
-    (its app protocol is then None: an AttributeError in ``_control_app_writing``): nothing to do,
-    and no traceback. Everything else goes to the loop's default handler."""
-    exc = context.get("exception")
-    if isinstance(exc, AttributeError) and "_writing" in str(exc) and "NoneType" in str(exc):
-        logging.getLogger("piping_server").debug("a TLS connection gone before its write state changed")
-        return
-    loop.default_exception_handler(context)
-
-
 async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, worker: Worker | None = None) -> None:
     """Listen as ``options`` says and serve until cancelled or signalled.
 
@@ -70,7 +59,6 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
     meets its siblings on the paths they own (see ``_handover.py``).
     """
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_loop_exception)
     config = options.config or Config()
     share = (worker.place.index, worker.place.count) if worker is not None else None
     operator = Operator(config, config_path=options.config_path, overrides=options.overrides, share=share)

@@ -393,7 +393,11 @@ class _GatheredWrites(asyncio.Transport):
         return self._inner.is_reading()
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._inner.set_write_buffer_limits(high, low)
+        # uvloop's TLS transport checks its buffer against new limits by calling its protocol's
+        # pause_writing, even once the connection is gone and that protocol is None (a traceback in the
+        # log). The gone connection's loss is on its way to HTTP/1 then: no limits matter any more.
+        if not self._inner.is_closing():
+            self._inner.set_write_buffer_limits(high, low)
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._inner.get_write_buffer_limits()
