@@ -27,15 +27,25 @@ RUN npm run build
 
 # 2. The package and its dependencies in a virtualenv (pip and the sources stay in this stage).
 FROM ${PYTHON_IMAGE} AS package
+# A C compiler, and Python's headers where the base has none (Debian's python3; the python image has
+# them), so that the install compiles the transfer path with mypyc (docs/design.md): they stay in
+# this stage, the image gets the compiled modules only.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && if ! python3 -c "import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))"; \
+       then apt-get install -y --no-install-recommends python3-dev; fi \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py MANIFEST.in README.md LICENSE /build/
 COPY src/ /build/src/
 COPY --from=frontend /build/src/piping_server/pages/static/vendor/ /build/src/piping_server/pages/static/vendor/
-# PIPING_SKIP_FRONTEND: the bundles come from stage 1 (there is no npm here); the check after the
-# install makes sure they made it into the venv.
+# PIPING_SKIP_FRONTEND: the bundles come from stage 1 (there is no npm here); the checks after the
+# install make sure they made it into the venv, and that the transfer path is compiled.
 RUN python3 -m venv /opt/piping-server \
     && PIPING_SKIP_FRONTEND=1 /opt/piping-server/bin/pip install --no-cache-dir --disable-pip-version-check /build \
     && /opt/piping-server/bin/python -c "from piping_server.pages._static import VENDOR_JS, VENDOR_NAMES; \
-assert sorted(VENDOR_JS) == sorted(VENDOR_NAMES), 'the page bundles are missing from the install'"
+assert sorted(VENDOR_JS) == sorted(VENDOR_NAMES), 'the page bundles are missing from the install'" \
+    && /opt/piping-server/bin/python -c "from piping_server._compiled import why_sources; \
+assert why_sources() is None, 'the transfer path is not compiled: ' + str(why_sources())"
 
 # 3. The image: the base, the virtualenv, an unprivileged user.
 FROM ${PYTHON_IMAGE}

@@ -59,20 +59,34 @@ def test_pure_runs_every_one_from_source() -> None:
 
 
 @pytest.mark.skipif(not COMPILED_AT_INSTALL, reason="installed with PIPING_COMPILE=0")
-def test_a_stale_build_runs_every_one_from_source_and_says_why(tmp_path: Path) -> None:
-    # a copy of the installed package and its shared library, one source newer than its build
-    shutil.copytree(PACKAGE, tmp_path / "piping_server", ignore=shutil.ignore_patterns("__pycache__"))
+def _copy_with_one_source_newer(src: Path) -> None:
+    """A copy of the installed package and its shared library into ``src``, one source newer than its build."""
+    shutil.copytree(PACKAGE, src / "piping_server", ignore=shutil.ignore_patterns("__pycache__"))
     (library,) = PACKAGE.parent.glob(SHARED_LIBRARY + "*")
-    shutil.copy2(library, tmp_path / library.name)
-    edited = tmp_path / "piping_server" / "core" / "_paths.py"
+    shutil.copy2(library, src / library.name)
+    edited = src / "piping_server" / "core" / "_paths.py"
     built = edited.with_name("_paths" + SUFFIX)
     os.utime(edited, (built.stat().st_mtime + 10, built.stat().st_mtime + 10))
-    files, stderr = _files({"PYTHONPATH": str(tmp_path)}, cwd=tmp_path)
+
+
+def test_a_stale_build_runs_every_one_from_source_and_says_why(tmp_path: Path) -> None:
+    # an editable install's checkout: setup.py beside src/
+    (tmp_path / "setup.py").write_text("")
+    _copy_with_one_source_newer(tmp_path / "src")
+    files, stderr = _files({"PYTHONPATH": str(tmp_path / "src")}, cwd=tmp_path)
     assert all(path.startswith(str(tmp_path)) and path.endswith(".py") for path in files), files
     assert stderr.strip() == (
         "piping_server: running the sources, not the compiled modules: "
         "_paths.py is newer than its compiled module (pip install -e . rebuilds)"
     )
+
+
+def test_an_installed_build_runs_compiled_whatever_its_files_dates(tmp_path: Path) -> None:
+    """pip writes a wheel's files in its order, a source often after its compiled module: not stale."""
+    _copy_with_one_source_newer(tmp_path / "site-packages")
+    files, stderr = _files({"PYTHONPATH": str(tmp_path / "site-packages")}, cwd=tmp_path)
+    assert all(path.startswith(str(tmp_path)) and path.endswith(SUFFIX) for path in files), files
+    assert stderr.strip() == ""
 
 
 def test_the_sources_relay_a_transfer() -> None:

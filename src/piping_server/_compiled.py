@@ -4,9 +4,9 @@ A small transfer is mostly Python-level work (parse, rendezvous, heads, close: s
 calls), so the transfer path is compiled to C by mypyc at install time (setup.py), where a C
 compiler is found; everything else, and any install without a compiler, runs as plain Python.
 The compiled modules share one library, ``SHARED_LIBRARY``, and call into each other directly, so
-they are used all together or not at all: if one of them is older than its source (an edited
-editable install), or the shared library is missing, or ``PIPING_PURE=1``, every one of them is
-imported from its ``.py`` instead. Not itself compiled: it runs before any compiled module loads.
+they are used all together or not at all: if one of them is older than its source in an editable
+install (an edit since the last build), or the shared library is missing, or ``PIPING_PURE=1``,
+every one of them is imported from its ``.py`` instead. Not itself compiled: it runs before any compiled module loads.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ COMPILED_MODULES: tuple[str, ...] = (
 #: mypyc's library of the group (setup.py: ``group_name="piping_server"``), a top-level module.
 SHARED_LIBRARY = "piping_server__mypyc"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: An editable install runs the checkout's ``src/piping_server`` (setup.py two levels up): only there
+#: can a source change after its build. An installed wheel's files all date from the install, the
+#: sources often a little after their compiled modules (pip writes them in the wheel's order).
+_IN_CHECKOUT = os.path.exists(os.path.join(os.path.dirname(os.path.dirname(_PACKAGE_DIR)), "setup.py"))
 #: Two reasons of ``why_sources`` that are no fault of the build: asked for, or nothing compiled.
 _PURE = "PIPING_PURE=1"
 _NOT_COMPILED = "not compiled at install"
@@ -68,7 +72,7 @@ def why_sources() -> str | None:
         return "only some modules are compiled"
     if importlib.util.find_spec(SHARED_LIBRARY) is None:
         return f"{SHARED_LIBRARY} is missing"
-    for source, compiled in built:
+    for source, compiled in built if _IN_CHECKOUT else ():
         if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(compiled):
             return f"{os.path.basename(source)} is newer than its compiled module (pip install -e . rebuilds)"
     return None

@@ -153,6 +153,21 @@ def test_image_settings(image: str) -> None:
     assert config["StopSignal"] == "SIGTERM"
 
 
+def test_image_runs_the_compiled_transfer_path_without_a_compiler(image: str, rootfs: Path) -> None:
+    """The package stage compiled the transfer path (mypyc); the image has its modules, not the compiler."""
+    config = image_config(image)
+    probe = "from piping_server._compiled import why_sources; print(why_sources())"
+    result = subprocess.run(
+        in_container(rootfs, config, ["/opt/piping-server/bin/python", "-c", probe]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "None", result.stdout  # None: no reason to run the sources
+    assert not any((rootfs / "usr/bin" / name).exists() for name in ("gcc", "cc")), "a compiler in the image"
+
+
 def test_serves_heals_and_stops_gracefully_as_pid1(image: str, rootfs: Path, tmp_path: Path) -> None:
     config = image_config(image)
     port = free_port()

@@ -99,6 +99,11 @@ def test_wheel_installs_without_npm_and_serves_the_bundles(dists: tuple[Path, Pa
         timeout=STEP_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # a wheel built with a compiler runs its compiled transfer path once installed (not its sources)
+    compiled = any(name.endswith(".so") for name in zipfile.ZipFile(wheel).namelist())
+    probe = "from piping_server._compiled import why_sources; print(why_sources())"
+    used = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60)
+    assert used.stdout.strip() == ("None" if compiled else "not compiled at install"), used.stdout + used.stderr
     for base in serve_from(venv / "bin"):
         assert_serves_page_bundles(base)
 
@@ -124,5 +129,6 @@ def test_pipx_install(tmp_path: Path) -> None:
             [str(tmp_path / "bin" / name), "--version"], capture_output=True, text=True, timeout=60
         )
         assert version.returncode == 0 and "0." in version.stdout, version.stderr
+        assert "running the sources" not in version.stderr  # the compiled modules, if built, are used
     for base in serve_from(tmp_path / "bin"):
         assert_serves_page_bundles(base)
