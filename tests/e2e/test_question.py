@@ -198,3 +198,27 @@ def test_questions_join_nothing_and_hold_nothing(target: Target, tmp_path: Path)
     assert sent.startswith(b"[INFO] Waiting for 1 receiver(s)") or b"Start sending to 1 receiver(s)" in sent, sent
     got, _ = receiver.communicate(timeout=WAIT_S)
     assert got == b"after the questions"
+
+
+def test_a_refused_head_has_no_body_on_http1(target: Target) -> None:
+    """A HEAD answered with a refusal (405 without the opt-in; a 401 of the operator) is a head alone
+    (RFC 9110 9.3.2), so the next request on the kept-alive connection is read right."""
+    if _is_h2(target):
+        pytest.skip("HTTP/2 ends a HEAD's stream with its head")
+    path = unique_path("ask")
+    sock = connect(target, "http/1.1")
+    try:
+        head = f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        sock.sendall((head + "\r\n" + head + "Piping-Ask: state\r\n\r\n").encode())
+        got = b""
+        deadline = time.monotonic() + WAIT_S
+        while got.count(b"\r\n\r\n") < 2 and time.monotonic() < deadline:
+            more = recv_until(sock, b"\r\n\r\n", timeout=max(0.01, deadline - time.monotonic()))
+            if not more:
+                break
+            got += more
+    finally:
+        sock.close()
+    refused, answered, after = got.split(b"\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 405 ") and answered.startswith(b"HTTP/1.1 204 "), got
+    assert b"Piping-State: free" in answered and after == b""
