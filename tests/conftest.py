@@ -119,7 +119,7 @@ def workers_server(tls_files: tuple[str, str, str]) -> Iterator[ServerProcess | 
 TRANSPORTS = ["h1", "h1-copy", "h2c", "h1-tls", "h2", "workers", "workers-h2"]
 #: The scenarios that also run against ``--workers 3`` (the rest would only add minutes), and the
 #: ones among them too long to repeat there.
-WORKERS_MODULES = ("tests/e2e/test_transfer.py",)
+WORKERS_MODULES = ("tests/e2e/test_transfer.py", "tests/e2e/test_question.py")
 WORKERS_SKIPPED = ("test_large_transfer_sha256",)
 
 

@@ -1,11 +1,12 @@
 """A page that works logs no errors in its console, and none of its requests fails (issue 21 item 5).
 
 Chromium logs "Failed to load resource: the server responded with a status of 400" for every fetch
-answered 4xx, and Playwright's requestfailed sees every fetch the page aborts (net::ERR_ABORTED): the
-sharer used to ask its path once a second while it waited (each answer a 400, then the question
-aborted), and the chat's second side learnt it was second from a 400 on ROOM/hello. Each mode is used
-here as a user would, start to end, by both sides; whatever a user ends on purpose (Stop, Leave, Hang
-up) may abort that user's own requests, nothing else may fail."""
+answered 4xx, and Playwright's requestfailed sees every fetch the page aborts (net::ERR_ABORTED):
+the sharer used to ask its path once a second while it waited (each answer a 400, then the question
+aborted; it now asks a question the server answers 204, docs/protocol.md section 12), and the chat's
+second side learnt it was second from a 400 on ROOM/hello. Each mode is used here as a user would,
+start to end, by both sides; whatever a user ends on purpose (Stop, Leave, Hang up) may abort that
+user's own requests, nothing else may fail."""
 
 from __future__ import annotations
 
@@ -56,14 +57,14 @@ def _share(https_base: str, new_page: Callable[..., Any], wait_s: float) -> tupl
     waiting = Trouble(sharer, "sharer waiting")
     sharer.click("#share-screen")
     sharer.wait_for_function("document.body.dataset.shareState === 'sharing'")
-    time.sleep(wait_s)  # the sharer's questions to its path, one a second
+    time.sleep(wait_s)  # the sharer's questions about its path (each once an error), two a second
     assert sharer.evaluate("document.body.dataset.shareState") == "sharing"
     viewer = new_page(f"{https_base}/#share?path={path}")
     viewer_trouble = Trouble(viewer, "viewer")
     viewer.click("#share-watch")
     viewer.wait_for_function("document.body.dataset.shareState === 'playing'", timeout=PLAY_WAIT_MS)
     sharer.wait_for_function("document.body.dataset.shareState === 'live'", timeout=PLAY_WAIT_MS)
-    # Until the sharer is live it asks (the last answer told it the viewer is there).
+    # Until the sharer is live it asks (the last answer told it the viewers are there).
     waiting.active = False
     watched = Trouble(sharer, "sharer")
     time.sleep(WATCH_S)
@@ -75,7 +76,7 @@ def _share(https_base: str, new_page: Callable[..., Any], wait_s: float) -> tupl
     return waiting, watched, sharer, viewer
 
 
-#: The waiting sharer's trouble from test_a_watched_share_logs_no_errors, for the xfail test after it
+#: The waiting sharer's trouble from test_a_watched_share_logs_no_errors, for the test after it
 #: (one share for both: each costs some 30 s of the suite's budget).
 _WAITING: list[Trouble] = []
 
@@ -85,11 +86,6 @@ def test_a_watched_share_logs_no_errors(https_base: str, new_page: Callable[...,
     _WAITING.append(waiting)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 21 item 5, left open: a waiting sharer still asks its path once a second, and each "
-    "answer is a 400 (docs/browser-apps.md, Share)",
-)
 def test_a_share_waiting_for_its_viewer_logs_no_errors() -> None:
     if not _WAITING:
         pytest.skip("reads the share of test_a_watched_share_logs_no_errors, which did not run before it")

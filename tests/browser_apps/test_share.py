@@ -238,34 +238,61 @@ def test_live_share_plays_for_a_viewer_who_joins_mid_way(https_base: str, new_pa
     second.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
 
 
-def test_the_sharers_questions_can_never_be_taken_for_the_share(https_base: str, new_page: Callable[..., Any]) -> None:
-    """Issue 23: the sharer asks the path (an empty POST) whether its viewers are there. Should the
-    path be free at that instant, the question becomes a waiting sender: it must carry another `n`
-    than the share's, so that no viewer of the share takes its empty body for the share. And once
-    the viewers watch, it asks no more (each question is a 400 in the console)."""
-    from urllib.parse import parse_qs, urlsplit
+def test_the_sharer_asks_without_joining_and_records_once_all_viewers_are_there(
+    tls_server: ServerProcess, https_base: str, new_page: Callable[..., Any]
+) -> None:
+    """Issue 21 item 5: while it waits, the sharer asks the server about its path (`HEAD` with
+    `Piping-Ask: state`, docs/protocol.md section 12), which joins nothing and is never an error; it
+    posts nothing but its upload. With n = 2 it records only once both viewers are there, one of them
+    `curl` (a plain GET, as `curl URL | ffplay -`); once they watch, it asks no more."""
+    from urllib.parse import urlsplit
 
     path = f"share-{uuid.uuid4().hex[:10]}"
-    sharer = new_page(f"{https_base}/#share?path={path}")
-    questions: list[str] = []  # the n of each POST the sharer makes to the path (its upload first)
+    sharer = new_page(f"{https_base}/#share?path={path}&n=2")
+    requests: list[tuple[str, str | None]] = []  # (method, Piping-Ask) of each request the sharer makes to the path
+    answers: list[tuple[int, str | None]] = []  # (status, Piping-State) of each answered question
 
     def seen(request: Any) -> None:
-        url = urlsplit(request.url)
-        if request.method == "POST" and url.path == f"/{path}":
-            questions.append((parse_qs(url.query).get("n") or ["1"])[0])
+        if urlsplit(request.url).path == f"/{path}":
+            requests.append((request.method, request.headers.get("piping-ask")))
+
+    def answered(response: Any) -> None:
+        if response.request.method == "HEAD" and urlsplit(response.url).path == f"/{path}":
+            answers.append((response.status, response.headers.get("piping-state")))
 
     sharer.on("request", seen)
+    sharer.on("response", answered)
     sharer.click("#share-screen")
     sharer.wait_for_function("document.body.dataset.shareState === 'sharing'")
-    time.sleep(2.5)  # two questions or so while it waits
-    viewer = _viewer(new_page, f"{https_base}/#share?path={path}")
-    _assert_plays(viewer)
-    sharer.wait_for_function("document.body.dataset.shareState === 'live'")
-    asked_before_live = len(questions)
-    time.sleep(3)  # it would have asked three more times
-    upload, *probes = questions
-    assert upload == "1" and len(probes) >= 2, questions
-    assert all(n != "1" for n in probes), f"a question with the share's own n: {probes}"
-    assert len(questions) == asked_before_live, "the sharer still asks while its viewer watches"
-    viewer.click("#share-stop")
-    sharer.wait_for_function("document.body.dataset.shareState === 'viewer-left'", timeout=PLAY_WAIT_S * 1000)
+    time.sleep(1.5)  # questions while nobody watches
+    viewer = _viewer(new_page, f"{https_base}/#share?path={path}&n=2")
+    viewer.wait_for_function("document.body.dataset.shareState === 'waiting'")
+    time.sleep(1.5)  # one viewer of two: the upload still waits, nothing is recorded
+    assert sharer.evaluate("document.body.dataset.shareState") == "sharing"
+    assert "sent" not in (sharer.text_content("#share-status") or "")
+    assert tls_server.ca_path is not None
+    curl = subprocess.Popen(
+        ["curl", "-sS", "-N", "--max-time", "60", "--cacert", tls_server.ca_path, f"{https_base}/{path}?n=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _assert_plays(viewer)
+        sharer.wait_for_function("document.body.dataset.shareState === 'live'")
+        asked_before_live = len(requests)
+        time.sleep(2)  # it would have asked four more times
+        assert len(requests) == asked_before_live, "the sharer still asks while its viewers watch"
+        upload, *questions = requests
+        assert upload == ("POST", None), requests
+        assert len(questions) >= 4 and all(q == ("HEAD", "state") for q in questions), requests
+        assert answers and all(status == 204 for status, _ in answers), answers
+        assert {state for _, state in answers} <= {"free", "waiting", "running"}, answers
+        assert answers[-1] == (204, "running") and (204, "waiting") in answers, answers
+        sharer.click("#share-stop")
+        webm, err = curl.communicate(timeout=60)
+    finally:
+        if curl.poll() is None:
+            curl.kill()
+            curl.communicate()
+    assert webm[:4] == b"\x1a\x45\xdf\xa3", (webm[:16], err)  # EBML: the WebM stream, from its start
+    viewer.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)

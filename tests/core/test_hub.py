@@ -74,6 +74,33 @@ def test_full_success_lifecycle_frees_path() -> None:
     assert not hub.knows("s") and not hub.knows("a")
 
 
+def test_path_state_follows_the_path_and_is_only_read() -> None:
+    """docs/protocol.md section 12: what a question is told; asking changes nothing."""
+    hub = Hub()
+    assert hub.path_state("/p") == "free"
+    assert not hub.is_busy("/p")  # a question is no party: the path stays free
+    send(hub, "s", n="2")
+    assert hub.path_state("/p") == "waiting"
+    recv(hub, "a", n="2")
+    assert hub.path_state("/p") == "waiting"  # one receiver of two: still waiting, n not told
+    assert hub.path_state("/other") == "free"
+    recv(hub, "b", n="2")
+    assert hub.path_state("/p") == "running"
+    hub.handle(PeerLost(peer="s"))
+    assert hub.path_state("/p") == "free"
+    recv(hub, "r")  # receivers first
+    assert hub.path_state("/p") == "waiting"
+    hub.handle(PeerLost(peer="r"))
+    assert hub.path_state("/p") == "free"
+    hub.handle(ReceiverArrived(peer="lr", path="/p", n=None, live=""))  # a live receiver waits for its sender
+    assert hub.path_state("/p") == "waiting"
+    hub.handle(SenderArrived(peer="ls", path="/p", method="POST", n=None, live=""))
+    assert hub.path_state("/p") == "live"
+    hub.handle(PeerLost(peer="ls"))
+    hub.handle(PeerLost(peer="lr"))
+    assert hub.path_state("/p") == "free"
+
+
 @pytest.mark.parametrize(
     ("n", "message"),
     [
@@ -233,3 +260,4 @@ def test_random_sequences_never_leak_state(script: list[tuple[str, int]]) -> Non
         hub.handle(PeerLost(peer=peer))
     assert hub.waiting_senders == hub.waiting_receivers == hub.running_transfers == 0
     assert not any(hub.knows(p) for p in peers)
+    assert hub.path_state("/0") == hub.path_state("/1") == "free"

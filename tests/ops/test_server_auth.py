@@ -116,3 +116,19 @@ def test_allow_list(tmp_path: Path) -> None:
         # the preflight is untouched when no credentials are asked for
         status, headers, _ = request(port, "OPTIONS", "/private")
         assert headers["access-control-allow-headers"] == ["Content-Type, Content-Disposition, X-Piping"]
+
+
+def test_a_question_about_a_path_needs_the_credentials_of_a_transfer(tmp_path: Path) -> None:
+    """docs/protocol.md section 12: the question passes the operator's admission like any request on
+    the path; refused, it is a head alone (HEAD), and tells nothing of the path."""
+    config = "[[auth.basic.users]]\nname = 'alice'\npassword = 's3cret'\n[access]\nallow_paths = ['/ok/*']\n"
+    with server_with(config=config, tmp=tmp_path) as (server, _):
+        port = server.http_port
+        ask = {"Piping-Ask": "state"}
+        status, headers, body = request(port, "HEAD", "/ok/p", headers=ask)
+        assert status == 401 and body == b"" and "piping-state" not in headers
+        good = {**ask, "Authorization": basic("alice", "s3cret")}
+        status, headers, body = request(port, "HEAD", "/elsewhere", headers=good)
+        assert status == 403 and body == b"" and "piping-state" not in headers
+        status, headers, body = request(port, "HEAD", "/ok/p", headers=good)
+        assert status == 204 and headers["piping-state"] == ["free"] and body == b""

@@ -181,6 +181,18 @@ class Hub:
     def is_busy(self, path: str) -> bool:
         return path in self._waiting or path in self._running or path in self._live
 
+    def path_state(self, path: str) -> str:
+        """What a question about ``path`` is told (docs/protocol.md section 12): "free", "waiting" (a
+        sender and/or receivers, fewer than the transfer needs; ``?live`` receivers waiting for their
+        sender too), "running" (a transfer is under way) or "live" (a live sender streams). Never more:
+        not who waits, nor ``n``, nor how many."""
+        if path in self._running:
+            return "running"
+        live = self._live.get(path)
+        if live is not None:
+            return "waiting" if live.sender is None else "live"
+        return "waiting" if path in self._waiting else "free"
+
     def knows(self, peer: Peer) -> bool:
         return peer in self._where
 

@@ -439,6 +439,7 @@ class Http1Exchange(Exchange):
                 self._close_after = True
         has_length = any(name == b"content-length" for name, _ in headers)
         head = self._head(status, headers, length=None if has_length or status == 204 else len(body))
+        head_only = head_only or self.method == "HEAD"  # RFC 9110 9.3.2: no content for HEAD, ever (a 405, a 401)
         self.conn.write(head if head_only else head + body)
         if not head_only:
             self._bytes_out += len(body)

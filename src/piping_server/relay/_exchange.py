@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
 from ..pages import render_page
-from ._headers import MESSAGE_HEADERS, Headers, preflight_headers
+from ._headers import MESSAGE_HEADERS, QUESTION_HEADER, QUESTION_VALUE, Headers, preflight_headers, state_headers
 from ._hooks import AccessRecord, Refusal, RequestView
 from ._proxies import forwarded_origin
 
@@ -132,7 +132,11 @@ class Exchange:
             self.refused_connection()
             self.refuse(closing)
             return
-        if hooks.forward is not None and method in ("GET", "POST", "PUT") and hooks.forward(self, path):
+        if (
+            hooks.forward is not None
+            and (method in ("GET", "POST", "PUT") or self.is_question())
+            and hooks.forward(self, path)
+        ):
             return  # another worker owns the path (--workers): it serves the request, admission included
         if hooks.admit is not None:
             verdict = hooks.admit(self.view())
@@ -159,6 +163,13 @@ class Exchange:
             self.refuse(refusal)
         else:
             self._route()
+
+    def is_question(self) -> bool:
+        """``HEAD`` with ``Piping-Ask: state``: a question about the path, not a party (docs/protocol.md section 12)."""
+        if self.method != "HEAD":
+            return False
+        value = self.header(QUESTION_HEADER)
+        return value is not None and value.strip().lower() == QUESTION_VALUE
 
     def refuse(self, refusal: Refusal) -> None:
         """Answer with a refusal: neither a page nor a transfer."""
@@ -197,6 +208,11 @@ class Exchange:
                     live=query_param(query, "live"),
                 )
             )
+        elif method == "HEAD" and self.is_question():
+            # Told the path's state, nothing more; the hub is only read: no party waits, nothing is held.
+            self._role = "question"
+            self.on_receiver()  # a body sent with it is of no use: dropped
+            self._respond(204, state_headers(self.relay.hub.path_state(path)), b"")
         elif method == "OPTIONS":
             self._role = "preflight"
             headers = preflight_headers(self.headers)

@@ -21,6 +21,21 @@ ALLOWED_METHODS = b"GET, HEAD, POST, PUT, OPTIONS"
 #: What a sender's progress stream and every error message carry.
 MESSAGE_HEADERS: Headers = [TEXT_PLAIN, ALLOW_ORIGIN]
 
+#: The opt-in of a question about a path (docs/protocol.md section 12): ``HEAD /p`` with this header.
+QUESTION_HEADER = b"piping-ask"
+QUESTION_VALUE = b"state"
+
+
+def state_headers(state: str) -> Headers:
+    """The 204 answering a question: the path's state, never cached (section 12)."""
+    return [
+        ALLOW_ORIGIN,
+        (b"piping-state", state.encode("ascii")),
+        (b"access-control-expose-headers", b"Piping-State"),
+        (b"cache-control", b"no-store"),
+    ]
+
+
 # Media types a browser would run as a document in our origin: rewritten to text/plain.
 _DOCUMENT_TYPES = frozenset({b"text/html", b"application/xhtml+xml", b"image/svg+xml", b"text/xml", b"application/xml"})
 

@@ -53,7 +53,8 @@ _LENGTH = struct.Struct("!I")
 _RECV_BYTES = 256 * 1024
 #: Descriptors accepted per read of a hand-over socket.
 _MAX_FDS = 64
-_TRANSFER_METHODS = (b"GET", b"POST", b"PUT")
+#: HEAD too: a question about a path (``Piping-Ask: state``) is answered by its owner, which alone knows it.
+_TRANSFER_METHODS = (b"GET", b"POST", b"PUT", b"HEAD")
 #: Bytes of a new connection looked at (``MSG_PEEK``) for its request line; a longer line takes the slow path.
 _PEEK_BYTES = 2048
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -167,7 +168,7 @@ class Handover:
                 # the owner's own 100 Continue would stay on the internal connection
                 exchange.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         else:
-            exchange.on_receiver()
+            exchange.on_receiver()  # a question (HEAD) too: at this edge, the owner's answer comes back as a receiver's
         exchange.pipe = Forward(self.relay, exchange, self.place.socket_path("fwd", owner))
         return True
 

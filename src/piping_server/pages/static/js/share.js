@@ -8,17 +8,17 @@
  * literal data is the WebM stream and whose file name is its media type; viewers decrypt it as it
  * plays, and `curl URL | gpg -d | ffplay -` shows it on the command line.
  *
- * The sharer cannot read the server's answer while its upload runs (browsers hand out the
- * response of a streamed request once the request is over), so while it waits for its viewers it
- * asks the path itself: an empty POST there is refused with "Another sender has been connected"
- * while the upload waits, and with "has been established already" once they watch (docs/protocol.md
- * section 5). That POST gives another `n` than the share's: should the path be free, it becomes a
- * waiting sender that no viewer of the share can take (a viewer arriving in that instant is told
- * the counts differ, and the page's viewer asks again, instead of playing an empty stream), and it
- * is dropped at once. Recording starts when the viewers are there, so nothing piles up before and
- * each viewer starts at the live edge. Once they watch, nothing is asked any more: when the last
- * viewer leaves the server drops the upload and answers it ("aborted halfway"), which the page then
- * reads.
+ * The sharer cannot read the server's answer while its upload runs (browsers hand out the response
+ * of a streamed request once the request is over), so while it waits for its viewers it asks the
+ * server about the path: `HEAD PATH` with `Piping-Ask: state` is answered 204 with `Piping-State:`
+ * "waiting" while the upload waits and "running" once the viewers are there (docs/protocol.md
+ * section 12, beyond the reference). The question joins nothing (no viewer can meet it instead of
+ * the share) and no answer is an error, so a waiting sharer logs nothing. Recording starts when the
+ * viewers are there, so nothing piles up before and each viewer starts at the live edge. Once they
+ * watch, nothing is asked any more: when the last viewer leaves the server drops the upload and
+ * answers it ("aborted halfway"), which the page then reads. A server that does not know the
+ * question (405), or anything between that refuses it, leaves the sharer recording at once: the
+ * server holds the upload until the viewers come.
  *
  * Live ("live: viewers may join any time", docs/protocol.md section 11): the upload is `POST PATH?live`,
  * and a viewer joins whenever it likes, somewhere inside the stream. WebM plays only after its
@@ -34,11 +34,8 @@
 
   // MediaRecorder hands out a piece this often: the delay a viewer sees is about this much more.
   const TIMESLICE_MS = 200;
-  // How often the sharer asks whether its viewers are there (or still there).
-  const PROBE_INTERVAL_MS = 1000;
-  // A viewer that meets the sharer's question instead of the share asks again this often, this many times.
-  const PROBE_CLASH_RETRY_MS = 300;
-  const PROBE_CLASH_TRIES = 5;
+  // How often the sharer asks whether its viewers are there.
+  const PROBE_INTERVAL_MS = 500;
   // A viewer further behind the live edge than this jumps forward (e.g. after joining late).
   const MAX_LAG_S = 3;
   // A key frame this often (it starts a new WebM Cluster): a live joiner waits at most this long, and
@@ -174,24 +171,19 @@
 
     // ---- sharing ----
 
-    /** What an empty POST to the path says: "waiting", "live", or "free" (nobody is on it). */
+    /**
+     * What the server says of the path (docs/protocol.md section 12): "waiting", "running", "free",
+     * "live", or "unknown" when it does not answer the question (another server, a proxy's refusal).
+     */
     async function probe() {
-      const controller = new AbortController();
-      // Another n than the share's (see the top of this file): never one a viewer of it would take.
-      const n = viewers() === 1 ? 2 : viewers() - 1;
       try {
-        const response = await fetch(Piping.pathUrl(`${barePath()}?n=${n}`).href, {
-          method: "POST", body: "", headers: { "Content-Type": "text/plain" }, signal: controller.signal, cache: "no-store",
+        const response = await fetch(Piping.pathUrl(barePath()).href, {
+          method: "HEAD", headers: { "Piping-Ask": "state" }, cache: "no-store",
         });
-        if (response.ok) return "free";
-        const text = await response.text();
-        if (/Another sender has been connected/.test(text)) return "waiting";
-        if (/established already/.test(text)) return "live";
-        return "unknown";
+        const state = response.status === 204 ? response.headers.get("Piping-State") : null;
+        return ["waiting", "running", "free", "live"].includes(state) ? state : "unknown";
       } catch {
         return "unknown";
-      } finally {
-        controller.abort(); // a probe that became a sender must not stay one
       }
     }
 
@@ -369,15 +361,15 @@
         if (running !== current) return;
         const seen = await probe();
         if (running !== current) return;
-        if (state === "waiting" && seen === "live") {
+        if (state === "waiting" && seen === "running") {
           state = "live";
           recorder.start(TIMESLICE_MS);
           liveStatus();
           setState("live");
           return; // from now on the upload's answer says when the viewers are gone
         } else if (state === "waiting" && seen === "unknown") {
-          // Something between refuses the question (a proxy, an operator's rule): record at once,
-          // as the server holds the upload until the viewers come, and stop asking.
+          // The question is not answered (another server, a proxy, an operator's rule): record at
+          // once, as the server holds the upload until the viewers come, and stop asking.
           state = "untracked";
           recorder.start(TIMESLICE_MS);
           setState("live");
@@ -512,20 +504,11 @@
       }
     }
 
-    /**
-     * GET the share. "The number of receivers should be..." may be a sharer's question to the path
-     * (a POST with another n, dropped at once: see the top of this file): asked again a few times.
-     */
+    /** GET the share: its answer comes once the sharer and every viewer are there. */
     async function fetchShare(target, signal) {
-      for (let tries = 1; ; tries += 1) {
-        const response = await fetch(target, { signal, cache: "no-store" });
-        if (response.ok) return response;
-        const text = (await response.text()).trim();
-        if (!/number of receivers should be/.test(text) || tries >= PROBE_CLASH_TRIES) {
-          throw new Error(text || `HTTP ${response.status}`);
-        }
-        await sleep(PROBE_CLASH_RETRY_MS);
-      }
+      const response = await fetch(target, { signal, cache: "no-store" });
+      if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
+      return response;
     }
 
     /**
