@@ -266,10 +266,10 @@ class Http1Exchange(Exchange):
             # The body goes kernel to kernel once what was read so far has been handed on (this may run
             # inside the sender's own data_received, whose remaining bytes go the ordinary way first).
             self.conn.pause_reading(_PAUSE_SPLICE)
-            asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+            self.conn.loop.call_soon(self._begin_splice, pipe, receiver)
         elif partners := fan_out_partners(self, pipe):  # ?n=2 and more: tee(2) to every receiver
             self.conn.pause_reading(_PAUSE_SPLICE)
-            asyncio.get_running_loop().call_soon(begin_fan_out, self, pipe, partners, _PAUSE_SPLICE)
+            self.conn.loop.call_soon(begin_fan_out, self, pipe, partners, _PAUSE_SPLICE)
         self.conn.resume_reading(_PAUSE_WAITING)
 
     def _splice_partner(self, pipe: Pipe) -> Http1Exchange | None:
@@ -306,7 +306,7 @@ class Http1Exchange(Exchange):
         if out.write_buffer_size():
             # what the ordinary path wrote must reach the socket before the kernel appends to it
             def retry() -> None:
-                asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+                conn.loop.call_soon(self._begin_splice, pipe, receiver)
 
             out.when_drained(retry)
             return
@@ -463,8 +463,11 @@ class Http1Protocol(asyncio.Protocol):
         is_tls: bool = False,
         splice_enabled: bool | None = None,
         hand_over: HandOver | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.relay = relay
+        #: the event loop serving the connection (a listener passes its own: asking asyncio costs a system call)
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         #: set in a worker of ``--workers`` (plain TCP only): moves the connection to the worker owning a path
         self.hand_over = hand_over
         self.is_tls = is_tls
@@ -525,7 +528,7 @@ class Http1Protocol(asyncio.Protocol):
                 self.refusal = hooks.on_connect(self.client, self)
             self._counted = self.refusal is None
         if hooks.header_timeout_s is not None or hooks.keepalive_timeout_s is not None:
-            self._sweep = IdleSweep.join(self)
+            self._sweep = IdleSweep.join(self, self.loop)
             self._idle_since = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
@@ -811,7 +814,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def _cork(self, data: bytes) -> None:
         if not self._corked:
-            asyncio.get_running_loop().call_soon(self.uncork)
+            self.loop.call_soon(self.uncork)
         self._corked.append(data)
 
     def uncork(self) -> None:
@@ -836,7 +839,7 @@ class Http1Protocol(asyncio.Protocol):
         if self._closed or transport is None or transport.get_write_buffer_size() == 0:
             callback()
             return
-        asyncio.get_running_loop().call_later(DRAIN_POLL_S, self.when_drained, callback)
+        self.loop.call_later(DRAIN_POLL_S, self.when_drained, callback)
 
     def pause_reading(self, reason: int) -> None:
         if self._lingering:
@@ -855,7 +858,7 @@ class Http1Protocol(asyncio.Protocol):
             return
         if self._stash:
             # what was read first, on a turn of its own (this may run inside the previous request's callbacks)
-            asyncio.get_running_loop().call_soon(self._parse_stash)
+            self.loop.call_soon(self._parse_stash)
         elif self._transport_paused:
             self._transport_paused = False
             self.transport.resume_reading()
@@ -922,7 +925,7 @@ class Http1Protocol(asyncio.Protocol):
         if self._transport_paused:
             self._transport_paused = False
             transport.resume_reading()
-        self._linger_timer = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
+        self._linger_timer = self.loop.call_later(LINGER_S, self._end_linger)
 
     def _end_linger(self) -> None:
         if self._linger_timer is not None:

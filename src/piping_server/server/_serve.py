@@ -89,7 +89,9 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
         else:
             listener = http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd)
             servers.append(
-                await loop.create_server(lambda: Http1Protocol(relay), sock=listener, backlog=options.backlog)
+                await loop.create_server(
+                    lambda: Http1Protocol(relay, loop=loop), sock=listener, backlog=options.backlog
+                )
             )
     except ListenError as exc:
         await operator.close()
