@@ -78,6 +78,22 @@ _HOLD_HEADS = _PAUSE_QUEUED | _PAUSE_OUTPUT
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
+# Where an exchange's request body goes (``Http1Exchange._sink``): a mode, not a bound method, so that an
+# exchange does not reference itself (a cycle only the garbage collector would free)
+_SINK_HOLD = 0  # a sender's body before its transfer starts: held, bounded
+_SINK_DISCARD = 1  # of no use: read and dropped
+_SINK_PIPE = 2  # a running sender's: to its pipe
+
+
+class _Inert:
+    """What a connection's parser calls back once the connection is gone: nothing."""
+
+
+#: The parser of a connection that needs none now: gone, or after a head whose body ``_body.py`` frames
+#: (a fresh one is made if another head comes). A parser calls back its protocol, which holds it: the
+#: connection drops its own so that both are freed at once, without the garbage collector.
+_NO_PARSER = httptools.HttpRequestParser(_Inert())
+
 
 class _HeadTooLarge(Exception):
     pass
@@ -117,7 +133,7 @@ class Http1Exchange(Exchange):
         self.keep_alive = keep_alive and version != "1.0"
         self.lost = False
         # held until dispatch decides: a sender keeps holding it, anything else drops it
-        self._sink: Callable[[Chunk], None] = self._hold
+        self._sink = _SINK_HOLD
         self._buffer: list[Chunk] | None = []  # a sender's body held until its transfer starts
         self._buffered = 0
         self._chunked = False
@@ -165,7 +181,15 @@ class Http1Exchange(Exchange):
 
     def on_body(self, data: Chunk) -> None:
         self._bytes_in += len(data)
-        self._sink(data)
+        sink = self._sink
+        if sink == _SINK_PIPE:
+            pipe = self.pipe
+            if pipe is not None:
+                pipe.feed(data)
+        elif sink == _SINK_HOLD:
+            self._hold(data)
+        else:
+            self._discard(data)
 
     def on_body_complete(self) -> None:
         self.request_complete = True
@@ -175,7 +199,7 @@ class Http1Exchange(Exchange):
 
     def _drop_body(self) -> None:
         """This request's body (if any) is of no use: read it and let it go."""
-        self._sink = self._discard
+        self._sink = _SINK_DISCARD
         if self._buffer:
             self._buffer = []
             self._buffered = 0
@@ -239,7 +263,7 @@ class Http1Exchange(Exchange):
             self.conn.resume_reading(_PAUSE_BACKPRESSURE | _PAUSE_WAITING)
             self.conn.close()
             return
-        self._sink = self._discard
+        self._sink = _SINK_DISCARD
         self.conn.resume_reading(_PAUSE_BACKPRESSURE | _PAUSE_WAITING)
         self._maybe_done()
 
@@ -254,7 +278,7 @@ class Http1Exchange(Exchange):
         pipe.begin()
         buffered = self._buffer or []
         self._buffer = None  # from now on the body streams
-        self._sink = pipe.feed
+        self._sink = _SINK_PIPE
         for chunk in buffered:
             pipe.feed(chunk)
         if self.request_complete:
@@ -479,7 +503,7 @@ class Http1Protocol(asyncio.Protocol):
         #: so that the ordinary path can be tested and measured on its own
         self.splice_enabled = SPLICE_BY_DEFAULT if splice_enabled is None else splice_enabled
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = httptools.HttpRequestParser(self)  # (_NO_PARSER when none is needed, see there)
         self._active: Http1Exchange | None = None  # the one whose response is being written
         self._incoming: Http1Exchange | None = None  # the one whose request is being read
         self._queue: deque[Http1Exchange] = deque()
@@ -594,6 +618,8 @@ class Http1Protocol(asyncio.Protocol):
         seen = len(self._head_buffer)
         buffered = self._head_buffer + data if seen else data
         end = _head_end(buffered)
+        if self._parser is _NO_PARSER:
+            self._parser = httptools.HttpRequestParser(self)  # another head after a body (keep-alive)
         try:
             if end < 0:
                 # httptools checks the head as it comes, so garbage is refused without waiting for more
@@ -609,10 +635,10 @@ class Http1Protocol(asyncio.Protocol):
             self._parser.feed_data(buffered[seen:end])
         except httptools.HttpParserUpgrade:
             # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows)
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = _NO_PARSER  # a fresh one reads the next head
         if self._body is not None:
             # httptools has done its part: the body is framed by _body, and a fresh parser reads the next head
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = _NO_PARSER
             if self._body.done:
                 self._end_body()
         return buffered[end:]
@@ -662,6 +688,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._parser = _NO_PARSER  # (it refers back to this protocol: see _NO_PARSER)
         self._corked = []
         self.unwatch_hangup()
         if self._sweep is not None:
@@ -1000,6 +1027,8 @@ class Http1Protocol(asyncio.Protocol):
         if exchange is not self._active:
             return
         exchange.report()
+        # Its pipe is of no more use to it, and the pipe refers back to it: both go as soon as unused
+        exchange.pipe = None
         self._active = None
         if close:
             self.close()
