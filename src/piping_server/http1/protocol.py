@@ -35,7 +35,7 @@ from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
 from ..relay._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
 from ..relay._hooks import AccessRecord, Refusal, RequestView
 from ..server._owner_relay import Forward
-from ._body import BodyReader, reader_for
+from ._body import BodyReader, LengthReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
 from ._hangup import Watch, unwatch, watch
 from ._idle import IdleSweep
@@ -285,8 +285,9 @@ class Http1Exchange(Exchange):
             self.conn.resume_reading(_PAUSE_WAITING)
             pipe.upload_complete()
             return
-        receiver = self._splice_partner(pipe)
-        if receiver is not None:
+        if self.conn.body_in_hand():
+            pass  # the rest of the body is in the read being parsed: nothing left to move in the kernel
+        elif (receiver := self._splice_partner(pipe)) is not None:
             # The body goes kernel to kernel once what was read so far has been handed on (this may run
             # inside the sender's own data_received, whose remaining bytes go the ordinary way first).
             self.conn.pause_reading(_PAUSE_SPLICE)
@@ -313,18 +314,11 @@ class Http1Exchange(Exchange):
     def _begin_splice(self, pipe: Pipe, receiver: Http1Exchange) -> None:
         conn, out = self.conn, receiver.conn
         reader = conn.body_reader
-        in_sock = conn.socket()
-        out_sock = out.socket()
-        usable = (
-            not self.lost
-            and not receiver.lost
-            and receiver in pipe.receivers
-            and reader is not None
-            and not reader.done
-            and in_sock is not None
-            and out_sock is not None
-        )
-        if not usable or in_sock is None or out_sock is None or reader is None:
+        usable = not self.lost and not receiver.lost and receiver in pipe.receivers
+        # (the sockets are asked for only then: the body may have ended meanwhile)
+        in_sock = conn.socket() if usable and reader is not None and not reader.done else None
+        out_sock = out.socket() if in_sock is not None else None
+        if in_sock is None or out_sock is None or reader is None:
             conn.resume_reading(_PAUSE_SPLICE)  # the ordinary path carries on
             return
         if out.write_buffer_size():
@@ -504,6 +498,8 @@ class Http1Protocol(asyncio.Protocol):
         self.splice_enabled = SPLICE_BY_DEFAULT if splice_enabled is None else splice_enabled
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)  # (_NO_PARSER when none is needed, see there)
+        #: while a head is parsed: how many bytes of the read being parsed follow it (-1: no head is parsed)
+        self._after_head = -1
         self._active: Http1Exchange | None = None  # the one whose response is being written
         self._incoming: Http1Exchange | None = None  # the one whose request is being read
         self._queue: deque[Http1Exchange] = deque()
@@ -632,7 +628,11 @@ class Http1Protocol(asyncio.Protocol):
             # --workers: another worker may own this request's path; it takes the idle socket and these bytes
             if self.hand_over is not None and self._idle() and self.hand_over(self, buffered[:end], buffered):
                 return b""
-            self._parser.feed_data(buffered[seen:end])
+            self._after_head = len(buffered) - end
+            try:
+                self._parser.feed_data(buffered[seen:end])
+            finally:
+                self._after_head = -1
         except httptools.HttpParserUpgrade:
             # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows)
             self._parser = _NO_PARSER  # a fresh one reads the next head
@@ -642,6 +642,11 @@ class Http1Protocol(asyncio.Protocol):
             if self._body.done:
                 self._end_body()
         return buffered[end:]
+
+    def body_in_hand(self) -> bool:
+        """While a head is parsed: whether the rest of its body (of a known length) is in the same read."""
+        body = self._body
+        return self._after_head >= 0 and isinstance(body, LengthReader) and body.remaining <= self._after_head
 
     def _idle(self) -> bool:
         """Nothing is being read or answered on this connection, and every byte written has left."""
