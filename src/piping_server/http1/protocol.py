@@ -246,7 +246,7 @@ class Http1Exchange(Exchange):
             self._sender_lines.append(data)
         elif not self.response_ended:
             self._bytes_out += len(data)
-            self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
+            self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def end_sender(self, *, drop_upload: bool) -> None:
         if self.response_ended:
