@@ -538,7 +538,8 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        self._transport_gathers = getattr(transport, "gathers_writes", False)
+        # (asked over TLS only: a plain transport has no such attribute, and a missing one costs an exception)
+        self._transport_gathers = self.is_tls and bool(getattr(transport, "gathers_writes", False))
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
         hooks = self.relay.hooks
         if self.counted and (hooks.on_connect is not None or hooks.on_disconnect is not None):

@@ -116,6 +116,17 @@ def http_date() -> bytes:
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 
 
+_host_checked: dict[bytes, bool] = {}
+
+
 def valid_host(value: bytes) -> bool:
-    """Whether a ``Host`` or ``:authority`` value is a host and optional port (an empty one is)."""
-    return _HOST.fullmatch(value.strip()) is not None
+    """Whether a ``Host`` or ``:authority`` value is a host and optional port (an empty one is).
+
+    Memoized (a server sees few hosts, and matching took a regular expression per request).
+    """
+    known = _host_checked.get(value)
+    if known is None:
+        known = _HOST.fullmatch(value.strip()) is not None
+        if len(_host_checked) < 1024:  # values come from clients: keep the memo bounded
+            _host_checked[value] = known
+    return known

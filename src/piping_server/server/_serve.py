@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -90,7 +91,7 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
             listener = http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd)
             servers.append(
                 await loop.create_server(
-                    lambda: Http1Protocol(relay, loop=loop), sock=listener, backlog=options.backlog
+                    functools.partial(Http1Protocol, relay, loop=loop), sock=listener, backlog=options.backlog
                 )
             )
     except ListenError as exc:
