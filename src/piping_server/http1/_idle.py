@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final, Protocol
 
 #: How often the connections are looked at: how late a timeout may close a connection.
-SWEEP_S = 1.0
+SWEEP_S: Final = 1.0
 
 
 class Sweepable(Protocol):
