@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
+from typing import Final
 
 import httptools
 
@@ -44,45 +45,45 @@ from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
 #: lets the server see a sender leave while it waits; past this, the body stays in the kernel.
-WAITING_BODY_LIMIT = 64 * 1024
+WAITING_BODY_LIMIT: Final = 64 * 1024
 #: A receiver's transport pauses its sender above this many buffered bytes, resumes below the low mark.
 #: Large enough to keep the socket full between pauses, small enough to keep memory flat.
-WRITE_HIGH_WATER = 1024 * 1024
-WRITE_LOW_WATER = 256 * 1024
+WRITE_HIGH_WATER: Final = 1024 * 1024
+WRITE_LOW_WATER: Final = 256 * 1024
 #: The request line and headers together may not exceed this (answered 431).
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
 #: The body of a refused request is read and dropped up to this much, to keep the connection; past it, close.
-DISCARD_LIMIT = 1024 * 1024
+DISCARD_LIMIT: Final = 1024 * 1024
 #: How often a receiver's buffer is checked, before an upload can start splicing after it.
-DRAIN_POLL_S = 0.005
+DRAIN_POLL_S: Final = 0.005
 #: Writes of a loop turn smaller than this (heads, progress lines) wait for the turn's end and go out
 #: together: a small transfer's sender otherwise costs a system call (and a wake-up of the client)
 #: per line. Body data is never held: it may be a view of a buffer that the next read reuses.
-CORK_MAX_BYTES = 16 * 1024
+CORK_MAX_BYTES: Final = 16 * 1024
 
 #: Closing with request bytes unread (a bad chunk mid-upload, a refused body past DISCARD_LIMIT): the
 #: server shuts down writing, then reads and drops what still comes for at most this long and this much
 #: before it closes (RFC 9112 9.6), so that the client reads its answer instead of a reset.
-LINGER_S = 2.0
-LINGER_MAX_BYTES = 4 * 1024 * 1024
+LINGER_S: Final = 2.0
+LINGER_MAX_BYTES: Final = 4 * 1024 * 1024
 
-SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
+SPLICE_BY_DEFAULT: Final = os.environ.get("PIPING_SPLICE", "1") != "0"
 
-_PAUSE_WAITING = 1
-_PAUSE_BACKPRESSURE = 2
-_PAUSE_QUEUED = 4
-_PAUSE_SPLICE = 8  # the splice relay reads the socket itself
-_PAUSE_OUTPUT = 16  # the write buffer is above its high-water mark: no new request until it drains
+_PAUSE_WAITING: Final = 1
+_PAUSE_BACKPRESSURE: Final = 2
+_PAUSE_QUEUED: Final = 4
+_PAUSE_SPLICE: Final = 8  # the splice relay reads the socket itself
+_PAUSE_OUTPUT: Final = 16  # the write buffer is above its high-water mark: no new request until it drains
 #: No further request head is parsed while one of these holds (what was read waits in ``_stash``).
-_HOLD_HEADS = _PAUSE_QUEUED | _PAUSE_OUTPUT
+_HOLD_HEADS: Final = _PAUSE_QUEUED | _PAUSE_OUTPUT
 
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 # Where an exchange's request body goes (``Http1Exchange._sink``): a mode, not a bound method, so that an
 # exchange does not reference itself (a cycle only the garbage collector would free)
-_SINK_HOLD = 0  # a sender's body before its transfer starts: held, bounded
-_SINK_DISCARD = 1  # of no use: read and dropped
-_SINK_PIPE = 2  # a running sender's: to its pipe
+_SINK_HOLD: Final = 0  # a sender's body before its transfer starts: held, bounded
+_SINK_DISCARD: Final = 1  # of no use: read and dropped
+_SINK_PIPE: Final = 2  # a running sender's: to its pipe
 
 
 class _Inert:
@@ -92,7 +93,7 @@ class _Inert:
 #: The parser of a connection that needs none now: gone, or after a head whose body ``_body.py`` frames
 #: (a fresh one is made if another head comes). A parser calls back its protocol, which holds it: the
 #: connection drops its own so that both are freed at once, without the garbage collector.
-_NO_PARSER = httptools.HttpRequestParser(_Inert())
+_NO_PARSER: Final = httptools.HttpRequestParser(_Inert())
 
 
 class _HeadTooLarge(Exception):
@@ -468,6 +469,15 @@ class Http1Exchange(Exchange):
             self.conn.exchange_done(self, close=self._close_after)
 
 
+def protocol_factory(relay: Relay, loop: asyncio.AbstractEventLoop) -> Callable[[], Http1Protocol]:
+    """A listener's factory of connections (compiled: each is built by a C call, not a Python one)."""
+
+    def factory() -> Http1Protocol:
+        return Http1Protocol(relay, loop=loop)
+
+    return factory
+
+
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
@@ -707,14 +717,16 @@ class Http1Protocol(asyncio.Protocol):
         if self._counted and on_disconnect is not None:
             self._counted = False
             on_disconnect(self.client, self)
-        exchanges = [self._active, *self._queue]
+        exchanges: list[Http1Exchange] = []
+        if self._active is not None:
+            exchanges.append(self._active)
+        if self._queue:
+            exchanges.extend(self._queue)
+            self._queue.clear()
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
         self._active = self._incoming = None
-        self._queue.clear()
         for exchange in exchanges:
-            if exchange is None:
-                continue
             exchange.lost = True
             exchange.stop_splice()
             if isinstance(exchange.pipe, Forward):
@@ -1135,7 +1147,9 @@ def _closing_answer(status: int, message: str, extra_headers: bytes = b"") -> by
 def _head_end(buffered: bytes) -> int:
     """Where the request head in ``buffered`` ends (after its empty line), or -1 if not there yet."""
     crlf = buffered.find(b"\r\n\r\n")
-    bare = buffered.find(b"\n\n")  # not valid HTTP: httptools gets it and refuses it with a clear 400
+    # not valid HTTP: httptools gets it and refuses it with a clear 400 (looked for before the CRLFs
+    # only: a body that follows may be long)
+    bare = buffered.find(b"\n\n", 0, crlf + 1) if crlf >= 0 else buffered.find(b"\n\n")
     if bare >= 0 and (crlf < 0 or bare < crlf):
         return bare + 2
     return crlf + 4 if crlf >= 0 else -1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..core import (
     AcceptSender,
@@ -49,11 +49,11 @@ Chunk = bytes | memoryview
 #: cut (docs/protocol.md section 11): one stalled listener costs at most this much memory and never stalls
 #: the others for long. Operator-settable (``--live-max-lag``). Checked once a receiver's transport
 #: reports itself full, so the transport's own high-water mark (1 MiB) is the least it can be.
-LIVE_MAX_LAG_BYTES = 8 * 1024 * 1024
+LIVE_MAX_LAG_BYTES: Final = 8 * 1024 * 1024
 #: How long a full live receiver may hold back the others before it no longer sets the pace: long
 #: enough that a receiver slow for a moment (a busy machine, a network hiccup) keeps its place and
 #: the stream waits, short enough that one stalled listener never stalls the others for long.
-LIVE_LAG_GRACE_S = 1.0
+LIVE_LAG_GRACE_S: Final = 1.0
 
 #: ``schedule(delay_s, callback)`` returns a function that cancels the call.
 Scheduler = Callable[[float, Callable[[], None]], Callable[[], None]]
@@ -114,7 +114,7 @@ class UploadInfo:
                 content_disposition = value
             elif name == b"x-piping":
                 x_piping.append(value)
-        return cls(
+        return UploadInfo(  # (not ``cls``: a call of the class itself is a C call once compiled)
             content_type=content_type,
             content_length=content_length,
             content_disposition=content_disposition,
