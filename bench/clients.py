@@ -42,7 +42,7 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 HOST = "127.0.0.1"
@@ -477,13 +477,88 @@ def run_chunk_relay(args: argparse.Namespace) -> None:
 # --- many small transfers ----------------------------------------------------------------------------
 
 
+def _retrieved(both: asyncio.Future[Any]) -> None:
+    """Mark a cancelled ``gather``'s error as seen: cancelled by ``wait_for`` (a timeout, or a hung pair
+    cancelled by ``_pairs``), it ends with an error that nobody reads, which asyncio would print."""
+    if both.done() and not both.cancelled():
+        both.exception()
+
+
+async def _pairs(
+    args: argparse.Namespace,
+    one: Callable[[int], Awaitable[bool]],
+    role: str,
+    latencies: list[float],
+    failures: list[str],
+) -> dict[str, Any]:
+    """Run ``one(i)`` for ``i`` in ``range(args.count)``, ``args.concurrency`` at a time; sum up the result.
+
+    ``one`` returns whether its transfer succeeded (a bad answer it notes in ``failures`` itself);
+    an exception is a failure. With ``args.stall`` (seconds), a pair that has not ended by then gives
+    its place to the next one and goes on alone until its own ``args.timeout``: a server that loses a
+    rendezvous (the Rust server does, now and then: bench/README.md, "CPU per small transfer, fourth
+    round") then does not keep a place idle for the rest of the run. A pair still open ``args.stall``
+    seconds after every other ended is cancelled and counted as ``hung``, apart from ``failed``. The
+    run's end is when the last transfer that succeeded ended, so that waiting for the hung ones is
+    not counted in the rate.
+    """
+    loop = asyncio.get_running_loop()
+    places = asyncio.Semaphore(args.concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    t_last = 0.0
+
+    async def pair(i: int) -> None:
+        nonlocal t_last
+        held = True
+
+        def give_place() -> None:
+            nonlocal held
+            if held:
+                held = False
+                places.release()
+
+        timer = loop.call_later(args.stall, give_place) if args.stall > 0 else None
+        try:
+            if await one(i):
+                t_last = time.monotonic()
+        except (OSError, TimeoutError, ClientError) as exc:
+            failures.append(f"{i}: {type(exc).__name__} {exc}")
+        finally:
+            if timer is not None:
+                timer.cancel()
+            give_place()
+
+    deadline = time.monotonic() + args.deadline
+    _mark_cpu()
+    t_start = time.monotonic()
+    for i in range(args.count):
+        await places.acquire()
+        if time.monotonic() > deadline:
+            places.release()
+            break
+        task = loop.create_task(pair(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    for _ in range(args.concurrency):  # every pair has ended or given its place
+        await places.acquire()
+    hung = 0
+    if tasks:
+        _, pending = await asyncio.wait(set(tasks), timeout=args.stall)
+        hung = len(pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    result = _small_result(role, t_start, t_last or time.monotonic(), latencies, failures)
+    result["hung"] = hung
+    return result
+
+
 async def _small(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     body = b"x" * args.size
     addr = (HOST, args.port)
     latencies: list[float] = []
     failures: list[str] = []
-    next_index = 0
 
     async def exchange(request: bytes, want_body: int) -> tuple[float, bytes]:
         """Send ``request``, read to EOF; return when ``want_body`` body bytes had arrived and the response."""
@@ -508,7 +583,7 @@ async def _small(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             sock.close()
 
-    async def one(i: int) -> None:
+    async def one(i: int) -> bool:
         path = f"/{args.prefix}-{i}"
         recv_req = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
         send_req = (
@@ -516,34 +591,21 @@ async def _small(args: argparse.Namespace) -> dict[str, Any]:
             "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
         ).encode() + body
         t0 = time.monotonic()
-        (t_body, received), (_, sent) = await asyncio.wait_for(
-            asyncio.gather(exchange(recv_req, args.size), exchange(send_req, 0)), args.timeout
-        )
+        both = asyncio.gather(exchange(recv_req, args.size), exchange(send_req, 0))
+        try:
+            (t_body, received), (_, sent) = await asyncio.wait_for(both, args.timeout)
+        finally:
+            _retrieved(both)
         if not received.startswith(b"HTTP/1.1 200") or not received.endswith(body) or not t_body:
             failures.append(f"{path}: bad receiver response {received[:80]!r}")
-            return
+            return False
         if DONE_LINE not in sent:
             failures.append(f"{path}: bad sender response {sent[-80:]!r}")
-            return
+            return False
         latencies.append(t_body - t0)
+        return True
 
-    async def worker() -> None:
-        nonlocal next_index
-        while next_index < args.count:
-            i = next_index
-            next_index += 1
-            try:
-                await one(i)
-            except (OSError, TimeoutError) as exc:
-                failures.append(f"{i}: {type(exc).__name__} {exc}")
-            if time.monotonic() > deadline:
-                return
-
-    deadline = time.monotonic() + args.deadline
-    _mark_cpu()
-    t_start = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    return _small_result("small", t_start, time.monotonic(), latencies, failures)
+    return await _pairs(args, one, "small", latencies, failures)
 
 
 def _small_result(
@@ -941,42 +1003,31 @@ async def _h2small(args: argparse.Namespace) -> dict[str, Any]:
     body = b"x" * args.size
     latencies: list[float] = []
     failures: list[str] = []
-    next_index = 0
-    deadline = time.monotonic() + args.deadline
 
-    async def one(i: int) -> None:
+    async def one(i: int) -> bool:
         path = f"/{args.prefix}-{i}"
         receiver_conn = conns[i % len(conns)]
         sender_conn = conns[(i + 1) % len(conns)]  # another connection than its receiver's
         t0 = time.monotonic()
-        (r_status, received), (s_status, sent) = await asyncio.wait_for(
-            asyncio.gather(receiver_conn.request(b"GET", path), sender_conn.request(b"POST", path, body)), args.timeout
-        )
+        both = asyncio.gather(receiver_conn.request(b"GET", path), sender_conn.request(b"POST", path, body))
+        try:
+            (r_status, received), (s_status, sent) = await asyncio.wait_for(both, args.timeout)
+        finally:
+            _retrieved(both)
         if r_status != 200 or received != body:
             failures.append(f"{path}: receiver got {r_status} {received[:80]!r}")
         elif s_status != 200 or DONE_LINE not in sent:
             failures.append(f"{path}: sender got {s_status} {sent[-80:]!r}")
         else:
             latencies.append(time.monotonic() - t0)
+            return True
+        return False
 
-    async def worker() -> None:
-        nonlocal next_index
-        while next_index < args.count and time.monotonic() < deadline:
-            i = next_index
-            next_index += 1
-            try:
-                await one(i)
-            except (OSError, TimeoutError, ClientError) as exc:
-                failures.append(f"{i}: {type(exc).__name__} {exc}")
-
-    _mark_cpu()
-    t_start = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    t_end = time.monotonic()
+    result = await _pairs(args, one, "h2small", latencies, failures)
     for proto in conns:
         if proto.transport is not None:
             proto.transport.close()
-    return _small_result("h2small", t_start, t_end, latencies, failures)
+    return result
 
 
 def run_h2small(args: argparse.Namespace) -> None:
@@ -1140,6 +1191,12 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--timeout", type=float, default=30.0, help="socket inactivity timeout, seconds")
     common.add_argument("--sockbuf", type=int, default=0, help="SO_SNDBUF/SO_RCVBUF (default: the kernel's autotuning)")
     common.add_argument("--deadline", type=float, default=600.0, help="total time bound, seconds")
+    common.add_argument(
+        "--stall",
+        type=float,
+        default=0.0,
+        help="small, h2small: a pair not done after this many seconds gives its place to the next (0: never)",
+    )
     common.add_argument("--tls", action="store_true", help="over TLS (send, recv: HTTP/1.1; h2*: h2, else h2c)")
     common.add_argument("--done-line", help="what a sender's answer must hold (default: received successfully)")
     p = sub.add_parser("send", parents=[common])

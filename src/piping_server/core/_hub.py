@@ -23,7 +23,7 @@ body; the hub only hears about the ends (``UploadEnded``, ``UploadFailed``, ``Re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ._events import (
     AcceptSender,
@@ -52,7 +52,7 @@ from ._events import (
 from ._paths import parse_n
 
 #: Paths that serve pages and can never carry a transfer (docs/protocol.md section 2).
-RESERVED_PATHS = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico", "/robots.txt"})
+RESERVED_PATHS: Final = frozenset({"/", "/noscript", "/version", "/help", "/favicon.ico", "/robots.txt"})
 
 
 def is_reserved(path: str) -> bool:
@@ -61,7 +61,7 @@ def is_reserved(path: str) -> bool:
 
 # --- the texts of live transfers (docs/protocol.md section 11, "Texts") ---------------------------------------
 
-LIVE_ACCEPTED = "[INFO] Live: receivers may join and leave at any time."
+LIVE_ACCEPTED: Final = "[INFO] Live: receivers may join and leave at any time."
 
 
 def live_joined(now: int) -> str:

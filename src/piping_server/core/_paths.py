@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
-_LEADING_INT = re.compile(r"[ \t\n\r\f\v]*([+-]?[0-9]+)")
+_LEADING_INT: Final = re.compile(r"[ \t\n\r\f\v]*([+-]?[0-9]+)")
 
 
 def split_target(target: str) -> tuple[str, str]:

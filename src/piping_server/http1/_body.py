@@ -15,28 +15,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Final
 
 from ..core import ProtocolError
 
 #: A chunk-size line or a trailer line longer than this is refused (nobody needs more).
-MAX_CHUNK_LINE_BYTES = 4096
+MAX_CHUNK_LINE_BYTES: Final = 4096
 #: So are more trailer bytes than this, in all.
-MAX_TRAILER_BYTES = 64 * 1024
+MAX_TRAILER_BYTES: Final = 64 * 1024
 
 Emit = Callable[[memoryview], None]
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 # RFC 9112 7.1.1: *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-_CHUNK_EXTENSIONS = re.compile(rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_TOKEN, _TOKEN, _QUOTED))
+_CHUNK_EXTENSIONS: Final = re.compile(rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_TOKEN, _TOKEN, _QUOTED))
 
 # chunked states
-_SIZE = 0  # reading a chunk-size line
-_DATA = 1  # inside chunk data, ``remaining`` bytes to go
-_DATA_END = 2  # expecting the CRLF after chunk data
-_TRAILER = 3  # reading trailer lines until an empty one
-_DONE = 4
+_SIZE: Final = 0  # reading a chunk-size line
+_DATA: Final = 1  # inside chunk data, ``remaining`` bytes to go
+_DATA_END: Final = 2  # expecting the CRLF after chunk data
+_TRAILER: Final = 3  # reading trailer lines until an empty one
+_DONE: Final = 4
 
 
 class BodyReader:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final, Protocol
 
 #: How often the connections are looked at: how late a timeout may close a connection.
-SWEEP_S = 1.0
+SWEEP_S: Final = 1.0
 
 
 class Sweepable(Protocol):
@@ -34,8 +34,8 @@ class IdleSweep:
         self._handle: asyncio.TimerHandle | None = None
 
     @classmethod
-    def join(cls, member: Sweepable) -> IdleSweep:
-        loop = asyncio.get_running_loop()
+    def join(cls, member: Sweepable, loop: asyncio.AbstractEventLoop) -> IdleSweep:
+        """``member`` is swept on ``loop`` (the running loop: the caller has it at hand, asyncio would ask the OS)."""
         sweep = cls._by_loop.get(loop)
         if sweep is None:
             sweep = cls._by_loop[loop] = cls(loop)

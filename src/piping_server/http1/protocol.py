@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
+from typing import Final
 
 import httptools
 
@@ -35,7 +36,7 @@ from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
 from ..relay._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
 from ..relay._hooks import AccessRecord, Refusal, RequestView
 from ..server._owner_relay import Forward
-from ._body import BodyReader, reader_for
+from ._body import BodyReader, LengthReader, reader_for
 from ._fanout import begin_fan_out, fan_out_partners
 from ._hangup import Watch, unwatch, watch
 from ._idle import IdleSweep
@@ -44,39 +45,55 @@ from ._splice import SPLICE_AVAILABLE, SpliceRelay
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
 #: lets the server see a sender leave while it waits; past this, the body stays in the kernel.
-WAITING_BODY_LIMIT = 64 * 1024
+WAITING_BODY_LIMIT: Final = 64 * 1024
 #: A receiver's transport pauses its sender above this many buffered bytes, resumes below the low mark.
 #: Large enough to keep the socket full between pauses, small enough to keep memory flat.
-WRITE_HIGH_WATER = 1024 * 1024
-WRITE_LOW_WATER = 256 * 1024
+WRITE_HIGH_WATER: Final = 1024 * 1024
+WRITE_LOW_WATER: Final = 256 * 1024
 #: The request line and headers together may not exceed this (answered 431).
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
 #: The body of a refused request is read and dropped up to this much, to keep the connection; past it, close.
-DISCARD_LIMIT = 1024 * 1024
+DISCARD_LIMIT: Final = 1024 * 1024
 #: How often a receiver's buffer is checked, before an upload can start splicing after it.
-DRAIN_POLL_S = 0.005
+DRAIN_POLL_S: Final = 0.005
 #: Writes of a loop turn smaller than this (heads, progress lines) wait for the turn's end and go out
 #: together: a small transfer's sender otherwise costs a system call (and a wake-up of the client)
 #: per line. Body data is never held: it may be a view of a buffer that the next read reuses.
-CORK_MAX_BYTES = 16 * 1024
+CORK_MAX_BYTES: Final = 16 * 1024
 
 #: Closing with request bytes unread (a bad chunk mid-upload, a refused body past DISCARD_LIMIT): the
 #: server shuts down writing, then reads and drops what still comes for at most this long and this much
 #: before it closes (RFC 9112 9.6), so that the client reads its answer instead of a reset.
-LINGER_S = 2.0
-LINGER_MAX_BYTES = 4 * 1024 * 1024
+LINGER_S: Final = 2.0
+LINGER_MAX_BYTES: Final = 4 * 1024 * 1024
 
-SPLICE_BY_DEFAULT = os.environ.get("PIPING_SPLICE", "1") != "0"
+SPLICE_BY_DEFAULT: Final = os.environ.get("PIPING_SPLICE", "1") != "0"
 
-_PAUSE_WAITING = 1
-_PAUSE_BACKPRESSURE = 2
-_PAUSE_QUEUED = 4
-_PAUSE_SPLICE = 8  # the splice relay reads the socket itself
-_PAUSE_OUTPUT = 16  # the write buffer is above its high-water mark: no new request until it drains
+_PAUSE_WAITING: Final = 1
+_PAUSE_BACKPRESSURE: Final = 2
+_PAUSE_QUEUED: Final = 4
+_PAUSE_SPLICE: Final = 8  # the splice relay reads the socket itself
+_PAUSE_OUTPUT: Final = 16  # the write buffer is above its high-water mark: no new request until it drains
 #: No further request head is parsed while one of these holds (what was read waits in ``_stash``).
-_HOLD_HEADS = _PAUSE_QUEUED | _PAUSE_OUTPUT
+_HOLD_HEADS: Final = _PAUSE_QUEUED | _PAUSE_OUTPUT
 
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+# Where an exchange's request body goes (``Http1Exchange._sink``): a mode, not a bound method, so that an
+# exchange does not reference itself (a cycle only the garbage collector would free)
+_SINK_HOLD: Final = 0  # a sender's body before its transfer starts: held, bounded
+_SINK_DISCARD: Final = 1  # of no use: read and dropped
+_SINK_PIPE: Final = 2  # a running sender's: to its pipe
+
+
+class _Inert:
+    """What a connection's parser calls back once the connection is gone: nothing."""
+
+
+#: The parser of a connection that needs none now: gone, or after a head whose body ``_body.py`` frames
+#: (a fresh one is made if another head comes). A parser calls back its protocol, which holds it: the
+#: connection drops its own so that both are freed at once, without the garbage collector.
+_NO_PARSER: Final = httptools.HttpRequestParser(_Inert())
 
 
 class _HeadTooLarge(Exception):
@@ -117,7 +134,7 @@ class Http1Exchange(Exchange):
         self.keep_alive = keep_alive and version != "1.0"
         self.lost = False
         # held until dispatch decides: a sender keeps holding it, anything else drops it
-        self._sink: Callable[[Chunk], None] = self._hold
+        self._sink = _SINK_HOLD
         self._buffer: list[Chunk] | None = []  # a sender's body held until its transfer starts
         self._buffered = 0
         self._chunked = False
@@ -165,7 +182,15 @@ class Http1Exchange(Exchange):
 
     def on_body(self, data: Chunk) -> None:
         self._bytes_in += len(data)
-        self._sink(data)
+        sink = self._sink
+        if sink == _SINK_PIPE:
+            pipe = self.pipe
+            if pipe is not None:
+                pipe.feed(data)
+        elif sink == _SINK_HOLD:
+            self._hold(data)
+        else:
+            self._discard(data)
 
     def on_body_complete(self) -> None:
         self.request_complete = True
@@ -175,7 +200,7 @@ class Http1Exchange(Exchange):
 
     def _drop_body(self) -> None:
         """This request's body (if any) is of no use: read it and let it go."""
-        self._sink = self._discard
+        self._sink = _SINK_DISCARD
         if self._buffer:
             self._buffer = []
             self._buffered = 0
@@ -222,7 +247,7 @@ class Http1Exchange(Exchange):
             self._sender_lines.append(data)
         elif not self.response_ended:
             self._bytes_out += len(data)
-            self.conn.write_many([b"%x\r\n" % len(data), data, b"\r\n"])
+            self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def end_sender(self, *, drop_upload: bool) -> None:
         if self.response_ended:
@@ -239,7 +264,7 @@ class Http1Exchange(Exchange):
             self.conn.resume_reading(_PAUSE_BACKPRESSURE | _PAUSE_WAITING)
             self.conn.close()
             return
-        self._sink = self._discard
+        self._sink = _SINK_DISCARD
         self.conn.resume_reading(_PAUSE_BACKPRESSURE | _PAUSE_WAITING)
         self._maybe_done()
 
@@ -254,22 +279,23 @@ class Http1Exchange(Exchange):
         pipe.begin()
         buffered = self._buffer or []
         self._buffer = None  # from now on the body streams
-        self._sink = pipe.feed
+        self._sink = _SINK_PIPE
         for chunk in buffered:
             pipe.feed(chunk)
         if self.request_complete:
             self.conn.resume_reading(_PAUSE_WAITING)
             pipe.upload_complete()
             return
-        receiver = self._splice_partner(pipe)
-        if receiver is not None:
+        if self.conn.body_in_hand():
+            pass  # the rest of the body is in the read being parsed: nothing left to move in the kernel
+        elif (receiver := self._splice_partner(pipe)) is not None:
             # The body goes kernel to kernel once what was read so far has been handed on (this may run
             # inside the sender's own data_received, whose remaining bytes go the ordinary way first).
             self.conn.pause_reading(_PAUSE_SPLICE)
-            asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+            self.conn.loop.call_soon(self._begin_splice, pipe, receiver)
         elif partners := fan_out_partners(self, pipe):  # ?n=2 and more: tee(2) to every receiver
             self.conn.pause_reading(_PAUSE_SPLICE)
-            asyncio.get_running_loop().call_soon(begin_fan_out, self, pipe, partners, _PAUSE_SPLICE)
+            self.conn.loop.call_soon(begin_fan_out, self, pipe, partners, _PAUSE_SPLICE)
         self.conn.resume_reading(_PAUSE_WAITING)
 
     def _splice_partner(self, pipe: Pipe) -> Http1Exchange | None:
@@ -289,24 +315,17 @@ class Http1Exchange(Exchange):
     def _begin_splice(self, pipe: Pipe, receiver: Http1Exchange) -> None:
         conn, out = self.conn, receiver.conn
         reader = conn.body_reader
-        in_sock = conn.socket()
-        out_sock = out.socket()
-        usable = (
-            not self.lost
-            and not receiver.lost
-            and receiver in pipe.receivers
-            and reader is not None
-            and not reader.done
-            and in_sock is not None
-            and out_sock is not None
-        )
-        if not usable or in_sock is None or out_sock is None or reader is None:
+        usable = not self.lost and not receiver.lost and receiver in pipe.receivers
+        # (the sockets are asked for only then: the body may have ended meanwhile)
+        in_sock = conn.socket() if usable and reader is not None and not reader.done else None
+        out_sock = out.socket() if in_sock is not None else None
+        if in_sock is None or out_sock is None or reader is None:
             conn.resume_reading(_PAUSE_SPLICE)  # the ordinary path carries on
             return
         if out.write_buffer_size():
             # what the ordinary path wrote must reach the socket before the kernel appends to it
             def retry() -> None:
-                asyncio.get_running_loop().call_soon(self._begin_splice, pipe, receiver)
+                conn.loop.call_soon(self._begin_splice, pipe, receiver)
 
             out.when_drained(retry)
             return
@@ -451,6 +470,15 @@ class Http1Exchange(Exchange):
             self.conn.exchange_done(self, close=self._close_after)
 
 
+def protocol_factory(relay: Relay, loop: asyncio.AbstractEventLoop) -> Callable[[], Http1Protocol]:
+    """A listener's factory of connections (compiled: each is built by a C call, not a Python one)."""
+
+    def factory() -> Http1Protocol:
+        return Http1Protocol(relay, loop=loop)
+
+    return factory
+
+
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
@@ -464,8 +492,11 @@ class Http1Protocol(asyncio.Protocol):
         is_tls: bool = False,
         splice_enabled: bool | None = None,
         hand_over: HandOver | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.relay = relay
+        #: the event loop serving the connection (a listener passes its own: asking asyncio costs a system call)
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         #: set in a worker of ``--workers`` (plain TCP only): moves the connection to the worker owning a path
         self.hand_over = hand_over
         self.is_tls = is_tls
@@ -477,7 +508,9 @@ class Http1Protocol(asyncio.Protocol):
         #: so that the ordinary path can be tested and measured on its own
         self.splice_enabled = SPLICE_BY_DEFAULT if splice_enabled is None else splice_enabled
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = httptools.HttpRequestParser(self)  # (_NO_PARSER when none is needed, see there)
+        #: while a head is parsed: how many bytes of the read being parsed follow it (-1: no head is parsed)
+        self._after_head = -1
         self._active: Http1Exchange | None = None  # the one whose response is being written
         self._incoming: Http1Exchange | None = None  # the one whose request is being read
         self._queue: deque[Http1Exchange] = deque()
@@ -516,7 +549,8 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        self._transport_gathers = getattr(transport, "gathers_writes", False)
+        # (asked over TLS only: a plain transport has no such attribute, and a missing one costs an exception)
+        self._transport_gathers = self.is_tls and bool(getattr(transport, "gathers_writes", False))
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)  # type: ignore[attr-defined]
         hooks = self.relay.hooks
         if self.counted and (hooks.on_connect is not None or hooks.on_disconnect is not None):
@@ -526,7 +560,7 @@ class Http1Protocol(asyncio.Protocol):
                 self.refusal = hooks.on_connect(self.client, self)
             self._counted = self.refusal is None
         if hooks.header_timeout_s is not None or hooks.keepalive_timeout_s is not None:
-            self._sweep = IdleSweep.join(self)
+            self._sweep = IdleSweep.join(self, self.loop)
             self._idle_since = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
@@ -592,6 +626,8 @@ class Http1Protocol(asyncio.Protocol):
         seen = len(self._head_buffer)
         buffered = self._head_buffer + data if seen else data
         end = _head_end(buffered)
+        if self._parser is _NO_PARSER:
+            self._parser = httptools.HttpRequestParser(self)  # another head after a body (keep-alive)
         try:
             if end < 0:
                 # httptools checks the head as it comes, so garbage is refused without waiting for more
@@ -604,16 +640,25 @@ class Http1Protocol(asyncio.Protocol):
             # --workers: another worker may own this request's path; it takes the idle socket and these bytes
             if self.hand_over is not None and self._idle() and self.hand_over(self, buffered[:end], buffered):
                 return b""
-            self._parser.feed_data(buffered[seen:end])
+            self._after_head = len(buffered) - end
+            try:
+                self._parser.feed_data(buffered[seen:end])
+            finally:
+                self._after_head = -1
         except httptools.HttpParserUpgrade:
             # We never switch protocols on Upgrade (h2c upgrades are declined, as RFC 9113 allows)
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = _NO_PARSER  # a fresh one reads the next head
         if self._body is not None:
             # httptools has done its part: the body is framed by _body, and a fresh parser reads the next head
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = _NO_PARSER
             if self._body.done:
                 self._end_body()
         return buffered[end:]
+
+    def body_in_hand(self) -> bool:
+        """While a head is parsed: whether the rest of its body (of a known length) is in the same read."""
+        body = self._body
+        return self._after_head >= 0 and isinstance(body, LengthReader) and body.remaining <= self._after_head
 
     def _idle(self) -> bool:
         """Nothing is being read or answered on this connection, and every byte written has left."""
@@ -660,6 +705,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._parser = _NO_PARSER  # (it refers back to this protocol: see _NO_PARSER)
         self._corked = []
         self.unwatch_hangup()
         if self._sweep is not None:
@@ -672,14 +718,16 @@ class Http1Protocol(asyncio.Protocol):
         if self._counted and on_disconnect is not None:
             self._counted = False
             on_disconnect(self.client, self)
-        exchanges = [self._active, *self._queue]
+        exchanges: list[Http1Exchange] = []
+        if self._active is not None:
+            exchanges.append(self._active)
+        if self._queue:
+            exchanges.extend(self._queue)
+            self._queue.clear()
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
         self._active = self._incoming = None
-        self._queue.clear()
         for exchange in exchanges:
-            if exchange is None:
-                continue
             exchange.lost = True
             exchange.stop_splice()
             if isinstance(exchange.pipe, Forward):
@@ -812,7 +860,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def _cork(self, data: bytes) -> None:
         if not self._corked:
-            asyncio.get_running_loop().call_soon(self.uncork)
+            self.loop.call_soon(self.uncork)
         self._corked.append(data)
 
     def uncork(self) -> None:
@@ -837,7 +885,7 @@ class Http1Protocol(asyncio.Protocol):
         if self._closed or transport is None or transport.get_write_buffer_size() == 0:
             callback()
             return
-        asyncio.get_running_loop().call_later(DRAIN_POLL_S, self.when_drained, callback)
+        self.loop.call_later(DRAIN_POLL_S, self.when_drained, callback)
 
     def pause_reading(self, reason: int) -> None:
         if self._lingering:
@@ -856,7 +904,7 @@ class Http1Protocol(asyncio.Protocol):
             return
         if self._stash:
             # what was read first, on a turn of its own (this may run inside the previous request's callbacks)
-            asyncio.get_running_loop().call_soon(self._parse_stash)
+            self.loop.call_soon(self._parse_stash)
         elif self._transport_paused:
             self._transport_paused = False
             self.transport.resume_reading()
@@ -923,7 +971,7 @@ class Http1Protocol(asyncio.Protocol):
         if self._transport_paused:
             self._transport_paused = False
             transport.resume_reading()
-        self._linger_timer = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
+        self._linger_timer = self.loop.call_later(LINGER_S, self._end_linger)
 
     def _end_linger(self) -> None:
         if self._linger_timer is not None:
@@ -998,6 +1046,8 @@ class Http1Protocol(asyncio.Protocol):
         if exchange is not self._active:
             return
         exchange.report()
+        # Its pipe is of no more use to it, and the pipe refers back to it: both go as soon as unused
+        exchange.pipe = None
         self._active = None
         if close:
             self.close()
@@ -1098,7 +1148,9 @@ def _closing_answer(status: int, message: str, extra_headers: bytes = b"") -> by
 def _head_end(buffered: bytes) -> int:
     """Where the request head in ``buffered`` ends (after its empty line), or -1 if not there yet."""
     crlf = buffered.find(b"\r\n\r\n")
-    bare = buffered.find(b"\n\n")  # not valid HTTP: httptools gets it and refuses it with a clear 400
+    # not valid HTTP: httptools gets it and refuses it with a clear 400 (looked for before the CRLFs
+    # only: a body that follows may be long)
+    bare = buffered.find(b"\n\n", 0, crlf + 1) if crlf >= 0 else buffered.find(b"\n\n")
     if bare >= 0 and (crlf < 0 or bare < crlf):
         return bare + 2
     return crlf + 4 if crlf >= 0 else -1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
 from ..pages import render_page
@@ -23,10 +23,10 @@ from ._proxies import forwarded_origin
 if TYPE_CHECKING:
     from ._flow import Pipe, Relay
 
-_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_ABSOLUTE_FORM: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: What the 405 answer and the preflight advertise (docs/protocol.md sections 3 and 7).
-ALLOW = b"GET, HEAD, POST, PUT, OPTIONS"
+ALLOW: Final = b"GET, HEAD, POST, PUT, OPTIONS"
 
 
 class Exchange:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..core import (
     AcceptSender,
@@ -49,11 +49,11 @@ Chunk = bytes | memoryview
 #: cut (docs/protocol.md section 11): one stalled listener costs at most this much memory and never stalls
 #: the others for long. Operator-settable (``--live-max-lag``). Checked once a receiver's transport
 #: reports itself full, so the transport's own high-water mark (1 MiB) is the least it can be.
-LIVE_MAX_LAG_BYTES = 8 * 1024 * 1024
+LIVE_MAX_LAG_BYTES: Final = 8 * 1024 * 1024
 #: How long a full live receiver may hold back the others before it no longer sets the pace: long
 #: enough that a receiver slow for a moment (a busy machine, a network hiccup) keeps its place and
 #: the stream waits, short enough that one stalled listener never stalls the others for long.
-LIVE_LAG_GRACE_S = 1.0
+LIVE_LAG_GRACE_S: Final = 1.0
 
 #: ``schedule(delay_s, callback)`` returns a function that cancels the call.
 Scheduler = Callable[[float, Callable[[], None]], Callable[[], None]]
@@ -114,7 +114,7 @@ class UploadInfo:
                 content_disposition = value
             elif name == b"x-piping":
                 x_piping.append(value)
-        return cls(
+        return UploadInfo(  # (not ``cls``: a call of the class itself is a C call once compiled)
             content_type=content_type,
             content_length=content_length,
             content_disposition=content_disposition,
@@ -128,7 +128,7 @@ class Pipe:
     #: a live pipe's receivers change (never spliced: the kernel path is for one fixed receiver)
     is_live = False
 
-    __slots__ = ("relay", "sender", "receivers", "feed", "_paused", "_form", "_ended")
+    __slots__ = ("relay", "sender", "receivers", "_paused", "_form", "_ended")
 
     def __init__(self, relay: Relay, sender: Endpoint, receivers: tuple[Endpoint, ...]) -> None:
         self.relay = relay
@@ -137,8 +137,18 @@ class Pipe:
         self._paused: set[int] = set()
         self._form: FirstPart | None = None
         self._ended = False
-        #: the sender's adapter calls this with each piece of its body, in order
-        self.feed: Callable[[Chunk], None] = self._broadcast
+
+    def feed(self, data: Chunk) -> None:
+        """The sender's adapter calls this with each piece of its body, in order.
+
+        (A method, not an attribute set to a bound method: a pipe referring to itself would be freed by the
+        garbage collector only, not as soon as its transfer lets it go.)
+        """
+        if self._form is None:
+            for receiver in self.receivers:
+                receiver.write_body(data)
+        else:
+            self._feed_form(data)
 
     def begin(self) -> None:
         """Start the receivers' responses (for a form: once its first part's headers are read)."""
@@ -148,7 +158,6 @@ class Pipe:
             self._start_heads(info)
             return
         self._form = FirstPart(boundary, on_headers=self._part_headers, on_data=self._broadcast, on_end=self._part_end)
-        self.feed = self._feed_form
 
     @property
     def decodes_form(self) -> bool:
@@ -269,7 +278,6 @@ class LivePipe(Pipe):
 
     def __init__(self, relay: Relay, sender: Endpoint, receivers: tuple[Endpoint, ...], max_lag: int) -> None:
         super().__init__(relay, sender, receivers)
-        self.feed = self._fan_out
         self.max_lag = max_lag
         #: bytes of the stream read so far
         self.position = 0
@@ -291,7 +299,6 @@ class LivePipe(Pipe):
             self._form = FirstPart(
                 boundary, on_headers=self._part_headers, on_data=self._fan_out, on_end=self._finish_stream
             )
-            self.feed = self._feed_form
         else:
             # joins happen at any time, so there is no length to announce
             self._start_heads(info)
@@ -361,6 +368,12 @@ class LivePipe(Pipe):
         self._full.discard(id(receiver))
         self._lagging.discard(id(receiver))
         self._pace()
+
+    def feed(self, data: Chunk) -> None:
+        if self._form is None:
+            self._fan_out(data)
+        else:
+            self._feed_form(data)
 
     def _fan_out(self, data: Chunk) -> None:
         self.position += len(data)

@@ -13,6 +13,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 def boundary_of(content_type: bytes) -> bytes | None:
     """The boundary of a multipart/form-data Content-Type, or None if it is not one."""
+    if b"multipart" not in content_type.lower():
+        return None  # (the common case, told without the header parser)
     media_type, params = parse_options_header(content_type)
     if media_type.lower() != b"multipart/form-data":
         return None

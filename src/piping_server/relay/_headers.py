@@ -11,15 +11,16 @@ import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
+from typing import Final
 
 Headers = list[tuple[bytes, bytes]]
 
-ALLOW_ORIGIN: tuple[bytes, bytes] = (b"access-control-allow-origin", b"*")
-TEXT_PLAIN: tuple[bytes, bytes] = (b"content-type", b"text/plain")
-ALLOWED_METHODS = b"GET, HEAD, POST, PUT, OPTIONS"
+ALLOW_ORIGIN: Final[tuple[bytes, bytes]] = (b"access-control-allow-origin", b"*")
+TEXT_PLAIN: Final[tuple[bytes, bytes]] = (b"content-type", b"text/plain")
+ALLOWED_METHODS: Final = b"GET, HEAD, POST, PUT, OPTIONS"
 
 #: What a sender's progress stream and every error message carry.
-MESSAGE_HEADERS: Headers = [TEXT_PLAIN, ALLOW_ORIGIN]
+MESSAGE_HEADERS: Final[Headers] = [TEXT_PLAIN, ALLOW_ORIGIN]
 
 #: The opt-in of a question about a path (docs/protocol.md section 12): ``HEAD /p`` with this header.
 QUESTION_HEADER = b"piping-ask"
@@ -37,7 +38,9 @@ def state_headers(state: str) -> Headers:
 
 
 # Media types a browser would run as a document in our origin: rewritten to text/plain.
-_DOCUMENT_TYPES = frozenset({b"text/html", b"application/xhtml+xml", b"image/svg+xml", b"text/xml", b"application/xml"})
+_DOCUMENT_TYPES: Final = frozenset(
+    {b"text/html", b"application/xhtml+xml", b"image/svg+xml", b"text/xml", b"application/xml"}
+)
 
 
 def preflight_headers(request_headers: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -98,8 +101,8 @@ def receiver_headers(
 
 
 # Names whose conventional spelling is not the capitalized words of the lowercase name.
-_SPECIAL_NAMES = {b"www-authenticate": b"WWW-Authenticate", b"etag": b"ETag", b"te": b"TE"}
-_canonical: dict[bytes, bytes] = {}
+_SPECIAL_NAMES: Final = {b"www-authenticate": b"WWW-Authenticate", b"etag": b"ETag", b"te": b"TE"}
+_canonical: Final[dict[bytes, bytes]] = {}
 
 
 def canonical_name(name: bytes) -> bytes:
@@ -112,25 +115,47 @@ def canonical_name(name: bytes) -> bytes:
     return known
 
 
-_date_second = -1
-_date_value = b""
+class _Date:
+    """The last ``Date`` value and its second (an object's fields: compiled, they are read without a lookup)."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = b""
+
+
+_DATE: Final = _Date()
 
 
 def http_date() -> bytes:
     """The ``Date`` of a response (RFC 9110 6.6.1), formatted at most once a second."""
-    global _date_second, _date_value
     now = int(time.time())
-    if now != _date_second:
-        _date_second = now
-        _date_value = formatdate(now, usegmt=True).encode()
-    return _date_value
+    date = _DATE
+    if now != date.second:
+        date.second = now
+        date.value = formatdate(now, usegmt=True).encode()
+    return date.value
 
 
 # RFC 9112 3.2 (Host) and RFC 9113 8.3.1 (:authority): uri-host [ ":" port ], from RFC 3986
 # (IP-literal, IPv4address or reg-name; no userinfo)
-_HOST = re.compile(rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+_HOST: Final = re.compile(
+    rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
+
+
+_host_checked: Final[dict[bytes, bool]] = {}
 
 
 def valid_host(value: bytes) -> bool:
-    """Whether a ``Host`` or ``:authority`` value is a host and optional port (an empty one is)."""
-    return _HOST.fullmatch(value.strip()) is not None
+    """Whether a ``Host`` or ``:authority`` value is a host and optional port (an empty one is).
+
+    Memoized (a server sees few hosts, and matching took a regular expression per request).
+    """
+    known = _host_checked.get(value)
+    if known is None:
+        known = _HOST.fullmatch(value.strip()) is not None
+        if len(_host_checked) < 1024:  # values come from clients: keep the memo bounded
+            _host_checked[value] = known
+    return known

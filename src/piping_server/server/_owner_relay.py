@@ -69,7 +69,6 @@ class Forward(Pipe):
         super().__init__(relay, edge, ())
         self.edge = edge
         self.exchange = exchange
-        self.feed = self._up
         self.transport: asyncio.Transport | None = None
         self._chunked = False
         self._status = 0
@@ -125,7 +124,8 @@ class Forward(Pipe):
     def begin(self) -> None:
         """The owner starts the receivers' responses: nothing to do here."""
 
-    def _up(self, data: Chunk) -> None:
+    def feed(self, data: Chunk) -> None:
+        """The client's upload goes up to the owner."""
         transport = self.transport
         if transport is None or transport.is_closing() or not data:
             return

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._runtime.collector import tune_gc
 from .._runtime.malloc import tune_malloc
-from ..http1.protocol import Http1Protocol
+from ..http1.protocol import protocol_factory
 from ..ops._config import Config
 from ..ops._operator import Operator, on_signal
 from ..relay._flow import Relay
@@ -89,7 +89,7 @@ async def serve(options: ServerOptions, *, ready: asyncio.Event | None = None, w
         else:
             listener = http_listener(options.host, options.http_port, options.backlog, uds=options.uds, fd=options.fd)
             servers.append(
-                await loop.create_server(lambda: Http1Protocol(relay), sock=listener, backlog=options.backlog)
+                await loop.create_server(protocol_factory(relay, loop), sock=listener, backlog=options.backlog)
             )
     except ListenError as exc:
         await operator.close()
