@@ -156,6 +156,6 @@ def valid_host(value: bytes) -> bool:
     known = _host_checked.get(value)
     if known is None:
         known = _HOST.fullmatch(value.strip()) is not None
-        if len(_host_checked) < 1024:  # values come from clients: keep the memo bounded
+        if len(_host_checked) < 1024 and len(value) <= 255:  # values come from clients: the memo is bounded
             _host_checked[value] = known
     return known
