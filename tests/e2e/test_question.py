@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -178,13 +179,7 @@ def test_questions_join_nothing_and_hold_nothing(target: Target, tmp_path: Path)
             with_body = (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
             flood = "".join(head + "\r\n" for _ in range(100)).encode()
             sock.sendall(with_body + flood)
-            got = b""
-            deadline = time.monotonic() + WAIT_S
-            while got.count(b"\r\n\r\n") < 101 and time.monotonic() < deadline:
-                more = recv_until(sock, b"\r\n\r\n", timeout=max(0.01, deadline - time.monotonic()))
-                if not more:
-                    break
-                got += more
+            got = _read_heads(sock, 101)
             assert got.count(b"HTTP/1.1 204 No Content\r\n") == 101, got[:400]
             assert got.count(b"Piping-State: free\r\n") == 101
             *heads, after = got.split(b"\r\n\r\n")
@@ -210,15 +205,21 @@ def test_a_refused_head_has_no_body_on_http1(target: Target) -> None:
     try:
         head = f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         sock.sendall((head + "\r\n" + head + "Piping-Ask: state\r\n\r\n").encode())
-        got = b""
-        deadline = time.monotonic() + WAIT_S
-        while got.count(b"\r\n\r\n") < 2 and time.monotonic() < deadline:
-            more = recv_until(sock, b"\r\n\r\n", timeout=max(0.01, deadline - time.monotonic()))
-            if not more:
-                break
-            got += more
+        got = _read_heads(sock, 2)
     finally:
         sock.close()
     refused, answered, after = got.split(b"\r\n\r\n")
     assert refused.startswith(b"HTTP/1.1 405 ") and answered.startswith(b"HTTP/1.1 204 "), got
     assert b"Piping-State: free" in answered and after == b""
+
+
+def _read_heads(sock: socket.socket, count: int) -> bytes:
+    """What an HTTP/1 connection answers until ``count`` heads came (or WAIT_S passed)."""
+    got = b""
+    deadline = time.monotonic() + WAIT_S
+    while got.count(b"\r\n\r\n") < count and time.monotonic() < deadline:
+        more = recv_until(sock, b"\r\n\r\n", timeout=max(0.01, deadline - time.monotonic()))
+        if not more:
+            break
+        got += more
+    return got
