@@ -145,8 +145,7 @@ class Pipe:
         garbage collector only, not as soon as its transfer lets it go.)
         """
         if self._form is None:
-            for receiver in self.receivers:
-                receiver.write_body(data)
+            self._broadcast(data)
         else:
             self._feed_form(data)
 
@@ -196,6 +195,7 @@ class Pipe:
     # --- internals ---------------------------------------------------------------------------------
 
     def _broadcast(self, data: Chunk) -> None:
+        """A piece of the body (or of a form's first part) to every receiver."""
         for receiver in self.receivers:
             receiver.write_body(data)
 
@@ -297,7 +297,7 @@ class LivePipe(Pipe):
         if boundary is not None:
             # a browser form: the stream is its first part, whose own headers the receivers get (section 6)
             self._form = FirstPart(
-                boundary, on_headers=self._part_headers, on_data=self._fan_out, on_end=self._finish_stream
+                boundary, on_headers=self._part_headers, on_data=self._broadcast, on_end=self._finish_stream
             )
         else:
             # joins happen at any time, so there is no length to announce
@@ -369,13 +369,8 @@ class LivePipe(Pipe):
         self._lagging.discard(id(receiver))
         self._pace()
 
-    def feed(self, data: Chunk) -> None:
-        if self._form is None:
-            self._fan_out(data)
-        else:
-            self._feed_form(data)
-
-    def _fan_out(self, data: Chunk) -> None:
+    def _broadcast(self, data: Chunk) -> None:
+        """Counted, to the receivers present; held while none is (a live stream's receivers change)."""
         self.position += len(data)
         receivers = self.receivers
         if not receivers:
