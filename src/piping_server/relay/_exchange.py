@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Final
 
 from ..core import ReceiverArrived, SenderArrived, is_reserved, query_param, split_target
 from ..pages import render_page
-from ._headers import MESSAGE_HEADERS, QUESTION_HEADER, QUESTION_VALUE, Headers, preflight_headers, state_headers
+from ._headers import (
+    ALLOWED_METHODS,
+    MESSAGE_HEADERS,
+    QUESTION_HEADER,
+    QUESTION_VALUE,
+    Headers,
+    preflight_headers,
+    state_headers,
+)
 from ._hooks import AccessRecord, Refusal, RequestView
 from ._proxies import forwarded_origin
 
@@ -24,9 +32,6 @@ if TYPE_CHECKING:
     from ._flow import Pipe, Relay
 
 _ABSOLUTE_FORM: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-#: What the 405 answer and the preflight advertise (docs/protocol.md sections 3 and 7).
-ALLOW: Final = b"GET, HEAD, POST, PUT, OPTIONS"
 
 
 class Exchange:
@@ -222,7 +227,9 @@ class Exchange:
             self._respond(200, headers, b"")
         else:
             self._respond(
-                405, [*MESSAGE_HEADERS, (b"allow", ALLOW)], f"[ERROR] Unsupported method: {method}.\n".encode()
+                405,
+                [*MESSAGE_HEADERS, (b"allow", ALLOWED_METHODS)],
+                f"[ERROR] Unsupported method: {method}.\n".encode(),
             )
 
     #: HTTP/1 takes absolute-form targets (``http://host/p``, RFC 9112 3.2.2); HTTP/2's :path never is one

@@ -17,6 +17,7 @@ Headers = list[tuple[bytes, bytes]]
 
 ALLOW_ORIGIN: Final[tuple[bytes, bytes]] = (b"access-control-allow-origin", b"*")
 TEXT_PLAIN: Final[tuple[bytes, bytes]] = (b"content-type", b"text/plain")
+#: What the 405 answer and the preflight advertise (docs/protocol.md sections 3 and 7).
 ALLOWED_METHODS: Final = b"GET, HEAD, POST, PUT, OPTIONS"
 
 #: What a sender's progress stream and every error message carry.
