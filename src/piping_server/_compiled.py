@@ -6,7 +6,8 @@ compiler is found; everything else, and any install without a compiler, runs as 
 The compiled modules share one library, ``SHARED_LIBRARY``, and call into each other directly, so
 they are used all together or not at all: if one of them is older than its source in an editable
 install (an edit since the last build), or the shared library is missing, or ``PIPING_PURE=1``,
-every one of them is imported from its ``.py`` instead. Not itself compiled: it runs before any compiled module loads.
+every one of them is imported from its ``.py`` instead. Not itself compiled: it runs before any
+compiled module loads.
 """
 
 from __future__ import annotations

@@ -602,9 +602,8 @@ class FanOutRelay(SpliceRelay):
             count=count,
             cancelled=cancelled,
         )
-        first = _Branch(
-            self._out, self._pipe_r, self._pipe_w, gone[0]
-        )  # the primary: the relay's own pipe and descriptor
+        # the primary: the relay's own pipe and descriptor
+        first = _Branch(self._out, self._pipe_r, self._pipe_w, gone[0])
         self._branches: list[_Branch | None] = [first]
         try:
             for fd, is_gone in zip(out_fds[1:], gone[1:], strict=True):
