@@ -52,7 +52,9 @@ def test_rapid_reset_ends_the_connection_and_others_keep_their_speed(h2server: S
         assert ended_after is not None and ended_after < 15, f"open after {streams} streams\n{log_tail(h2server)}"
         assert ENHANCE_YOUR_CALM in goaway_codes(received), goaway_codes(received)
     assert all(probes), probes
-    assert speed >= baseline / 2, (speed, baseline)
+    # unguarded, the transfer fell to a few MB/s against hundreds unattacked; a tenth leaves room for a busy
+    # machine's swings without letting that back in
+    assert speed >= baseline / 10, (speed, baseline)
     print(
         f"rapid reset: {len(outcomes[0])} connections, each ended after "
         f"{max(ended for _, ended, _ in outcomes[0] if ended is not None):.2f} s at most; "
