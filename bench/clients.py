@@ -75,8 +75,11 @@ def _mark_cpu() -> None:
 
 def _emit(result: dict[str, Any]) -> None:
     result["client_cpu_s"] = round(_cpu_self() - _cpu_mark, 4)
-    sys.stdout.write(json.dumps(result) + "\n")
+    # written to the descriptor itself: after uvloop.run, sys.stdout lost what a full pipe did not take (64 KiB)
     sys.stdout.flush()
+    line = (json.dumps(result) + "\n").encode()
+    while line:
+        line = line[os.write(sys.stdout.fileno(), line) :]
 
 
 def _emit_send(t_start: float, t_sent: float, ok: bool, tail: str) -> None:

@@ -20,6 +20,12 @@ Two measurements, each on a fresh server per run, targets interleaved run by run
 ``--base-src DIR`` adds ``--workers 2`` run from another source tree (its
 ``src/``), as bench/run.py does: the before and after of a change, in the same interleaved run.
 
+``--floor`` adds bench/floor.py to the small transfers: one process (``f1``), two with the same
+hand-over as ours (``f2``: a connection is peeked at and sent to its path's owner) and two whose
+door accepts on the raw listener (``f2a``): what moving a connection costs on this stack at the least;
+``f2o``: two where a path belongs to the process that took its first connection (only a second
+connection may move).
+
 On a 2-core machine the light clients share the cores with the server: more workers can only
 show what the cores left over allow.
 """
@@ -59,7 +65,11 @@ def start(target: str, where: Targets) -> bench.Server:
     ``ref`` or a peer."""
     port = bench.free_port()
     env = None
-    if target == "ref" or target in where.peers:
+    if target.startswith("f"):  # bench/floor.py: f1, f2 (--workers 2), f2a (--workers 2 --door accept)
+        cmd = [sys.executable, str(Path(__file__).with_name("floor.py")), "--host", HOST, "--http-port", str(port)]
+        cmd += ["--workers", target[1], "--door", "accept" if target.endswith("a") else "transport"]
+        cmd += ["--owner", "first" if target.endswith("o") else "hash"]
+    elif target == "ref" or target in where.peers:
         executable = where.ref_bin if target == "ref" else where.peers[target]
         assert executable is not None
         cmd = [str(executable), "--host", HOST, "--http-port", str(port)]
@@ -216,6 +226,7 @@ def main() -> int:
     parser.add_argument("--no-ref", action="store_true", help="no reference column")
     parser.add_argument("--ref-dir", default=str(bench.REPO / "bench" / ".ref"), help="where the reference is")
     parser.add_argument("--ref-bin", default=None)
+    parser.add_argument("--floor", action="store_true", help="bench/floor.py beside ours (f1, f2, f2a)")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     size = (args.stream_mib or (8 if args.quick else 128)) * bench.MiB
@@ -231,7 +242,8 @@ def main() -> int:
     ours = ["w2", "w1", *(["b2"] if where.base_src else [])]
     peers = list(where.peers)
     streams: dict[str, list[dict[str, Any]]] = {t: [] for t in ours + (["ref"] if where.ref_bin else []) + peers}
-    small: dict[str, list[dict[str, Any]]] = {t: [] for t in ours + peers}
+    floors = ["f2", "f1", "f2a", "f2o"] if args.floor else []
+    small: dict[str, list[dict[str, Any]]] = {t: [] for t in ours + peers + floors}
     for i in range(runs):
         if "streams" in only:
             for target in bench.interleaved(list(streams), i):
@@ -249,6 +261,10 @@ def main() -> int:
         "ref": "reference",
         "go": "Go",
         "rust": "Rust",
+        "f2": "floor, 2 processes",
+        "f1": "floor, 1 process",
+        "f2a": "floor, 2, raw accept",
+        "f2o": "floor, 2, first owns",
     }
     against = [t for t in ("rust", "go", "w1") if t in streams]
     if "streams" in only:
@@ -267,6 +283,7 @@ def main() -> int:
                 f"server CPU {median(results, 'cpu_ms', 3)} ms per transfer (user {median(results, 'user_ms', 3)}, "
                 f"system {median(results, 'sys_ms', 3)}; clients {median(results, 'client_ms', 3)})"
                 f"  {ratio(results, small['w1'], 'cpu_ms')} of w1's CPU"
+                + (f", {ratio(results, small['f1'], 'cpu_ms')} of f1's" if target.startswith("f") else "")
                 + failures(results)
                 + (
                     f"  ({sum(r.get('failed', 0) for r in results)} transfers failed)"

@@ -44,6 +44,7 @@ from ..core import is_reserved, split_target
 from ..http1.protocol import Http1Exchange, Http1Protocol
 from ..relay._exchange import Exchange
 from ..relay._flow import Relay
+from ._listeners import AcceptedSocket
 from ._owner_relay import CONNECT_RETRY_S, CONNECT_TRIES, INTERNAL_CLIENT, INTERNAL_TRANSPORT, Forward
 
 log = logging.getLogger("piping_server.workers")
@@ -53,6 +54,10 @@ _LENGTH = struct.Struct("!I")
 _RECV_BYTES = 256 * 1024
 #: Descriptors accepted per read of a hand-over socket.
 _MAX_FDS = 64
+#: One descriptor as ``SCM_RIGHTS`` carries it (``socket.send_fds``/``recv_fds`` do the same through an array,
+#: in Python: this is their work without the array, per moved connection)
+_FD = struct.Struct("i")
+_FDS_SPACE = socket.CMSG_LEN(_MAX_FDS * _FD.size)
 #: HEAD too: a question about a path (``Piping-Ask: state``) is answered by its owner, which alone knows it.
 _TRANSFER_METHODS = (b"GET", b"POST", b"PUT", b"HEAD")
 #: Bytes of a new connection looked at (``MSG_PEEK``) for its request line; a longer line takes the slow path.
@@ -98,6 +103,7 @@ class Handover:
         self.place = place
         self.relay = relay
         self.family = family  # the HTTP listener's: every moved connection came from it
+        self.loop = asyncio.get_running_loop()  # (kept: asking asyncio for it costs a system call each time)
         self._channels: dict[int, _Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
@@ -217,15 +223,17 @@ class Handover:
         conn = inbound.conn
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(conn, _RECV_BYTES, _MAX_FDS)
+                data, ancillary, _flags, _addr = conn.recvmsg(_RECV_BYTES, _FDS_SPACE)
             except BlockingIOError:
                 return
             except OSError as exc:
                 log.warning("worker %d: hand-over channel failed: %s", self.place.index, exc)
-                data, fds = b"", []
-            inbound.fds.extend(fds)
+                data, ancillary = b"", []
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    inbound.fds.extend(fd for (fd,) in _FD.iter_unpack(payload[: len(payload) // _FD.size * _FD.size]))
             if not data:
-                asyncio.get_running_loop().remove_reader(conn.fileno())
+                self.loop.remove_reader(conn.fileno())
                 inbound.close()
                 return
             buffer = inbound.buffer
@@ -237,6 +245,8 @@ class Handover:
                 carried = bytes(buffer[_LENGTH.size : _LENGTH.size + length])
                 del buffer[: _LENGTH.size + length]
                 self._adopt(inbound.fds.popleft(), carried)
+            if len(data) < _RECV_BYTES:
+                return  # all there was (the reader is called again when more comes): no read to hear EAGAIN
 
     def _adopt(self, fd: int, carried: bytes) -> None:
         """Serve a moved connection as if this worker had accepted it, starting with the bytes already read."""
@@ -245,12 +255,12 @@ class Handover:
             return
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
-        relay, hand_over = self.relay, self.hand_over
+        relay, hand_over, loop = self.relay, self.hand_over, self.loop
 
         async def adopt() -> None:
             try:
-                await asyncio.get_running_loop().connect_accepted_socket(
-                    lambda: _Adopted(relay, carried, hand_over=hand_over), sock
+                await loop.connect_accepted_socket(
+                    lambda: _Adopted(relay, carried, hand_over=hand_over, loop=loop), sock
                 )
             except OSError:
                 sock.close()
@@ -263,10 +273,9 @@ class Handover:
         ``connect_accepted_socket`` is driven here rather than in a task: the transport and the
         protocol are made by its first step, the rest only waits for ``connection_made``.
         """
-        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)  # (given, not looked up)
-        relay, hook = self.relay, self.after_first  # its first request is ours: the sender checked
-        loop = asyncio.get_running_loop()
-        steps = loop.connect_accepted_socket(lambda: Http1Protocol(relay, hand_over=hook), sock)
+        sock = AcceptedSocket(self.family, socket.SOCK_STREAM, 0, fd)  # (given, not looked up)
+        relay, hook, loop = self.relay, self.after_first, self.loop  # its first request is ours: the sender checked
+        steps = loop.connect_accepted_socket(lambda: Http1Protocol(relay, hand_over=hook, loop=loop), sock)
         try:
             waiter = steps.send(None)
         except StopIteration:
@@ -326,7 +335,7 @@ class _Door(asyncio.Protocol):
                     transport.abort()  # closes our descriptor only: the owner has its own
                     return
                 hook = handover.after_first  # the first request stays here: only the next ones may move
-        conn = Http1Protocol(handover.relay, hand_over=hook)
+        conn = Http1Protocol(handover.relay, hand_over=hook, loop=handover.loop)
         transport.set_protocol(conn)
         conn.connection_made(transport)
 
@@ -371,7 +380,7 @@ class _Channel:
         """Send ``record`` with ``fd``, which is closed here (``borrowed``: left open, a copy waits if need be)."""
         if self.sock is not None and not self.queue:
             try:
-                sent = socket.send_fds(self.sock, [record], [fd])
+                sent = _send_with_fd(self.sock, record, fd)
             except BlockingIOError:
                 pass
             except OSError:
@@ -450,6 +459,11 @@ async def _connect(path: str) -> socket.socket | None:
     return None
 
 
+def _send_with_fd(sock: socket.socket, record: bytes, fd: int) -> int:
+    """Send ``record`` with ``fd`` on its first byte; return the bytes sent."""
+    return sock.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
+
+
 class _Adopted(Http1Protocol):
     """A connection moved here: what the other worker read comes first, before anything from the socket.
 
@@ -458,13 +472,20 @@ class _Adopted(Http1Protocol):
     does), so bytes that arrive meanwhile are kept behind the carried ones, in order.
     """
 
-    def __init__(self, relay: Relay, carried: bytes, *, hand_over: Callable[[Http1Protocol, bytes, bytes], bool]):
-        super().__init__(relay, hand_over=hand_over)
+    def __init__(
+        self,
+        relay: Relay,
+        carried: bytes,
+        *,
+        hand_over: Callable[[Http1Protocol, bytes, bytes], bool],
+        loop: asyncio.AbstractEventLoop,
+    ):
+        super().__init__(relay, hand_over=hand_over, loop=loop)
         self._carried: bytes | None = carried
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        asyncio.get_running_loop().call_soon(self._settle)
+        self.loop.call_soon(self._settle)
 
     def data_received(self, data: bytes) -> None:
         if self._carried is not None:
@@ -526,6 +547,6 @@ async def _send_fd(loop: asyncio.AbstractEventLoop, sock: socket.socket, record:
     """Send ``record`` with ``fd`` on its first byte, waiting while the channel is full; return the bytes sent."""
     while True:
         try:
-            return socket.send_fds(sock, [record], [fd])
+            return _send_with_fd(sock, record, fd)
         except BlockingIOError:
             await _ready(loop, sock, writable=True)
