@@ -54,6 +54,31 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children and so on (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def read_maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
+
+
 def chroot(tree: Path, *argv: str) -> list[str]:
     return ["chroot", str(tree), *argv]
 
@@ -82,6 +107,11 @@ def test_serves_the_page_and_piping_send_get(tree: Path) -> None:
     try:
         wait_for_port(port, server, timeout=WAIT_S * 2)
         assert_serves_page_bundles(base)
+        # the transfer path runs compiled: its shared library is loaded in the frozen program's processes
+        # (the bootloader, the supervisor and its workers), as in the wheel and the image
+        family = descendants(server.pid)
+        compiled = [pid for pid in family if "piping_server__mypyc" in read_maps(pid)]
+        assert len(compiled) >= 3, (family, compiled)
 
         payload = os.urandom(3_000_000)
         (tree / "tmp" / "in.bin").write_bytes(payload)
