@@ -35,9 +35,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from ..core import is_reserved
 from ..relay._headers import Headers
 from ..relay._hooks import Refusal, RequestView
@@ -48,6 +45,10 @@ if TYPE_CHECKING:
     from ._logins import LoginGuard
 
 log = logging.getLogger("piping_server.auth")
+
+# PyJWT and cryptography are imported where a token or a key is first handled: together they are some
+# 20 MB of a process's memory, which a server without JWT auth never needs.
+
 
 #: Work factors of new hashes: about 50 ms (PBKDF2) and 40 ms (scrypt) of one core each, paid once per
 #: credential (then cached), in the login pool's threads.
@@ -132,6 +133,8 @@ def verify_password(password: str, stored: _Hash) -> bool:
 
 def load_public_key(path: str) -> Any:
     """Read a PEM public key for RS*/PS*/ES*/EdDSA tokens; ``ValueError`` with a short reason."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key  # (see the imports' note)
+
     try:
         with open(path, "rb") as file:
             return load_pem_public_key(file.read())
@@ -202,6 +205,8 @@ class JwksKeys:
         """Blocking: download the key set (call it from a thread). Errors are logged, old keys kept."""
         self._last_fetch = time.monotonic()
         self.wanted.clear()
+        import jwt  # (see the imports' note)
+
         try:
             client = jwt.PyJWKClient(self.url, cache_keys=False, cache_jwk_set=False, timeout=JWKS_FETCH_TIMEOUT_S)
             jwk_set = client.get_jwk_set()
@@ -428,6 +433,8 @@ class Gate:
         """The token's claims, or a short reason why it is refused (never the token itself)."""
         cfg = self.jwt
         assert cfg is not None
+        import jwt  # (see the imports' note)
+
         try:
             token = token_bytes.decode("ascii")
             header = jwt.get_unverified_header(token)

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from ..core import Hub
@@ -179,3 +180,39 @@ async def answer_scrape(
     with contextlib.suppress(ConnectionError):
         await writer.drain()
     writer.close()
+
+
+def summed_exposition(texts: list[str], up: int) -> bytes:
+    """The workers' figures (``--workers``), each in the text format, summed into one exposition."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Summed(texts, up))
+    return generate_latest(registry)
+
+
+class _Summed(Collector):
+    """The workers' samples, added up by name and labels."""
+
+    def __init__(self, texts: list[str], up: int) -> None:
+        self.texts = texts
+        self.up = up
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        where: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+        for text in self.texts:
+            for family in text_string_to_metric_families(text):
+                known = families.setdefault(family.name, family)
+                for sample in family.samples:
+                    key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                    at = where.get(key)
+                    if known is family:
+                        where[key] = family.samples.index(sample)
+                    elif at is None:
+                        where[key] = len(known.samples)
+                        known.samples.append(sample)
+                    else:
+                        known.samples[at] = known.samples[at]._replace(value=known.samples[at].value + sample.value)
+        workers = GaugeMetricFamily("piping_workers_up", "Worker processes running now (--workers).")
+        workers.add_metric([], self.up)
+        yield workers
+        yield from families.values()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._runtime.malloc import release_when_quiet
 from ..core import Action, Hub, JoinLive, Reject, StartLive, TransferExpired, WaitExpired
@@ -24,9 +24,11 @@ from ._config import Config, MetricsConfig, load_config
 from ._limits import ConnectionCounter, RequestLimits, WatchedHub, describe
 from ._logging import configure_logging, log_access, log_live_join
 from ._logins import LoginGuard, then
-from ._metrics import Metrics
 from ._reload import ConfigReloader, keep_restart_only
 from ._shares import below_workers, share_config
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics  # (imported when metrics are on: prometheus_client is some 10 MB of memory)
 
 log = logging.getLogger("piping_server")
 
@@ -87,6 +89,8 @@ class Operator:
         assert isinstance(hub, WatchedHub)
         hub.submit = relay.submit
         if self.config.metrics.port is not None:
+            from ._metrics import Metrics
+
             self.metrics = Metrics(hub, connections=lambda: self.counter.total)
             hub.on_transfer_end = self.metrics.transfer_ended
             hub.on_expired = self.metrics.rejected

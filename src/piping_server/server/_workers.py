@@ -28,15 +28,9 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
+from collections.abc import Callable
 
 from ..ops._config import Config
-from ..ops._metrics import MAX_REQUEST_HEAD_BYTES, answer_scrape
 from ._handover import Worker, WorkerPlace
 from ._listeners import ListenError, announce, http_listener, remove_unix_socket, tcp_listener
 from ._serve import ServerOptions, StartupError, _load_certificate, run
@@ -253,6 +247,8 @@ class Supervisor:
     # --- metrics -----------------------------------------------------------------------------------------
 
     async def _serve_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from ..ops._metrics import MAX_REQUEST_HEAD_BYTES, answer_scrape  # (prometheus_client: only with metrics)
+
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), SCRAPE_TIMEOUT_S)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -269,10 +265,10 @@ class Supervisor:
         return 200, b"ok\n"
 
     async def _summed(self) -> bytes:
+        from ..ops._metrics import summed_exposition
+
         texts = await asyncio.gather(*(self._scrape(index) for index in range(self.count)))
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Summed([text for text in texts if text is not None], len(self.pids)))
-        return generate_latest(registry)
+        return summed_exposition([text for text in texts if text is not None], len(self.pids))
 
     async def _scrape(self, index: int) -> str | None:
         path = os.path.join(self.directory, f"metrics-{index}")
@@ -287,35 +283,6 @@ class Supervisor:
             log.warning("worker %d: no figures for this scrape (%s)", index, exc or type(exc).__name__)
             return None
         return data.decode()
-
-
-class _Summed(Collector):
-    """The workers' samples, added up by name and labels."""
-
-    def __init__(self, texts: list[str], up: int) -> None:
-        self.texts = texts
-        self.up = up
-
-    def collect(self) -> Iterable[Metric]:
-        families: dict[str, Metric] = {}
-        where: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
-        for text in self.texts:
-            for family in text_string_to_metric_families(text):
-                known = families.setdefault(family.name, family)
-                for sample in family.samples:
-                    key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
-                    at = where.get(key)
-                    if known is family:
-                        where[key] = family.samples.index(sample)
-                    elif at is None:
-                        where[key] = len(known.samples)
-                        known.samples.append(sample)
-                    else:
-                        known.samples[at] = known.samples[at]._replace(value=known.samples[at].value + sample.value)
-        workers = GaugeMetricFamily("piping_workers_up", "Worker processes running now (--workers).")
-        workers.add_metric([], self.up)
-        yield workers
-        yield from families.values()
 
 
 def _die_with_parent() -> None:
