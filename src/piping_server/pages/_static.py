@@ -1,4 +1,4 @@
-"""The page assets under ``pages/static/``, read once at import.
+"""The page assets under ``pages/static/``, read once: at import, the vendor libraries when first asked for.
 
 They are files (not Python strings) so that they can be edited, linted and diffed as HTML, CSS and
 JavaScript; they are inlined into the responses because a reserved path must be one self-contained
@@ -8,6 +8,7 @@ response: the server has no static-file route, and the page must work offline.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from importlib import resources
 
 __all__ = ["INDEX_HTML", "INDEX_CSS", "INDEX_JS", "NOSCRIPT_HTML", "NOSCRIPT_CSS", "JS_MODULES", "VENDOR_JS"]
@@ -50,15 +51,33 @@ def _inlinable(text: str, *, tag: str, name: str) -> str:
     return text
 
 
-def _read_vendor() -> dict[str, str]:
-    found: dict[str, str] = {}
-    vendor = _STATIC.joinpath("vendor")
-    for name in VENDOR_NAMES:
-        entry = vendor.joinpath(f"{name}.js")
+class _Vendor(Mapping[str, str]):
+    """name -> the ES module text of that library, for the libraries this installation has.
+
+    Each is read when first asked for (``/?lib=...``): together they are some 1.5 MB, and a server
+    whose page never opens a mode that needs one never holds them.
+    """
+
+    def __init__(self) -> None:
+        vendor = _STATIC.joinpath("vendor")
         # A checkout that never ran the frontend build still serves every mode that needs no library.
-        if entry.is_file():
-            found[name] = _inlinable(entry.read_text(encoding="utf-8"), tag="script", name=f"vendor/{name}.js")
-    return found
+        self._names = tuple(name for name in VENDOR_NAMES if vendor.joinpath(f"{name}.js").is_file())
+        self._texts: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._names:
+            raise KeyError(name)
+        text = self._texts.get(name)
+        if text is None:
+            text = _inlinable(_read(f"vendor/{name}.js"), tag="script", name=f"vendor/{name}.js")
+            self._texts[name] = text
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 INDEX_HTML: str = _read("index.html")
@@ -70,5 +89,5 @@ NOSCRIPT_CSS: str = _inlinable(_read("noscript.css"), tag="style", name="noscrip
 INDEX_JS: str = "\n".join(
     f"// ---- {name} ----\n" + _inlinable(_read(f"js/{name}"), tag="script", name=f"js/{name}") for name in JS_MODULES
 )
-#: name -> the ES module text of that library, for the libraries this installation has.
-VENDOR_JS: dict[str, str] = _read_vendor()
+#: name -> the ES module text of that library, for the libraries this installation has (read on first use).
+VENDOR_JS: Mapping[str, str] = _Vendor()
