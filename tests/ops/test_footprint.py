@@ -1,12 +1,14 @@
-"""What a server's process loads: the operator's optional features cost nothing until they are turned on.
+"""What a server's process loads: the optional parts cost nothing until they are used.
 
-PyJWT with ``cryptography`` and ``prometheus_client`` are together some 10 MB of every process's memory
-(a quarter of a server's at start); a server without JWT auth or metrics never imports them. The real
-server process reports its imports itself (``PYTHONPROFILEIMPORTTIME``, Python's ``-X importtime``).
+PyJWT with ``cryptography``, ``prometheus_client`` and h2 are together some 15 MB of every process's
+memory (a third of a server's at start): a server without JWT auth or metrics never imports the first
+two, and h2 comes with the first HTTP/2 connection. The real server process reports its imports itself
+(``PYTHONPROFILEIMPORTTIME``, Python's ``-X importtime``).
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from .util import Receiver, request, server_with
 pytestmark = pytest.mark.ours
 
 #: imported only for the features that need them
-OPTIONAL = {"jwt", "cryptography", "prometheus_client"}
+OPTIONAL = {"jwt", "cryptography", "prometheus_client", "h2"}
 SECRET = "footprint-test-secret-of-32-bytes-or-more"
 IMPORT_TIMES = {"PYTHONPROFILEIMPORTTIME": "1"}
 
@@ -45,7 +47,7 @@ def transfer(port: int, headers: dict[str, str] | None = None) -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_plain_server_loads_neither_auth_nor_metrics_libraries(tmp_path: Path, workers: str) -> None:
+def test_an_http1_server_without_auth_or_metrics_loads_none_of_them(tmp_path: Path, workers: str) -> None:
     with server_with("--workers", workers, tmp=tmp_path, env=IMPORT_TIMES) as (server, _):
         transfer(server.http_port)
         assert request(server.http_port, "GET", "/")[0] == 200
@@ -54,7 +56,7 @@ def test_a_plain_server_loads_neither_auth_nor_metrics_libraries(tmp_path: Path,
     assert not names & OPTIONAL, sorted(names & OPTIONAL)
 
 
-def test_jwt_auth_and_metrics_load_their_libraries_when_used(tmp_path: Path) -> None:
+def test_jwt_auth_metrics_and_h2c_load_their_libraries_when_used(tmp_path: Path) -> None:
     config = "[auth.jwt]\naudience = 'piping'\n"
     env = {**IMPORT_TIMES, "PIPING_JWT_SECRET": SECRET}
     with server_with(config=config, tmp=tmp_path, env=env, metrics_port=True) as (server, metrics_port):
@@ -62,5 +64,7 @@ def test_jwt_auth_and_metrics_load_their_libraries_when_used(tmp_path: Path) -> 
         transfer(server.http_port, {"Authorization": f"Bearer {token}"})
         status, _, body = request(metrics_port, "GET", "/metrics")
         assert status == 200 and b"piping_transfers" in body
+        h2c = ["curl", "-sS", "--http2-prior-knowledge", f"http://127.0.0.1:{server.http_port}/version"]
+        assert subprocess.run(h2c, capture_output=True, timeout=10, check=True).stdout.strip()
         names = imported(server)
     assert names >= OPTIONAL, sorted(OPTIONAL - names)

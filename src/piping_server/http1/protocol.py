@@ -24,13 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
 from ..core import PeerLost, ProtocolError, ReceiverFinished
-from ..http2.protocol import H2_PREFACE, Http2Protocol
-from ..http2.protocol import take_over as h2c_take_over
+from ..http2 import H2_PREFACE
 from ..relay._exchange import Exchange
 from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
 from ..relay._headers import MESSAGE_HEADERS, Headers, canonical_name, http_date
@@ -42,6 +41,9 @@ from ._hangup import Watch, unwatch, watch
 from ._idle import IdleSweep
 from ._rules import check_head
 from ._splice import SPLICE_AVAILABLE, SpliceRelay
+
+if TYPE_CHECKING:
+    from ..http2.protocol import Http2Protocol  # (imported with the first h2c connection: see http2/__init__.py)
 
 #: Bytes of a waiting sender's body that may be read before a receiver comes. Reading on a little
 #: lets the server see a sender leave while it waits; past this, the body stays in the kernel.
@@ -581,6 +583,8 @@ class Http1Protocol(asyncio.Protocol):
                 if self._sweep is not None:
                     self._sweep.leave(self)  # (HTTP/2 keeps its own timeouts)
                     self._sweep = None
+                from ..http2.protocol import take_over as h2c_take_over
+
                 self._successor = h2c_take_over(
                     self.transport,  # type: ignore[arg-type]
                     self.relay,

@@ -64,6 +64,7 @@ from ..relay._flow import Chunk, Pipe, Relay, UploadInfo
 from ..relay._headers import MESSAGE_HEADERS, Headers, http_date, valid_host
 from ..relay._hooks import Connection, Refusal
 from ..server._owner_relay import Forward
+from . import H2_PREFACE
 from ._guard import CONTROL_BURST, CONTROL_RATE, RESET_BURST, RESET_RATE, Budget
 from ._inbound import RUN_FRAMES, SMALL_RUN_FRAMES, InboundFrames
 
@@ -71,8 +72,6 @@ __all__ = ["H2_PREFACE", "Http2Protocol", "Http2Stream", "take_over"]
 
 log = logging.getLogger("piping_server.http2")
 
-#: What an HTTP/2 client sends first (RFC 9113 section 3.4); on the cleartext port it tells h2c from HTTP/1.
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 #: A stream's receive window once its transfer runs: several MiB, so that the window never throttles
 #: a fast upload on a high-latency path (a window per round trip is the ceiling of a stream's speed).

@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from ..http1.protocol import Http1Protocol
-from ..http2.protocol import Http2Protocol
 from ..relay._flow import Relay
 
 __all__ = [
@@ -169,6 +168,8 @@ class _AlpnDispatch(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         if alpn == "h2":
+            from ..http2.protocol import Http2Protocol  # (see http2/__init__.py)
+
             # HTTP/2 already writes once per connection per turn of the loop
             h2 = Http2Protocol(self._relay, is_tls=True)
             transport.set_protocol(_DecryptInto(h2))
