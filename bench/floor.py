@@ -217,6 +217,7 @@ class _Door(asyncio.Protocol):
         self.worker = worker
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
         worker = self.worker
         fd = transport.get_extra_info("socket").fileno()
         owner = worker.owner(fd)
