@@ -123,6 +123,8 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stop the server, then fail if it logged a traceback: whatever a client sent, it answers or logs a
+        line (a traceback a test did not look for was a connection cut short without a word)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -130,6 +132,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 # transfers left running wait out the shutdown grace (30 s by default): a second signal cuts them
                 stop_process(self.proc)
+        log = self.log()
+        at = log.find("Traceback (most recent call last)")
+        if at >= 0:
+            count = log.count("Traceback (most recent call last)")
+            raise AssertionError(
+                f"the server logged {count} traceback(s); the first:\n{log[max(0, at - 300) : at + 3000]}"
+            )
 
 
 def start_server(

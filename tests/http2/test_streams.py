@@ -20,6 +20,8 @@ import pytest
 
 from ..helpers import WAIT_S, ServerProcess, Target, connect, unique_path, wait_until
 from ._client import H2Client
+from ._raw import DATA, END_STREAM, GOAWAY, drain_until_closed, frames_of, open_h2, request_block, rst
+from ._raw import headers as raw_headers
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -366,3 +368,30 @@ def test_a_huge_header_table_setting_does_not_grow_the_servers_table(h2target: T
     finally:
         sender.close()
         receiver.close()
+
+
+def test_a_request_refused_and_reset_in_the_same_read_leaves_the_connection_working(h2target: Target) -> None:
+    """A refusal for a stream the client has reset in the same read as its request (h2 has forgotten the
+    stream by the time the refusal is made) is dropped, and the connection goes on. It used to end the
+    connection without a GOAWAY (and a traceback in the log), which a rapid-reset attacker met in CI."""
+    sock = open_h2(h2target)
+    tls = h2target.base_url.startswith("https")
+    try:
+        # n=0 is refused at once (400); stream 3 opening in the same read makes h2 prune the reset stream 1
+        refused = request_block("GET", f"{unique_path()}?n=0", f"{h2target.host}:{h2target.port}", tls=tls)
+        version = request_block("GET", "/version", f"{h2target.host}:{h2target.port}", tls=tls)
+        sock.sendall(raw_headers(1, refused) + rst(1) + raw_headers(3, version))
+        received = b""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline and not any(
+            kind == DATA and stream == 3 and flags & END_STREAM for kind, flags, stream, _ in frames_of(received)
+        ):
+            data, closed = drain_until_closed(sock, 0.2)
+            received += data
+            if closed:
+                break
+        frames = frames_of(received)
+        assert not [f for f in frames if f[0] == GOAWAY], frames
+        assert any(kind == DATA and stream == 3 and flags & END_STREAM for kind, flags, stream, _ in frames), frames
+    finally:
+        sock.close()

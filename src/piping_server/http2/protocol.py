@@ -536,7 +536,7 @@ class Http2Stream(Exchange):
                 frames[last_head] = _FRAME_HEAD.pack(size >> 8, size & 0xFF, 0, _END_STREAM, sid)
                 h2stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
             else:
-                with contextlib.suppress(h2.exceptions.StreamClosedError):
+                with contextlib.suppress(h2.exceptions.ProtocolError):  # (reset meanwhile, or GOAWAY)
                     h2conn.end_stream(sid)
             self._ended()
             return False
@@ -719,8 +719,13 @@ class Http2Protocol(asyncio.Protocol):
         if backlog is None or self.lost or self._closing:
             return
         self._feed(backlog)
-        if self._backlog is None:
+        # (asked through a method: mypy narrows self._backlog to None above, _feed or not, and mypyc would
+        # turn that narrowing into a TypeError each time _feed leaves a new backlog)
+        if not self._has_backlog():
             self._release_reading(_YIELDED)
+
+    def _has_backlog(self) -> bool:
+        return self._backlog is not None
 
     def _to_h2(self, data: bytes | memoryview) -> bool:
         """Hand whole frames to h2 and handle its events; False once the connection is closing, or once this
@@ -929,7 +934,7 @@ class Http2Protocol(asyncio.Protocol):
         self._idle_since = time.monotonic()
         if self._whole_queued > WHOLE_QUEUE_LIMIT:
             # the client does not take the responses it asked for: no more are made until it does
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self._spend_reset()
             return
@@ -972,8 +977,10 @@ class Http2Protocol(asyncio.Protocol):
             or h2stream.state_machine.state not in _CAN_SEND
             or h2conn.state_machine.state is ConnectionState.CLOSED
         ):
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                h2conn.send_headers(stream_id, headers, end_stream=end)  # h2 says what is wrong, if anything
+            # the client reset the stream, perhaps in the very read that brought its request (h2 has forgotten
+            # it then), or the connection is closing (GOAWAY sent or received): nothing to send
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                h2conn.send_headers(stream_id, headers, end_stream=end)
             self._schedule()
             return
         # The HEADERS frame is built here, as send_pending builds DATA frames: h2's send_headers re-checks
@@ -1042,14 +1049,16 @@ class Http2Protocol(asyncio.Protocol):
         if windows:
             for stream, increment in windows.items():
                 if not stream.request_complete and not stream.closed:
-                    with contextlib.suppress(h2.exceptions.StreamClosedError, KeyError):
+                    # (a stream reset meanwhile, or a connection closing: no WINDOW_UPDATE is owed)
+                    with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
                         self._h2.increment_flow_control_window(increment, stream.stream_id)
             windows.clear()
         acks = self._acks
         if acks:
             h2conn = self._h2
-            for stream_id, size in acks.items():
-                h2conn.acknowledge_received_data(size, stream_id)
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # (closing, GOAWAY: no WINDOW_UPDATE owed)
+                for stream_id, size in acks.items():
+                    h2conn.acknowledge_received_data(size, stream_id)
             acks.clear()
         data = self._h2.data_to_send()
         if data:
@@ -1086,7 +1095,7 @@ class Http2Protocol(asyncio.Protocol):
         stream.closed = True
         self._ready.pop(stream, None)
         if not self.lost:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # (reset by the client too, or GOAWAY)
                 self._h2.reset_stream(stream.stream_id, code)
             self._schedule()
         stream.response_ended = True
