@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from ..helpers import ServerProcess
+from ..deploy.proxies import NGINX, start_proxy
+from ..helpers import ServerProcess, start_server
 from .conftest import screenshot
 
 # How much playback must advance to count as live, and within how long.
@@ -296,3 +297,55 @@ def test_the_sharer_asks_without_joining_and_records_once_all_viewers_are_there(
             curl.communicate()
     assert webm[:4] == b"\x1a\x45\xdf\xa3", (webm[:16], err)  # EBML: the WebM stream, from its start
     viewer.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
+
+
+#: The shipped nginx.conf's HEAD route, and a proxy in front of an older server instead: HEAD refused.
+NGINX_HEAD_ROUTE = """            if ($request_method = HEAD) {
+                proxy_pass http://piping_head;
+            }
+"""
+NGINX_HEAD_REFUSED = """            if ($request_method = HEAD) {
+                return 405;
+            }
+"""
+
+
+def test_a_sharer_whose_question_is_refused_records_at_once(
+    new_page: Callable[..., Any], tls_files: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """Where the question goes unanswered (an older server, a proxy's refusal: here the shipped nginx
+    edited to answer every HEAD 405), the sharer cannot know when its viewers are there: it records at
+    once, as it did before the question existed, asks no more, and its viewer plays."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install -y nginx; scripts/test does it)")
+    from urllib.parse import urlsplit
+
+    server = start_server(log_dir=tmp_path)
+    proxy = start_proxy(
+        "nginx", tmp_path / "nginx", [server.http_port], tls_files, [(NGINX_HEAD_ROUTE, NGINX_HEAD_REFUSED)]
+    )
+    try:
+        base = f"https://127.0.0.1:{proxy.port}"
+        path = f"share-{uuid.uuid4().hex[:10]}"
+        answers: list[int] = []  # the status of each question the sharer asked
+
+        def answered(response: Any) -> None:
+            if response.request.method == "HEAD" and urlsplit(response.url).path == f"/{path}":
+                answers.append(response.status)
+
+        sharer = new_page(f"{base}/#share?path={path}&n=1")
+        sharer.on("response", answered)
+        sharer.click("#share-screen")
+        # no viewer yet: with the question answered it would wait in "sharing" (the test above)
+        sharer.wait_for_function("document.body.dataset.shareState === 'live'")
+        asked = len(answers)
+        time.sleep(1.5)  # it would have asked three more times
+        assert answers == [405] * asked and asked >= 1, answers
+        assert len(answers) == asked, "the sharer still asks where nobody answers"
+        viewer = _viewer(new_page, f"{base}/#share?path={path}&n=1")
+        _assert_plays(viewer)
+        sharer.click("#share-stop")
+        viewer.wait_for_function("document.body.dataset.shareState === 'stopped'", timeout=PLAY_WAIT_S * 1000)
+    finally:
+        proxy.stop()
+        server.stop()

@@ -54,7 +54,8 @@ class Proxy:
         stop_process(self.proc)
 
 
-def nginx_config(port: int, upstreams: list[int]) -> str:
+def nginx_config(port: int, upstreams: list[int], changes: list[tuple[str, str]] | None = None) -> str:
+    """The shipped nginx.conf on ``port`` in front of ``upstreams``; ``changes``: a test's own edits of it."""
     text = (DEPLOY / "nginx.conf").read_text()
     servers = "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in EXAMPLE_PORTS)
     return substitute(
@@ -63,6 +64,7 @@ def nginx_config(port: int, upstreams: list[int]) -> str:
             ("worker_processes auto;", "worker_processes 1;"),  # a 2-core test machine
             (servers, "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in upstreams)),
             ("listen 127.0.0.1:8443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
+            *(changes or []),
         ],
         times={servers: 2},
     )  # upstream piping and upstream piping_head
@@ -87,8 +89,10 @@ def place_certificate(folder: Path, cert: str, key: str) -> None:
     (folder / "piping.pem").write_text(Path(cert).read_text() + Path(key).read_text())
 
 
-def start_proxy(name: str, tmp: Path, upstreams: list[int], tls: tuple[str, str, str]) -> Proxy:
-    """Start nginx or HAProxy in the foreground on a free port, in front of ``upstreams``."""
+def start_proxy(
+    name: str, tmp: Path, upstreams: list[int], tls: tuple[str, str, str], changes: list[tuple[str, str]] | None = None
+) -> Proxy:
+    """Start nginx or HAProxy in the foreground on a free port, in front of ``upstreams`` (``changes``: nginx only)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = tmp / f"{name}.out"
@@ -96,7 +100,7 @@ def start_proxy(name: str, tmp: Path, upstreams: list[int], tls: tuple[str, str,
     if name == "nginx":  # the trial's command lines (see the file's head), on a folder of the test's
         assert NGINX is not None
         config = tmp / "nginx.conf"
-        config.write_text(nginx_config(port, upstreams))
+        config.write_text(nginx_config(port, upstreams, changes))
         args = [NGINX, "-p", str(tmp), "-e", "stderr", "-c", str(config), "-g", "daemon off;"]
     else:
         assert HAPROXY is not None
